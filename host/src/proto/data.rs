@@ -1,0 +1,256 @@
+//! Message content receivers, free of I/O: fed bytes, they say when the message is complete.
+//!
+//! SMTP smuggling defence (RFC 5321 2.3.8, 4.1.1.4): only `CRLF . CRLF` ends DATA. A bare CR or
+//! a bare LF never starts a line, so `\n.\n`, `\r.\r`, `\n.\r\n` and the like stay content; the
+//! receiver records that it saw one and the session refuses the message once the real end
+//! arrives. No second message can begin inside the first.
+
+/// Where the receiver is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// After CRLF (or at the start of DATA).
+    LineStart,
+    /// A `.` at the start of a line.
+    Dot,
+    /// `.` then CR at the start of a line.
+    DotCr,
+    /// Inside a line.
+    Text,
+    /// CR inside a line, waiting for LF.
+    Cr,
+}
+
+/// Receives DATA content: dot-unstuffing (RFC 5321 4.5.2), end detection, size cap.
+#[derive(Debug)]
+pub struct DataReceiver {
+    state: State,
+    message: Vec<u8>,
+    max_size: usize,
+    size: usize,
+    bare_newline: bool,
+}
+
+/// What the content looked like once complete.
+#[derive(Debug)]
+pub struct Received {
+    pub message: Vec<u8>,
+    /// More octets than allowed were sent; the excess was dropped and the message is refused.
+    pub too_large: bool,
+    pub bare_newline: bool,
+}
+
+impl DataReceiver {
+    pub fn new(max_size: usize) -> DataReceiver {
+        DataReceiver {
+            state: State::LineStart,
+            message: Vec::with_capacity(max_size.min(64 * 1024)),
+            max_size,
+            size: 0,
+            bare_newline: false,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.size += bytes.len();
+        if self.size <= self.max_size {
+            self.message.extend_from_slice(bytes);
+        }
+    }
+
+    /// Consumes bytes; returns how many were used and whether the end of data was reached.
+    /// Bytes after the end are left for the command reader (pipelined commands).
+    pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            i += 1;
+            match (self.state, b) {
+                (State::LineStart, b'.') => self.state = State::Dot,
+                (State::Dot, b'\r') => self.state = State::DotCr,
+                (State::DotCr, b'\n') => {
+                    self.state = State::LineStart;
+                    return (i, true);
+                }
+                (State::DotCr, other) => {
+                    // ".\r" then not LF: the dot was stuffing, the CR is bare.
+                    self.bare_newline = true;
+                    self.push(b"\r");
+                    self.state = State::Text;
+                    self.text_byte(other);
+                }
+                // A leading dot is removed (RFC 5321 4.5.2).
+                (State::Dot, other) | (State::LineStart, other) | (State::Text, other) => {
+                    self.state = State::Text;
+                    self.text_byte(other);
+                }
+                (State::Cr, b'\n') => {
+                    self.push(b"\r\n");
+                    self.state = State::LineStart;
+                }
+                (State::Cr, other) => {
+                    self.bare_newline = true;
+                    self.push(b"\r");
+                    self.state = State::Text;
+                    self.text_byte(other);
+                }
+            }
+        }
+        (i, false)
+    }
+
+    fn text_byte(&mut self, b: u8) {
+        match b {
+            b'\r' => self.state = State::Cr,
+            b'\n' => {
+                self.bare_newline = true;
+                self.push(b"\n");
+            }
+            _ => self.push(&[b]),
+        }
+    }
+
+    pub fn finish(self) -> Received {
+        Received {
+            too_large: self.size > self.max_size,
+            bare_newline: self.bare_newline,
+            message: self.message,
+        }
+    }
+}
+
+/// Tracks bare CR/LF across BDAT chunks (RFC 3030 has no dot-stuffing; the content is taken
+/// as is, but a bare CR or LF is refused as for DATA, so that relaying it later by DATA can
+/// never smuggle a message to the next hop).
+#[derive(Debug, Default)]
+pub struct BareNewlineCheck {
+    pending_cr: bool,
+    pub found: bool,
+}
+
+impl BareNewlineCheck {
+    pub fn scan(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            match (self.pending_cr, b) {
+                (true, b'\n') => self.pending_cr = false,
+                (true, b'\r') => self.found = true,
+                (true, _) => {
+                    self.found = true;
+                    self.pending_cr = false;
+                }
+                (false, b'\r') => self.pending_cr = true,
+                (false, b'\n') => self.found = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// At the last chunk: a trailing CR without LF is bare too.
+    pub fn finish(&mut self) -> bool {
+        if self.pending_cr {
+            self.found = true;
+        }
+        self.found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> (Option<usize>, Received) {
+        let mut r = DataReceiver::new(1 << 20);
+        let (used, done) = r.ingest(input);
+        (done.then_some(used), r.finish())
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf() {
+        let (end, got) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+        assert_eq!(end, Some(24));
+        assert_eq!(got.message, b"Subject: x\r\n\r\nhello\r\n");
+        assert!(!got.bare_newline);
+    }
+
+    #[test]
+    fn empty_message() {
+        let (end, got) = run(b".\r\n");
+        assert_eq!(end, Some(3));
+        assert!(got.message.is_empty());
+    }
+
+    #[test]
+    fn unstuffing() {
+        let (_, got) = run(b"..x\r\n...\r\n.\r\n");
+        assert_eq!(got.message, b".x\r\n..\r\n");
+    }
+
+    #[test]
+    fn smuggling_variants_do_not_end_data() {
+        for variant in [
+            &b"\n.\n"[..],
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\n.\r",
+            b"\r\n.\r",
+        ] {
+            let mut input = b"a".to_vec();
+            input.extend_from_slice(variant);
+            input.extend_from_slice(b"MAIL FROM:<x@y>\r\n");
+            let (end, got) = run(&input);
+            assert_eq!(end, None, "{variant:?} ended data");
+            assert!(got.bare_newline, "{variant:?} not flagged");
+            // The real end still works, the flag stays.
+            let mut r = DataReceiver::new(1 << 20);
+            r.ingest(&input);
+            let (_, done) = r.ingest(b"\r\n.\r\n");
+            assert!(done, "{variant:?}");
+            assert!(r.finish().bare_newline);
+        }
+    }
+
+    #[test]
+    fn split_across_reads() {
+        let input = b"line one\r\n..two\r\n.\r\n";
+        for split in 0..input.len() {
+            let mut r = DataReceiver::new(1 << 20);
+            let (used, done) = r.ingest(&input[..split]);
+            assert_eq!((used, done), (split, false));
+            let (_, done) = r.ingest(&input[split..]);
+            assert!(done, "split at {split}");
+            assert_eq!(r.finish().message, b"line one\r\n.two\r\n");
+        }
+    }
+
+    #[test]
+    fn size_cap_keeps_scanning() {
+        let mut r = DataReceiver::new(4);
+        let (_, done) = r.ingest(b"0123456789\r\n.\r\n");
+        assert!(done);
+        let got = r.finish();
+        assert!(got.too_large);
+    }
+
+    #[test]
+    fn long_lines_are_kept_whole() {
+        let line = vec![b'x'; 5000];
+        let mut input = line.clone();
+        input.extend_from_slice(b"\r\n.\r\n");
+        let (_, got) = run(&input);
+        assert_eq!(got.message.len(), 5002);
+    }
+
+    #[test]
+    fn bdat_bare_newlines() {
+        let mut c = BareNewlineCheck::default();
+        c.scan(b"a\r");
+        c.scan(b"\nb\r\n");
+        assert!(!c.finish());
+        for bad in [&b"a\nb"[..], b"a\rb", b"a\r\r\n", b"a\r"] {
+            let mut c = BareNewlineCheck::default();
+            c.scan(bad);
+            assert!(c.finish(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The SMTP protocol core: command parsing, replies and content receivers. No I/O here, no
+//! tokio: the session (`crate::session`) feeds bytes in and writes replies out.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod replies;
+pub mod reply;
+
+pub use address::Mailbox;
+pub use command::{Command, MailParams, RcptParams, RcptPath};
+pub use reply::{EnhancedCode, Reply};
