@@ -1,1 +1,14 @@
+//! wasmtp: an SMTP/ESMTP gateway whose mail policy runs as sandboxed WebAssembly components.
+//!
+//! `proto` is the protocol core (no I/O); `session` drives it over a stream; `spool` keeps
+//! messages durably; `delivery` moves them on; `server` ties listeners, TLS and shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod delivery;
+pub mod metrics;
 pub mod proto;
+pub mod server;
+pub mod session;
+pub mod spool;
+pub mod tls;

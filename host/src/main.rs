@@ -1,1 +1,114 @@
-fn main() {}
+//! The `wasmtp` command line (SPEC.md "Commands").
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use wasmtp::config::Config;
+
+/// How long transactions in flight may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(name = "wasmtp", version, about = "SMTP/ESMTP gateway with WebAssembly policy plugins")]
+struct Cli {
+    /// Config file (default: ./wasmtp.toml if present, else the embedded default)
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server
+    Serve,
+    /// Validate the config; print every problem with its key path
+    CheckConfig,
+    /// Read a password from standard input and print its argon2id hash for [[user]]
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMTP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve => serve(cli.config),
+        Command::CheckConfig => match Config::load(cli.config.as_deref()) {
+            Ok(c) => {
+                println!(
+                    "config OK: {} listener(s), {} route(s), {} plugin(s)",
+                    c.listen.len(),
+                    c.route.len(),
+                    c.plugin.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashPassword => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+                eprintln!("error: expected a password on standard input");
+                return ExitCode::FAILURE;
+            }
+            match wasmtp::session::hash_password(line.trim_end_matches(['\r', '\n'])) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        let server = match wasmtp::server::Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+                }
+            }
+        }
+        tracing::info!("shutting down");
+        server.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

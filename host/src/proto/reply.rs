@@ -40,6 +40,16 @@ impl Reply {
         }
     }
 
+    /// A reply without an enhanced code: the greeting and HELO/EHLO replies, which come
+    /// before the extension is negotiated (RFC 2034 3), and SASL challenges (RFC 4954 4).
+    pub fn plain(code: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            text: Cow::Owned(text.into()),
+        }
+    }
+
     /// Same code and enhanced code, other text.
     pub fn with_text(&self, text: impl Into<String>) -> Reply {
         Reply {

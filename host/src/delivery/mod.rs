@@ -1,0 +1,282 @@
+//! Delivery: each spooled message gets a task that tries its pending recipients, grouped by
+//! route, and sleeps between attempts per `[delivery] retry`. At most
+//! `delivery.concurrency` attempts run at once. The spool is the only source of truth: the
+//! tasks are rebuilt from it at start, so a crash loses no message.
+
+mod client;
+mod maildir;
+
+use crate::config::{Config, Target, TlsPolicy};
+use crate::metrics::Metrics;
+use crate::proto::Reply;
+use crate::spool::{Envelope, QueueState, RecipientStatus, Spool, SpoolId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+
+/// The result for one recipient of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered(Reply),
+    Transient(Reply),
+    Permanent(Reply),
+}
+
+impl DeliveryOutcome {
+    /// Classifies a reply from a next hop by its first digit.
+    pub fn from_reply(reply: Reply) -> DeliveryOutcome {
+        match reply.code {
+            200..=399 => DeliveryOutcome::Delivered(reply),
+            400..=499 => DeliveryOutcome::Transient(reply),
+            _ => DeliveryOutcome::Permanent(reply),
+        }
+    }
+}
+
+/// What a transport is asked to deliver: one message, some of its recipients.
+pub struct Outgoing<'a> {
+    pub envelope: &'a Envelope,
+    pub content: &'a [u8],
+    /// Indices into `envelope.recipients`.
+    pub recipients: &'a [usize],
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A way to move a message one hop further. Returns one outcome per recipient, in order.
+pub trait Transport: Send + Sync {
+    fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>>;
+}
+
+/// Builds the transport for a route.
+fn transport_for(config: &Config, target: &Target, tls: TlsPolicy) -> Box<dyn Transport> {
+    match target {
+        Target::Smtp(host, port) => Box::new(client::SmtpTransport::new(
+            config, host, *port, tls, false,
+        )),
+        Target::Lmtp(host, port) => Box::new(client::SmtpTransport::new(
+            config, host, *port, tls, true,
+        )),
+        Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
+        Target::Mx => Box::new(Unavailable),
+    }
+}
+
+/// MX routes: resolution arrives with the MX delivery work; until then mail waits in the
+/// queue (deferred, never dropped) and the log says why.
+struct Unavailable;
+
+impl Transport for Unavailable {
+    fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
+        let reply = Reply::dynamic(451, 4, 4, "MX delivery is not available in this build; configure a smtp: route");
+        Box::pin(async move { vec![DeliveryOutcome::Transient(reply); msg.recipients.len()] })
+    }
+}
+
+enum QueueEvent {
+    Submit(SpoolId),
+    Flush(Option<String>),
+}
+
+/// How sessions and commands reach the queue.
+#[derive(Clone)]
+pub struct QueueHandle {
+    events: mpsc::UnboundedSender<QueueEvent>,
+}
+
+impl QueueHandle {
+    /// A newly spooled message: deliver now.
+    pub fn submit(&self, id: SpoolId) {
+        let _ = self.events.send(QueueEvent::Submit(id));
+    }
+
+    /// Retry deferred mail now (all, or that for one domain): ETRN.
+    pub fn flush(&self, domain: Option<String>) {
+        let _ = self.events.send(QueueEvent::Flush(domain));
+    }
+}
+
+struct Delivery {
+    config: Arc<Config>,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+    permits: Semaphore,
+    flush: broadcast::Sender<Option<String>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the queue: recovers every spooled message, then serves new ones.
+pub fn start(
+    config: Arc<Config>,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(QueueHandle, tokio::task::JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let recovered = spool.list()?;
+    if !recovered.is_empty() {
+        tracing::info!(count = recovered.len(), "recovered spooled messages");
+    }
+    let delivery = Arc::new(Delivery {
+        permits: Semaphore::new(config.delivery.concurrency),
+        config,
+        spool,
+        metrics,
+        flush: broadcast::channel(64).0,
+        shutdown,
+    });
+    let task = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in recovered {
+            tasks.spawn(run_message(delivery.clone(), id));
+        }
+        let mut shutdown = delivery.shutdown.clone();
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(QueueEvent::Submit(id)) => {
+                        tasks.spawn(run_message(delivery.clone(), id));
+                    }
+                    Some(QueueEvent::Flush(domain)) => {
+                        let _ = delivery.flush.send(domain);
+                    }
+                    None => break,
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        // Attempts in flight get a moment to finish; the spool keeps the rest.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    });
+    Ok((QueueHandle { events: tx }, task))
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Drives one message until every recipient is delivered or failed.
+async fn run_message(d: Arc<Delivery>, id: SpoolId) {
+    let (envelope, mut state) = match d.spool.load_envelope(&id) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(%id, error = %e, "cannot read spooled message; left in the spool");
+            return;
+        }
+    };
+    let mut flush = d.flush.subscribe();
+    let mut shutdown = d.shutdown.clone();
+    loop {
+        if state.held {
+            return;
+        }
+        let wait = state.next_attempt - unix_now();
+        if wait > 0 {
+            let domains: Vec<String> = state
+                .pending()
+                .map(|i| envelope.recipients[i].address.domain_lower())
+                .collect();
+            let sleep = tokio::time::sleep(Duration::from_secs(wait as u64));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    event = flush.recv() => match event {
+                        Ok(None) => break,
+                        Ok(Some(domain)) if domains.contains(&domain.to_lowercase()) => break,
+                        Ok(Some(_)) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        }
+        let permit = tokio::select! {
+            p = d.permits.acquire() => p,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let Ok(_permit) = permit else { return };
+        if let Err(e) = attempt(&d, &envelope, &mut state).await {
+            tracing::error!(%id, error = %e, "cannot read message content; will retry");
+        }
+        if state.pending().next().is_none() {
+            if let Err(e) = d.spool.remove(&id).await {
+                tracing::error!(%id, error = %e, "cannot remove delivered message");
+            }
+            return;
+        }
+        state.attempts += 1;
+        let retry = &d.config.delivery.retry;
+        let delay = retry[(state.attempts as usize - 1).min(retry.len() - 1)].0;
+        state.next_attempt = unix_now() + delay.as_secs() as i64;
+        if unix_now() - envelope.received_at > d.config.delivery.max_age.0.as_secs() as i64 {
+            for i in state.pending().collect::<Vec<_>>() {
+                let last = match &state.recipients[i] {
+                    RecipientStatus::Deferred(e) => e.clone(),
+                    _ => String::new(),
+                };
+                state.recipients[i] =
+                    RecipientStatus::Failed(format!("expired after delivery.max_age: {last}"));
+                tracing::warn!(%id, rcpt = %envelope.recipients[i].address, "gave up: delivery.max_age reached");
+            }
+            let _ = d.spool.remove(&id).await;
+            return;
+        }
+        if let Err(e) = d.spool.save_state(&id, &state).await {
+            tracing::error!(%id, error = %e, "cannot save delivery state");
+        }
+    }
+}
+
+/// One attempt over every pending recipient, grouped by route.
+async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> std::io::Result<()> {
+    let content = d.spool.load_content(&envelope.id).await?;
+    let mut groups: BTreeMap<String, (Target, TlsPolicy, Vec<usize>)> = BTreeMap::new();
+    for i in state.pending() {
+        let (target, tls) = d.config.route_for(&envelope.recipients[i].address.domain);
+        // One connection per next hop; MX routes group per domain.
+        let key = match &target {
+            Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
+            other => format!("{other:?}{tls:?}"),
+        };
+        groups.entry(key).or_insert((target, tls, Vec::new())).2.push(i);
+    }
+    for (target, tls, recipients) in groups.into_values() {
+        let transport = transport_for(&d.config, &target, tls);
+        let outgoing = Outgoing {
+            envelope,
+            content: &content,
+            recipients: &recipients,
+        };
+        let outcomes = transport.deliver(&outgoing).await;
+        for (&i, outcome) in recipients.iter().zip(outcomes) {
+            let rcpt = &envelope.recipients[i].address;
+            state.recipients[i] = match outcome {
+                DeliveryOutcome::Delivered(r) => {
+                    Metrics::inc(&d.metrics.deliveries_total);
+                    tracing::info!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "delivered");
+                    RecipientStatus::Delivered(r.to_string())
+                }
+                DeliveryOutcome::Transient(r) => {
+                    Metrics::inc(&d.metrics.deferrals_total);
+                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "deferred");
+                    RecipientStatus::Deferred(r.to_string())
+                }
+                DeliveryOutcome::Permanent(r) => {
+                    Metrics::inc(&d.metrics.failures_total);
+                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "failed permanently");
+                    RecipientStatus::Failed(r.to_string())
+                }
+            };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Listeners, connection limits, TLS handshakes and graceful shutdown.
+
+use crate::config::{Config, Mode};
+use crate::delivery::{self, QueueHandle};
+use crate::metrics::Metrics;
+use crate::proto::replies;
+use crate::session::{Outcome, Session};
+use crate::spool::Spool;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+/// A client that has not finished the TLS handshake in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every session shares.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub spool: Spool,
+    pub queue: QueueHandle,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running server.
+pub struct Server {
+    /// The bound address of each `[[listen]]`, in config order (port 0 resolved).
+    pub listen_addrs: Vec<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    sessions: Arc<Semaphore>,
+    max_sessions: u32,
+    tasks: Vec<JoinHandle<()>>,
+    queue_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the spool, binds every listener, recovers the queue and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let spool = Spool::open(&config.spool.path)
+            .with_context(|| format!("spool.path {}", config.spool.path.display()))?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let mut listeners = Vec::new();
+        for (i, l) in config.listen.iter().enumerate() {
+            let listener = TcpListener::bind(l.address)
+                .await
+                .with_context(|| format!("listen[{i}].address {}", l.address))?;
+            listeners.push((listener, l.mode));
+        }
+        let mut tasks = Vec::new();
+        let metrics_addr = match &config.metrics {
+            Some(m) => {
+                let listener = TcpListener::bind(m.address)
+                    .await
+                    .with_context(|| format!("metrics.address {}", m.address))?;
+                let addr = listener.local_addr()?;
+                tasks.push(tokio::spawn(crate::metrics::serve(listener, metrics.clone())));
+                Some(addr)
+            }
+            None => None,
+        };
+        let (queue, queue_task) =
+            delivery::start(config.clone(), spool.clone(), metrics.clone(), shutdown.clone())?;
+        let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
+        let sessions = Arc::new(Semaphore::new(max_sessions as usize));
+        let ctx = Arc::new(Context {
+            config,
+            spool,
+            queue,
+            tls,
+            shutdown,
+            metrics: metrics.clone(),
+        });
+        let mut listen_addrs = Vec::new();
+        for (listener, mode) in listeners {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, ?mode, "listening");
+            listen_addrs.push(addr);
+            tasks.push(tokio::spawn(accept_loop(listener, mode, ctx.clone(), sessions.clone())));
+        }
+        Ok(Server {
+            listen_addrs,
+            metrics_addr,
+            metrics,
+            shutdown: shutdown_tx,
+            sessions,
+            max_sessions,
+            tasks,
+            queue_task,
+        })
+    }
+
+    /// Stops accepting, answers idle sessions 421 4.3.2, lets transactions in flight finish
+    /// within `grace`, then stops delivery.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if tokio::time::timeout(grace, self.sessions.acquire_many(self.max_sessions))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing remaining sessions");
+        }
+        let _ = self.queue_task.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, mode: Mode, ctx: Arc<Context>, sessions: Arc<Semaphore>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        Metrics::inc(&ctx.metrics.connections_total);
+        match sessions.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(ctx.clone(), mode, tcp, peer, permit));
+            }
+            Err(_) => {
+                Metrics::inc(&ctx.metrics.connections_refused_total);
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let mut out = Vec::new();
+                    replies::TOO_MANY_CONNECTIONS.write_to(&mut out);
+                    let _ = tcp.write_all(&out).await;
+                });
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    ctx: Arc<Context>,
+    mode: Mode,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut session = Session::new(ctx.clone(), mode, peer);
+    let greeting = session.greeting();
+    let result = if mode == Mode::Submissions {
+        // RFC 8314 3: implicit TLS, the greeting comes after the handshake.
+        match handshake(&ctx, tcp).await {
+            Some((mut tls, description)) => {
+                session.tls_started(description);
+                session.run(&mut tls, Some(greeting)).await
+            }
+            None => return,
+        }
+    } else {
+        match session.run(&mut tcp, Some(greeting)).await {
+            Ok(Outcome::StartTls) => match handshake(&ctx, tcp).await {
+                Some((mut tls, description)) => {
+                    session.tls_started(description);
+                    session.run(&mut tls, None).await
+                }
+                None => return,
+            },
+            other => other,
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "session ended with an I/O error");
+    }
+}
+
+async fn handshake(
+    ctx: &Context,
+    tcp: TcpStream,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, String)> {
+    let config = ctx.tls.clone()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            let conn = tls.get_ref().1;
+            let version = conn
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace('_', "."))
+                .unwrap_or_default();
+            let cipher = conn
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()))
+                .unwrap_or_default();
+            Some((tls, format!("{version} with cipher {cipher}")))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,232 @@
+//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030), then the hand-off to the spool: the 250
+//! goes out only after `Spool::store` has fsynced the message.
+
+use super::{Conn, Session, read_more};
+use crate::metrics::Metrics;
+use crate::proto::data::{BareNewlineCheck, DataReceiver};
+use crate::proto::{Reply, replies};
+use crate::spool::{Envelope, SpoolId};
+use std::io;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Content gathered from BDAT chunks so far.
+#[derive(Debug, Default)]
+pub(super) struct BdatContent {
+    message: Vec<u8>,
+    size: u64,
+    bare: BareNewlineCheck,
+}
+
+impl Session {
+    pub(super) fn check_data(&self) -> Result<(), Reply> {
+        if self.helo.is_none() {
+            return Err(replies::HELO_FIRST);
+        }
+        let Some(tx) = &self.tx else {
+            return Err(replies::NEED_MAIL);
+        };
+        if tx.bdat.is_some() {
+            return Err(replies::DATA_IN_BDAT);
+        }
+        if tx.recipients.is_empty() {
+            return Err(replies::NEED_RCPT);
+        }
+        Ok(())
+    }
+
+    /// Reads content after 354. `None` when the client went away (or timed out) mid-data.
+    pub(super) async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<'_, S>,
+    ) -> io::Result<Option<Reply>> {
+        let max = usize::try_from(self.ctx.config.limits.message_size.0).unwrap_or(usize::MAX);
+        let timeout = self.ctx.config.limits.data_timeout.0;
+        let mut receiver = DataReceiver::new(max);
+        loop {
+            let (used, done) = receiver.ingest(conn.pending());
+            conn.start += used;
+            if done {
+                break;
+            }
+            if !read_more(conn, timeout).await? {
+                self.tx = None;
+                return Ok(None);
+            }
+        }
+        let received = receiver.finish();
+        let refusal = if received.bare_newline {
+            Some(replies::BARE_NEWLINE_DATA)
+        } else if received.too_large {
+            // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
+            Some(replies::SIZE_EXCEEDED)
+        } else {
+            None
+        };
+        Ok(Some(match refusal {
+            Some(reply) => self.refuse_message(reply),
+            None => self.complete_message(received.message).await,
+        }))
+    }
+
+    /// Reads one BDAT chunk. The chunk's octets are always consumed, even when the command
+    /// is refused, so that they are never taken for commands (RFC 3030 2).
+    pub(super) async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<'_, S>,
+        size: u64,
+        last: bool,
+    ) -> io::Result<Option<Reply>> {
+        let max = self.ctx.config.limits.message_size.0;
+        let timeout = self.ctx.config.limits.data_timeout.0;
+        let refusal = if self.helo.is_none() {
+            Some(replies::HELO_FIRST)
+        } else {
+            match &self.tx {
+                None => Some(replies::NEED_MAIL),
+                Some(tx) if tx.recipients.is_empty() => Some(replies::NEED_RCPT),
+                Some(_) => None,
+            }
+        };
+        let mut content = match (&refusal, &mut self.tx) {
+            (None, Some(tx)) => Some(tx.bdat.get_or_insert_with(BdatContent::default)),
+            _ => None,
+        };
+        let mut remaining = size;
+        while remaining > 0 {
+            if conn.pending().is_empty() && !read_more(conn, timeout).await? {
+                self.tx = None;
+                return Ok(None);
+            }
+            let take = conn.pending().len().min(remaining as usize);
+            let chunk = &conn.buf[conn.start..conn.start + take];
+            if let Some(c) = content.as_mut() {
+                c.size += take as u64;
+                c.bare.scan(chunk);
+                if c.size <= max {
+                    c.message.extend_from_slice(chunk);
+                }
+            }
+            conn.start += take;
+            remaining -= take as u64;
+        }
+        if let Some(reply) = refusal {
+            return Ok(Some(reply));
+        }
+        let content = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut());
+        let Some(content) = content else {
+            return Ok(Some(replies::NEED_MAIL));
+        };
+        if content.size > max {
+            return Ok(Some(self.refuse_message(replies::SIZE_EXCEEDED)));
+        }
+        if !last {
+            return Ok(Some(Reply::dynamic(
+                250,
+                0,
+                0,
+                format!("{size} octets received"),
+            )));
+        }
+        if content.bare.finish() {
+            return Ok(Some(self.refuse_message(replies::BARE_NEWLINE_DATA)));
+        }
+        let mut message = std::mem::take(&mut content.message);
+        // Relaying uses DATA, where content must end in CRLF (RFC 5321 4.1.1.4).
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            message.extend_from_slice(b"\r\n");
+        }
+        Ok(Some(self.complete_message(message).await))
+    }
+
+    /// Ends the transaction with a refusal (RFC 5321 4.1.1.4: the transaction is over).
+    fn refuse_message(&mut self, reply: Reply) -> Reply {
+        self.tx = None;
+        Metrics::inc(&self.ctx.metrics.messages_refused_total);
+        reply
+    }
+
+    /// Adds `Received:`, spools durably, hands the id to delivery, then says 250.
+    async fn complete_message(&mut self, content: Vec<u8>) -> Reply {
+        let Some(tx) = self.tx.take() else {
+            return replies::NEED_MAIL;
+        };
+        let helo = self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default();
+        let envelope = Envelope {
+            id: SpoolId::generate(),
+            received_at: chrono::Utc::now().timestamp(),
+            sender: tx.sender,
+            params: tx.params,
+            recipients: tx.recipients,
+            client_ip: self.peer.ip(),
+            helo,
+            auth_user: self.auth_user.clone(),
+        };
+        let header = self.received_header(&envelope);
+        let mut message = Vec::with_capacity(header.len() + content.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&content);
+        match self.ctx.spool.store(&envelope, message).await {
+            Ok(()) => {
+                Metrics::inc(&self.ctx.metrics.messages_accepted_total);
+                tracing::info!(
+                    id = %envelope.id,
+                    client = %self.peer.ip(),
+                    from = %envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                    recipients = envelope.recipients.len(),
+                    size = content.len(),
+                    "message queued"
+                );
+                let id = envelope.id.clone();
+                self.ctx.queue.submit(envelope.id);
+                Reply::dynamic(250, 0, 0, format!("Ok: queued as {id}"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; message refused with 451");
+                Metrics::inc(&self.ctx.metrics.messages_refused_total);
+                replies::SPOOL_FAILED
+            }
+        }
+    }
+
+    /// RFC 5321 4.4 trace field; `with` keywords from RFC 3848 and RFC 6531 3.7.3.
+    fn received_header(&self, envelope: &Envelope) -> String {
+        let extended = self.helo.as_ref().is_some_and(|h| h.extended);
+        let mut protocol = String::from(match (extended, envelope.params.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        });
+        if extended {
+            if self.tls.is_some() {
+                protocol.push('S');
+            }
+            if self.auth_user.is_some() {
+                protocol.push('A');
+            }
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| format!("\r\n\t(using {t})"))
+            .unwrap_or_default();
+        let ip = match envelope.client_ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let helo: String = envelope
+            .helo
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect();
+        let for_clause = match envelope.recipients.as_slice() {
+            [only] => format!("\r\n\tfor <{}>", only.address),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{ip}]){tls}\r\n\tby {} (wasmtp) with {protocol} id {}{for_clause};\r\n\t{}\r\n",
+            self.ctx.config.hostname,
+            envelope.id,
+            chrono::Utc::now().to_rfc2822()
+        )
+    }
+}

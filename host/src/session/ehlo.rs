@@ -1,0 +1,39 @@
+//! HELO and EHLO (RFC 5321 4.1.1.1) and the EHLO keyword list.
+
+use super::{Helo, Session};
+use crate::config::Mode;
+use crate::proto::Reply;
+
+impl Session {
+    /// Both reset any transaction (RFC 5321 4.1.4).
+    pub(super) fn handle_helo(&mut self, name: String, extended: bool) -> Reply {
+        self.tx = None;
+        self.helo = Some(Helo { name, extended });
+        let hostname = &self.ctx.config.hostname;
+        if !extended {
+            return Reply::plain(250, hostname.clone());
+        }
+        let mut lines = vec![
+            format!("{hostname} greets {}", self.peer.ip()),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.ctx.config.limits.message_size.0),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        // RFC 3207 4.2: STARTTLS is not offered once TLS is up.
+        if self.tls.is_none() && self.ctx.tls.is_some() && self.mode != Mode::Submissions {
+            lines.push("STARTTLS".into());
+        }
+        // AUTH only on submission listeners and only under TLS (RFC 4954 4, RFC 8314).
+        if self.auth_offered() && self.tls.is_some() && self.auth_user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.extend(["CHUNKING", "DSN", "ETRN", "HELP"].map(String::from));
+        Reply::plain(250, lines.join("\n"))
+    }
+
+    pub(super) fn auth_offered(&self) -> bool {
+        self.mode != Mode::Mx
+    }
+}

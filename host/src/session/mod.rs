@@ -1,0 +1,366 @@
+//! One SMTP session: reads command lines, answers them, receives content. Generic over the
+//! stream so that STARTTLS can hand the same session to a TLS stream, and tests can drive it
+//! over an in-memory pipe.
+//!
+//! Replies to a pipelined group (RFC 2920) are collected in `out` and written in order when
+//! the read buffer holds no further complete command, i.e. once per group.
+
+mod auth;
+pub use auth::hash_password;
+mod data;
+mod ehlo;
+mod mail;
+
+use crate::config::Mode;
+use crate::proto::command::{Command, line_limit, MAX_AUTH_LINE};
+use crate::proto::{Mailbox, MailParams, Reply, replies};
+use crate::server::Context;
+use crate::spool::Recipient;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// After this many 5xx replies the client is dropped with 421 (Postfix's hard_error_limit).
+const MAX_ERRORS: u32 = 25;
+
+/// How a session run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Closed,
+    /// The client asked for STARTTLS and got 220: the caller does the handshake and runs the
+    /// session again on the TLS stream. Bytes buffered so far are dropped with the run.
+    StartTls,
+}
+
+/// What the dispatcher asks the I/O loop to do next.
+enum Next {
+    Continue,
+    Data,
+    Bdat { size: u64, last: bool },
+    StartTls,
+    Close,
+}
+
+#[derive(Debug, Clone)]
+struct Helo {
+    name: String,
+    extended: bool,
+}
+
+/// An open mail transaction (RFC 5321 3.3): only exists between MAIL and the end of data.
+#[derive(Debug)]
+struct Transaction {
+    sender: Option<Mailbox>,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    /// Set once the first BDAT arrived; DATA is then out of sequence (RFC 3030 4.1).
+    bdat: Option<data::BdatContent>,
+}
+
+pub struct Session {
+    ctx: Arc<Context>,
+    mode: Mode,
+    peer: SocketAddr,
+    /// Protocol and cipher, once TLS is up.
+    tls: Option<String>,
+    helo: Option<Helo>,
+    auth_user: Option<String>,
+    tx: Option<Transaction>,
+    sasl: Option<auth::SaslStep>,
+    errors: u32,
+}
+
+/// The connection's buffers: one reused read buffer, consumed from `start`.
+struct Conn<'a, S> {
+    stream: &'a mut S,
+    buf: Vec<u8>,
+    start: usize,
+    out: Vec<u8>,
+    discarding: bool,
+}
+
+enum Line {
+    Text(String),
+    Bad(Reply),
+    Incomplete,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Takes the next complete command line, checking CRLF and length (RFC 5321 2.3.8,
+    /// 4.5.3.1.4). A line over the limit is skipped to its end and answered 500 5.5.2.
+    fn take_line(&mut self) -> Line {
+        let Some(pos) = self.pending().iter().position(|&b| b == b'\n') else {
+            if self.pending().len() > MAX_AUTH_LINE {
+                self.discarding = true;
+                self.start = self.buf.len();
+            }
+            return Line::Incomplete;
+        };
+        let line = &self.buf[self.start..self.start + pos + 1];
+        self.start += pos + 1;
+        if std::mem::take(&mut self.discarding) {
+            return Line::Bad(replies::LINE_TOO_LONG);
+        }
+        let body = &line[..line.len() - 1];
+        let Some(body) = body.strip_suffix(b"\r") else {
+            return Line::Bad(replies::BARE_NEWLINE);
+        };
+        if body.contains(&b'\r') {
+            return Line::Bad(replies::BARE_NEWLINE);
+        }
+        if line.len() > line_limit(body) {
+            return Line::Bad(replies::LINE_TOO_LONG);
+        }
+        match std::str::from_utf8(body) {
+            Ok(s) => Line::Text(s.to_string()),
+            Err(_) => Line::Bad(replies::UNKNOWN_COMMAND.with_text("Invalid UTF-8 in command")),
+        }
+    }
+
+    /// Reads more bytes; Ok(0) at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + 16 * 1024, 0);
+        let result = self.stream.read(&mut self.buf[len..]).await;
+        self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Context>, mode: Mode, peer: SocketAddr) -> Session {
+        Session {
+            ctx,
+            mode,
+            peer,
+            tls: None,
+            helo: None,
+            auth_user: None,
+            tx: None,
+            sasl: None,
+            errors: 0,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, format!("{} ESMTP wasmtp ready", self.ctx.config.hostname))
+    }
+
+    /// RFC 3207 4.2: after the handshake the server discards all knowledge obtained from
+    /// the client (HELO name, transaction, authentication).
+    pub fn tls_started(&mut self, description: String) {
+        self.tls = Some(description);
+        self.helo = None;
+        self.tx = None;
+        self.auth_user = None;
+        self.sasl = None;
+    }
+
+    /// Runs the dialogue on `stream` until QUIT, EOF, an error, shutdown or STARTTLS.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        greeting: Option<Reply>,
+    ) -> io::Result<Outcome> {
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+            start: 0,
+            out: Vec::new(),
+            discarding: false,
+        };
+        if let Some(g) = greeting {
+            g.write_to(&mut conn.out);
+        }
+        let mut shutdown = self.ctx.shutdown.clone();
+        let command_timeout = self.ctx.config.limits.command_timeout.0;
+        loop {
+            let next = match conn.take_line() {
+                Line::Text(line) => self.dispatch(&line, &mut conn.out).await,
+                Line::Bad(reply) => {
+                    self.reply(&mut conn.out, reply);
+                    Next::Continue
+                }
+                Line::Incomplete => {
+                    conn.flush().await?;
+                    // SPEC: on shutdown idle sessions get 421 4.3.2; a transaction in
+                    // flight may finish first.
+                    if *shutdown.borrow() && self.tx.is_none() {
+                        replies::SHUTTING_DOWN.write_to(&mut conn.out);
+                        conn.flush().await?;
+                        return Ok(Outcome::Closed);
+                    }
+                    let read = tokio::select! {
+                        r = tokio::time::timeout(command_timeout, conn.fill()) => r,
+                        _ = shutdown.wait_for(|stop| *stop), if !*shutdown.borrow() => continue,
+                    };
+                    match read {
+                        Ok(Ok(0)) => return Ok(Outcome::Closed),
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            replies::TIMEOUT.write_to(&mut conn.out);
+                            conn.flush().await?;
+                            return Ok(Outcome::Closed);
+                        }
+                    }
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Close => {
+                    conn.flush().await?;
+                    return Ok(Outcome::Closed);
+                }
+                Next::StartTls => {
+                    conn.flush().await?;
+                    return Ok(Outcome::StartTls);
+                }
+                Next::Data => {
+                    conn.flush().await?;
+                    let Some(reply) = self.receive_data(&mut conn).await? else {
+                        return Ok(Outcome::Closed);
+                    };
+                    self.reply(&mut conn.out, reply);
+                }
+                Next::Bdat { size, last } => {
+                    let Some(reply) = self.receive_bdat(&mut conn, size, last).await? else {
+                        return Ok(Outcome::Closed);
+                    };
+                    self.reply(&mut conn.out, reply);
+                }
+            }
+            if self.errors >= MAX_ERRORS {
+                replies::TOO_MANY_ERRORS.write_to(&mut conn.out);
+                conn.flush().await?;
+                return Ok(Outcome::Closed);
+            }
+        }
+    }
+
+    /// Writes a reply, counting refusals towards `MAX_ERRORS`.
+    fn reply(&mut self, out: &mut Vec<u8>, reply: Reply) {
+        if reply.code >= 500 {
+            self.errors += 1;
+        }
+        reply.write_to(out);
+    }
+
+    async fn dispatch(&mut self, line: &str, out: &mut Vec<u8>) -> Next {
+        if let Some(step) = self.sasl.take() {
+            let reply = self.sasl_response(step, line).await;
+            self.reply(out, reply);
+            return Next::Continue;
+        }
+        let command = match crate::proto::command::parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reply(out, e.reply());
+                return Next::Continue;
+            }
+        };
+        let reply = match command {
+            Command::Helo(name) => self.handle_helo(name, false),
+            Command::Ehlo(name) => self.handle_helo(name, true),
+            Command::Mail(from, params) => self.handle_mail(from, params),
+            Command::Rcpt(to, params) => self.handle_rcpt(to, params),
+            Command::Data => match self.check_data() {
+                Ok(()) => {
+                    replies::START_DATA.write_to(out);
+                    return Next::Data;
+                }
+                Err(reply) => reply,
+            },
+            Command::Bdat { size, last } => return Next::Bdat { size, last },
+            Command::Rset => {
+                self.tx = None;
+                replies::RESET_OK
+            }
+            Command::Noop => replies::NOOP_OK,
+            Command::Quit => {
+                replies::BYE.write_to(out);
+                return Next::Close;
+            }
+            Command::Help => replies::HELP,
+            // RFC 5321 3.5.3: 252 neither confirms nor denies that the user exists.
+            Command::Vrfy(_) | Command::Expn(_) => replies::CANNOT_VRFY,
+            Command::StartTls => match self.check_starttls() {
+                Ok(()) => {
+                    replies::START_TLS.write_to(out);
+                    return Next::StartTls;
+                }
+                Err(reply) => reply,
+            },
+            Command::Auth { mechanism, initial } => self.handle_auth(mechanism, initial).await,
+            Command::Etrn(domain) => self.handle_etrn(domain),
+            Command::Obsolete => replies::NOT_IMPLEMENTED,
+        };
+        self.reply(out, reply);
+        Next::Continue
+    }
+
+    fn check_starttls(&self) -> Result<(), Reply> {
+        if self.tls.is_some() {
+            return Err(replies::ALREADY_TLS);
+        }
+        if self.ctx.tls.is_none() || self.mode == Mode::Submissions {
+            return Err(replies::NOT_IMPLEMENTED);
+        }
+        if self.tx.is_some() {
+            return Err(replies::BAD_SEQUENCE);
+        }
+        Ok(())
+    }
+
+    /// RFC 1985: ETRN asks the server to start delivery of queued mail for a domain.
+    fn handle_etrn(&mut self, domain: String) -> Reply {
+        let domain = domain.trim_start_matches(['@', '#']).to_string();
+        if !crate::proto::address::is_domain(&domain) {
+            return crate::proto::command::ParseError::Syntax("ETRN domain").reply();
+        }
+        if self.tx.is_some() {
+            return replies::BAD_SEQUENCE;
+        }
+        self.ctx.queue.flush(Some(domain));
+        replies::ETRN_OK
+    }
+}
+
+/// Reads with a deadline: Ok(None) on end of stream or timeout (the caller closes).
+async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
+    timeout: Duration,
+) -> io::Result<bool> {
+    match tokio::time::timeout(timeout, conn.fill()).await {
+        Ok(Ok(0)) => Ok(false),
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            replies::TIMEOUT.write_to(&mut conn.out);
+            conn.flush().await?;
+            Ok(false)
+        }
+    }
+}
