@@ -1,0 +1,191 @@
+//! Shared test helpers: an in-process server on 127.0.0.1:0, an SMTP client, a receiving
+//! SMTP server (the next hop), and certificates generated with rcgen.
+#![allow(dead_code)]
+
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use wasmtp::config::Config;
+use wasmtp::server::Server;
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server with its own temporary directory.
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// `extra` is appended to a base config whose spool lives in a temporary directory.
+    /// `{dir}` in `extra` is replaced with that directory.
+    pub async fn start(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = base_config(dir.path(), extra);
+        let config = Config::parse("test", &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let server = Server::start(config).await.unwrap();
+        TestServer { server, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.listen_addrs[0]
+    }
+
+    pub fn spool_ids(&self) -> Vec<String> {
+        let dir = self.dir.path().join("spool/queue");
+        let mut ids: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".msg").map(String::from))
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// A config with one mx listener on port 0, `accept.domains = ["example.test"]`.
+pub fn base_config(dir: &Path, extra: &str) -> String {
+    let extra = extra.replace("{dir}", &dir.display().to_string());
+    let has_listen = extra.contains("[[listen]]");
+    let listen = if has_listen { "" } else { "[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"mx\"\n" };
+    format!(
+        "hostname = \"mx.test\"\n{listen}\n[spool]\npath = \"{}/spool\"\n\n{extra}\n",
+        dir.display()
+    )
+}
+
+/// Writes a self-signed certificate for `localhost` into `dir`; returns the `[tls]` section.
+pub fn tls_section(dir: &Path) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "mx.test".into()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    format!(
+        "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    )
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A line-oriented SMTP client for tests.
+pub struct Client {
+    stream: BufReader<Box<dyn Io>>,
+}
+
+impl Client {
+    /// Connects and checks the 220 greeting.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let mut c = Client::connect_raw(addr).await;
+        let greeting = c.reply().await;
+        assert!(greeting.starts_with("220 "), "greeting: {greeting}");
+        c
+    }
+
+    pub async fn connect_raw(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Client { stream: BufReader::new(Box::new(tcp)) }
+    }
+
+    /// Implicit TLS (port 465 style); checks the greeting.
+    pub async fn connect_tls(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tls_connect(tcp).await;
+        let mut c = Client { stream: BufReader::new(Box::new(tls)) };
+        let greeting = c.reply().await;
+        assert!(greeting.starts_with("220 "), "greeting: {greeting}");
+        c
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).await.unwrap();
+        self.stream.get_mut().flush().await.unwrap();
+    }
+
+    /// Reads one reply, all lines joined with '\n'.
+    pub async fn reply(&mut self) -> String {
+        tokio::time::timeout(TIMEOUT, async {
+            let mut all = Vec::new();
+            loop {
+                let mut line = String::new();
+                let n = self.stream.read_line(&mut line).await.unwrap();
+                assert!(n > 0, "connection closed; got so far: {all:?}");
+                let line = line.trim_end().to_string();
+                let last = line.as_bytes().get(3) != Some(&b'-');
+                all.push(line);
+                if last {
+                    return all.join("\n");
+                }
+            }
+        })
+        .await
+        .expect("reply timed out")
+    }
+
+    /// Sends a command and asserts the reply starts with `expect`; returns the reply.
+    pub async fn cmd(&mut self, line: &str, expect: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        let reply = self.reply().await;
+        assert!(reply.starts_with(expect), "{line:?}: expected {expect:?}, got {reply:?}");
+        reply
+    }
+
+    /// True when the server has closed the connection (EOF) within the timeout.
+    pub async fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        matches!(tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    /// STARTTLS: asserts 220, drops anything buffered, performs the handshake.
+    pub async fn starttls(mut self) -> Client {
+        self.cmd("STARTTLS", "220").await;
+        let inner = self.stream.into_inner();
+        let tls = tls_connect(inner).await;
+        Client { stream: BufReader::new(Box::new(tls)) }
+    }
+
+    /// A whole transaction by DATA; returns the final reply.
+    pub async fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"), "250").await;
+        for rcpt in to {
+            self.cmd(&format!("RCPT TO:<{rcpt}>"), "250").await;
+        }
+        self.cmd("DATA", "354").await;
+        self.send(format!("{body}\r\n.\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+) -> tokio_rustls::client::TlsStream<S> {
+    let connector = tokio_rustls::TlsConnector::from(wasmtp::tls::delivery_client_config());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, stream).await.unwrap()
+}
+
+/// Waits until `f` is true, polling; panics after the timeout.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn maildir_files(root: &Path, user: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(root.join(user).join("new"))
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default()
+}
+
+pub fn shared<T>(v: T) -> Arc<std::sync::Mutex<T>> {
+    Arc::new(std::sync::Mutex::new(v))
+}

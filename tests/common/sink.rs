@@ -1,0 +1,175 @@
+//! A receiving SMTP server for tests: the next hop. It records every transaction and can
+//! refuse or defer recipients by rule, offer STARTTLS, and omit extensions.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct SinkMessage {
+    /// The MAIL command line as received.
+    pub mail: String,
+    /// The RCPT command lines that were accepted.
+    pub rcpts: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+}
+
+impl SinkMessage {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+/// Decides the reply to a RCPT line; `None` means 250.
+pub type RcptRule = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct SinkOptions {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub rcpt_rule: Option<RcptRule>,
+    pub no_pipelining: bool,
+}
+
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub messages: Arc<Mutex<Vec<SinkMessage>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sink {
+    pub async fn start(options: SinkOptions) -> Sink {
+        Sink::start_on("127.0.0.1:0", options).await
+    }
+
+    pub async fn start_on(addr: &str, options: SinkOptions) -> Sink {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let store = messages.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (store, options) = (store.clone(), options.clone());
+                tokio::spawn(async move {
+                    if let Some(tcp) = session(tcp, &options, &store, false).await
+                        && let Some(cfg) = options.tls.clone()
+                        && let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
+                    {
+                        session(tls, &options, &store, true).await;
+                    }
+                });
+            }
+        });
+        Sink { addr, messages, task }
+    }
+
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` messages arrived; returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<SinkMessage> {
+        super::eventually(&format!("{n} message(s) at the sink"), || self.count() >= n).await;
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn config_route(&self, domain: &str, tls: &str) -> String {
+        format!("[[route]]\ndomain = \"{domain}\"\nto = \"smtp:{}\"\ntls = \"{tls}\"\n", self.addr)
+    }
+}
+
+/// Serves one connection; returns the stream when the client asked for STARTTLS.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    options: &SinkOptions,
+    store: &Mutex<Vec<SinkMessage>>,
+    tls: bool,
+) -> Option<S> {
+    let mut s = BufReader::new(stream);
+    if !tls {
+        s.get_mut().write_all(b"220 sink.test ESMTP\r\n").await.ok()?;
+    }
+    let mut mail = None;
+    let mut rcpts = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read_line(&mut line)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_string();
+        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            "EHLO" => {
+                let mut ext = vec!["250-sink.test"];
+                if !options.no_pipelining {
+                    ext.push("250-PIPELINING");
+                }
+                if options.tls.is_some() && !tls {
+                    ext.push("250-STARTTLS");
+                }
+                ext.extend(["250-SIZE 100000000", "250-8BITMIME", "250-SMTPUTF8", "250 DSN"]);
+                ext.join("\r\n")
+            }
+            "STARTTLS" if options.tls.is_some() && !tls => {
+                s.get_mut().write_all(b"220 go ahead\r\n").await.ok()?;
+                return Some(s.into_inner());
+            }
+            "MAIL" => {
+                mail = Some(line.clone());
+                rcpts.clear();
+                "250 ok".into()
+            }
+            "RCPT" => match options.rcpt_rule.as_ref().and_then(|r| r(&line)) {
+                Some(reply) => reply,
+                None => {
+                    rcpts.push(line.clone());
+                    "250 ok".into()
+                }
+            },
+            "DATA" if mail.is_some() && !rcpts.is_empty() => {
+                s.get_mut().write_all(b"354 go\r\n").await.ok()?;
+                let mut data = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if s.read_until(b'\n', &mut l).await.ok()? == 0 {
+                        return None;
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let l = if l.starts_with(b".") { &l[1..] } else { &l[..] };
+                    data.extend_from_slice(l);
+                }
+                store.lock().unwrap().push(SinkMessage {
+                    mail: mail.take().unwrap(),
+                    rcpts: std::mem::take(&mut rcpts),
+                    data,
+                    tls,
+                });
+                "250 2.0.0 queued at sink".into()
+            }
+            "DATA" => "503 no valid recipients".into(),
+            "RSET" => {
+                mail = None;
+                rcpts.clear();
+                "250 ok".into()
+            }
+            "QUIT" => {
+                let _ = s.get_mut().write_all(b"221 bye\r\n").await;
+                return None;
+            }
+            _ => "250 ok".into(),
+        };
+        s.get_mut().write_all(format!("{reply}\r\n").as_bytes()).await.ok()?;
+    }
+}
