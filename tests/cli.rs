@@ -1,1 +1,188 @@
+//! The command line as an operator uses it: check-config, hash-password, the embedded
+//! default, and SIGTERM handling.
+
 mod common;
+use common::{BIN, Client, Process};
+use std::process::Command;
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "hostname = \"bad host\"\n[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"submission\"\n\
+         [limits]\nrecipients = 0\n[[route]]\ndomain = \"x.test\"\nto = \"smtp:nohost\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // serde stops at the first type error...
+    assert!(
+        err.contains("route[0].to") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "hostname = \"bad host\"\n[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"submission\"\n\
+         [limits]\nrecipients = 0\n[[plugin]]\nname = \"p\"\npath = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // ...then every semantic problem is listed at once.
+    for key in [
+        "hostname",
+        "listen[0].mode",
+        "limits.recipients",
+        "plugin[0].path",
+    ] {
+        assert!(err.contains(key), "{key} missing from {err}");
+    }
+    std::fs::write(&bad, "hostname = \"a.test\"\nunknown_key = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_key"));
+    // The embedded default is valid.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hash_password_prints_a_verifiable_argon2id_hash() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let config = format!(
+        "hostname = \"a.test\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n[[user]]\nname = \"u\"\npassword_hash = \"{}\"\n",
+        hash.trim()
+    );
+    assert!(wasmtp::config::Config::parse("t", &config).is_ok());
+    // Nothing on stdin: a clear error, exit 1.
+    let out = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmessage_size = \"ten\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("message_size"));
+}
+
+#[tokio::test]
+async fn embedded_default_delivers_to_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = "127.0.0.1:2525".parse().unwrap();
+    let child = std::process::Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("WASMTP_LOG", "error")
+        .spawn()
+        .unwrap();
+    let server = Process { child, addr };
+    server.wait_ready().await;
+    let mut c = Client::connect(addr).await;
+    c.cmd("EHLO newcomer", "250").await;
+    let reply = c
+        .send_mail(
+            "me@example.org",
+            &["alice@localhost"],
+            "Subject: first\r\n\r\nhello",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("RCPT TO:<x@example.org>", "503").await;
+    c.cmd("MAIL FROM:<me@example.org>", "250").await;
+    c.cmd("RCPT TO:<x@example.org>", "550 5.7.1").await;
+    let maildir = dir.path().join("data/maildir");
+    common::eventually("maildir file", || {
+        !common::maildir_files(&maildir, "alice").is_empty()
+    })
+    .await;
+    let text = std::fs::read_to_string(&common::maildir_files(&maildir, "alice")[0]).unwrap();
+    assert!(
+        text.contains("Subject: first\nhello") || text.contains("Subject: first\n\nhello"),
+        "{text}"
+    );
+    assert!(dir.path().join("data/spool/queue").is_dir());
+}
+
+#[tokio::test]
+async fn sigterm_says_421_to_idle_sessions_and_finishes_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("hostname = \"mx.test\"\n[[listen]]\naddress = \"{addr}\"\n[spool]\npath = \"spool\"\n[accept]\ndomains = [\"example.test\"]\n[[route]]\ndomain = \"*\"\nto = \"maildir:mail\"\n"),
+    )
+    .unwrap();
+    let server = Process::serve(&config, dir.path(), addr).await;
+    let mut idle = Client::connect(addr).await;
+    idle.cmd("EHLO idle", "250").await;
+    let mut busy = Client::connect(addr).await;
+    busy.cmd("EHLO busy", "250").await;
+    busy.cmd("MAIL FROM:<a@b.c>", "250").await;
+    busy.cmd("RCPT TO:<u@example.test>", "250").await;
+    busy.cmd("DATA", "354").await;
+    busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n").await;
+    server.signal("TERM");
+    let reply = idle.reply().await;
+    assert!(reply.starts_with("421 4.3.2"), "{reply}");
+    assert!(idle.closed().await);
+    // New connections are no longer accepted.
+    common::eventually("listener closed", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    busy.send(b"second half\r\n.\r\n").await;
+    let reply = busy.reply().await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = busy.reply().await;
+    assert!(reply.starts_with("421 4.3.2"), "{reply}");
+    assert_eq!(server.wait().await, Some(0));
+}

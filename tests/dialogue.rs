@@ -7,7 +7,10 @@ use common::{Client, TestServer};
 const ACCEPT: &str = "[accept]\ndomains = [\"example.test\"]\n[[route]]\ndomain = \"*\"\nto = \"maildir:{dir}/maildir\"\n";
 
 async fn server() -> TestServer {
-    TestServer::start(&format!("{ACCEPT}[limits]\nrecipients = 3\nmessage_size = \"10KiB\"\n")).await
+    TestServer::start(&format!(
+        "{ACCEPT}[limits]\nrecipients = 3\nmessage_size = \"10KiB\"\n"
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -15,11 +18,27 @@ async fn greeting_ehlo_helo_and_simple_verbs() {
     let s = server().await;
     let mut c = Client::connect(s.addr()).await;
     let ehlo = c.cmd("EHLO client.test", "250-mx.test").await;
-    for kw in ["PIPELINING", "SIZE 10240", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN", "ETRN", "HELP"] {
-        assert!(ehlo.lines().any(|l| l[4..] == *kw), "{kw} missing from {ehlo}");
+    for kw in [
+        "PIPELINING",
+        "SIZE 10240",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "DSN",
+        "ETRN",
+        "HELP",
+    ] {
+        assert!(
+            ehlo.lines().any(|l| l[4..] == *kw),
+            "{kw} missing from {ehlo}"
+        );
     }
     // No TLS configured: no STARTTLS; mx listener: no AUTH.
-    assert!(!ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    assert!(
+        !ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
     c.cmd("helo client.test", "250 mx.test").await;
     c.cmd("noop", "250 2.0.0").await;
     c.cmd("NOOP with argument", "250 2.0.0").await;
@@ -28,7 +47,13 @@ async fn greeting_ehlo_helo_and_simple_verbs() {
     c.cmd("VRFY alice", "252 2.5.0").await;
     c.cmd("EXPN staff", "252 2.5.0").await;
     c.cmd("VRFY", "501 5.5.4").await;
-    for verb in ["SEND FROM:<a@b.c>", "SOML FROM:<a@b.c>", "SAML FROM:<a@b.c>", "TURN", "send"] {
+    for verb in [
+        "SEND FROM:<a@b.c>",
+        "SOML FROM:<a@b.c>",
+        "SAML FROM:<a@b.c>",
+        "TURN",
+        "send",
+    ] {
         c.cmd(verb, "502 5.5.1").await;
     }
     c.cmd("STARTTLS", "502 5.5.1").await;
@@ -66,19 +91,32 @@ async fn addresses_and_parameters() {
     c.cmd("MAIL FROM:a@b.c", "501 5.1.7").await;
     c.cmd("MAIL FROM:<a@b.c> FOO=BAR", "555 5.5.4").await;
     c.cmd("MAIL FROM:<a@b.c> SIZE=20000", "552 5.3.4").await;
-    c.cmd("MAIL FROM:<a@b.c> BODY=BINARYMIME", "501 5.5.4").await;
+    c.cmd("MAIL FROM:<a@b.c> BODY=BINARYMIME", "501 5.5.4")
+        .await;
     c.cmd("MAIL FROM:<jörg@b.c>", "553 5.6.7").await;
-    c.cmd(&format!("MAIL FROM:<{}@b.c>", "x".repeat(65)), "501 5.1.7").await;
-    c.cmd("MAIL FROM:<> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=abc+2B", "250").await;
-    c.cmd("RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@example.test", "250").await;
-    c.cmd("RCPT TO:<u@example.test> NOTIFY=NEVER,SUCCESS", "501 5.5.4").await;
+    c.cmd(&format!("MAIL FROM:<{}@b.c>", "x".repeat(65)), "501 5.1.7")
+        .await;
+    c.cmd(
+        "MAIL FROM:<> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=abc+2B",
+        "250",
+    )
+    .await;
+    c.cmd(
+        "RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@example.test",
+        "250",
+    )
+    .await;
+    c.cmd("RCPT TO:<u@example.test> NOTIFY=NEVER,SUCCESS", "501 5.5.4")
+        .await;
     c.cmd("RCPT TO:<u@example.test> BOGUS", "555 5.5.4").await;
     c.cmd("RCPT TO:<Postmaster>", "250").await;
-    c.cmd("RCPT TO:<@relay.one,@relay.two:v@example.test>", "250").await;
+    c.cmd("RCPT TO:<@relay.one,@relay.two:v@example.test>", "250")
+        .await;
     // limits.recipients = 3
     c.cmd("RCPT TO:<w@example.test>", "452 4.5.3").await;
     c.cmd("RSET", "250").await;
-    c.cmd("MAIL FROM:<jörg@bücher.example> SMTPUTF8", "250").await;
+    c.cmd("MAIL FROM:<jörg@bücher.example> SMTPUTF8", "250")
+        .await;
     c.cmd("RCPT TO:<ü@example.test>", "250").await;
     c.cmd("RSET", "250").await;
     // ESMTP parameters need EHLO.
@@ -118,8 +156,10 @@ async fn relay_networks_may_relay() {
 async fn long_lines_and_bare_newlines_do_not_end_the_session() {
     let s = server().await;
     let mut c = Client::connect(s.addr()).await;
-    c.cmd(&format!("NOOP {}", "x".repeat(600)), "500 5.5.2").await;
-    c.cmd(&format!("EHLO {}", "x".repeat(20000)), "500 5.5.2").await;
+    c.cmd(&format!("NOOP {}", "x".repeat(600)), "500 5.5.2")
+        .await;
+    c.cmd(&format!("EHLO {}", "x".repeat(20000)), "500 5.5.2")
+        .await;
     c.send(b"NOOP\nNOOP\r\n").await;
     assert!(c.reply().await.starts_with("500 5.5.2"));
     assert!(c.reply().await.starts_with("250"));
@@ -127,7 +167,11 @@ async fn long_lines_and_bare_newlines_do_not_end_the_session() {
     assert!(c.reply().await.starts_with("500 5.5.2"));
     c.cmd("EHLO c", "250").await;
     // MAIL may be longer than 512 octets with parameters (RFC 5321 4.5.3.1.4).
-    c.cmd(&format!("MAIL FROM:<a@b.c> ENVID={}", "e".repeat(100)), "250").await;
+    c.cmd(
+        &format!("MAIL FROM:<a@b.c> ENVID={}", "e".repeat(100)),
+        "250",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -154,7 +198,8 @@ async fn pipelined_replies_in_order() {
         let r = c.reply().await;
         assert!(r.starts_with(expect), "expected {expect}, got {r}");
     }
-    c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n").await;
+    c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nQUIT\r\n")
+        .await;
     assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued as "));
     assert!(c.reply().await.starts_with("250"));
     assert!(c.reply().await.starts_with("221"));
@@ -165,11 +210,16 @@ async fn message_too_large_after_data() {
     let s = server().await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    let body = format!("Subject: big\r\n\r\n{}", "0123456789abcdef\r\n".repeat(1000));
+    let body = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789abcdef\r\n".repeat(1000)
+    );
     let reply = c.send_mail("a@b.c", &["u@example.test"], &body).await;
     assert!(reply.starts_with("552 5.3.4"), "{reply}");
     // The session goes on, and a normal message still passes.
-    let reply = c.send_mail("a@b.c", &["u@example.test"], "Subject: small\r\n\r\nok").await;
+    let reply = c
+        .send_mail("a@b.c", &["u@example.test"], "Subject: small\r\n\r\nok")
+        .await;
     assert!(reply.starts_with("250"), "{reply}");
 }
 
@@ -192,7 +242,10 @@ async fn bdat_chunks() {
     c.send(b"BDAT 7 LAST\r\nend\r\n\r\n").await;
     let reply = c.reply().await;
     assert!(reply.starts_with("250 2.0.0 Ok: queued as"), "{reply}");
-    common::eventually("maildir delivery", || !common::maildir_files(&s.dir.path().join("maildir"), "u").is_empty()).await;
+    common::eventually("maildir delivery", || {
+        !common::maildir_files(&s.dir.path().join("maildir"), "u").is_empty()
+    })
+    .await;
     let file = &common::maildir_files(&s.dir.path().join("maildir"), "u")[0];
     let text = std::fs::read_to_string(file).unwrap();
     assert!(text.contains("\n.leading dot kept\nend\n"), "{text}");

@@ -7,7 +7,9 @@ use common::{Client, TestServer};
 use std::sync::Arc;
 
 fn accept(extra: &str) -> String {
-    format!("[accept]\ndomains = [\"example.test\", \"other.test\"]\n[delivery]\nretry = [\"1s\"]\n{extra}")
+    format!(
+        "[accept]\ndomains = [\"example.test\", \"other.test\"]\n[delivery]\nretry = [\"1s\"]\n{extra}"
+    )
 }
 
 #[tokio::test]
@@ -16,25 +18,51 @@ async fn relays_content_with_received_header_and_parameters() {
     let s = TestServer::start(&accept(&sink.config_route("example.test", "none"))).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO client.test", "250").await;
-    c.cmd("MAIL FROM:<sender@client.test> BODY=8BITMIME RET=HDRS ENVID=env+2B1", "250").await;
-    c.cmd("RCPT TO:<u@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;u+40example.test", "250").await;
+    c.cmd(
+        "MAIL FROM:<sender@client.test> BODY=8BITMIME RET=HDRS ENVID=env+2B1",
+        "250",
+    )
+    .await;
+    c.cmd(
+        "RCPT TO:<u@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;u+40example.test",
+        "250",
+    )
+    .await;
     c.cmd("RCPT TO:<v@example.test>", "250").await;
     c.cmd("DATA", "354").await;
-    c.send(b"Subject: relay\r\n\r\nline\r\n..dotted\r\n.\r\n").await;
+    c.send(b"Subject: relay\r\n\r\nline\r\n..dotted\r\n.\r\n")
+        .await;
     let reply = c.reply().await;
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     let id = reply.rsplit(' ').next().unwrap().to_string();
     let got = &sink.wait_for(1).await[0];
-    assert!(got.mail.starts_with("MAIL FROM:<sender@client.test>"), "{}", got.mail);
+    assert!(
+        got.mail.starts_with("MAIL FROM:<sender@client.test>"),
+        "{}",
+        got.mail
+    );
     for p in ["BODY=8BITMIME", "RET=HDRS", "ENVID=env+2B1", "SIZE="] {
         assert!(got.mail.contains(p), "{p} not in {}", got.mail);
     }
     assert_eq!(got.rcpts.len(), 2);
-    assert!(got.rcpts[0].contains("NOTIFY=SUCCESS,DELAY") && got.rcpts[0].contains("ORCPT=rfc822;u+40example.test"), "{:?}", got.rcpts);
+    assert!(
+        got.rcpts[0].contains("NOTIFY=SUCCESS,DELAY")
+            && got.rcpts[0].contains("ORCPT=rfc822;u+40example.test"),
+        "{:?}",
+        got.rcpts
+    );
     let text = got.text();
-    assert!(text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.test (wasmtp) with ESMTP id "), "{text}");
+    assert!(
+        text.starts_with(
+            "Received: from client.test ([127.0.0.1])\r\n\tby mx.test (wasmtp) with ESMTP id "
+        ),
+        "{text}"
+    );
     assert!(text.contains(&id), "{text}");
-    assert!(text.ends_with("Subject: relay\r\n\r\nline\r\n.dotted\r\n"), "{text:?}");
+    assert!(
+        text.ends_with("Subject: relay\r\n\r\nline\r\n.dotted\r\n"),
+        "{text:?}"
+    );
     // Delivered: the spool is empty again.
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
 }
@@ -47,17 +75,28 @@ async fn per_recipient_results_and_retry() {
     let rule = Arc::new(move |line: &str| {
         if line.contains("bad@") {
             Some("550 5.1.1 no such user".to_string())
-        } else if line.contains("later@") && t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+        } else if line.contains("later@") && t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+        {
             Some("450 4.2.0 try later".to_string())
         } else {
             None
         }
     });
-    let sink = Sink::start(SinkOptions { rcpt_rule: Some(rule), ..Default::default() }).await;
+    let sink = Sink::start(SinkOptions {
+        rcpt_rule: Some(rule),
+        ..Default::default()
+    })
+    .await;
     let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    let reply = c.send_mail("s@c.test", &["ok@example.test", "bad@example.test", "later@example.test"], "Subject: r\r\n\r\nx").await;
+    let reply = c
+        .send_mail(
+            "s@c.test",
+            &["ok@example.test", "bad@example.test", "later@example.test"],
+            "Subject: r\r\n\r\nx",
+        )
+        .await;
     assert!(reply.starts_with("250"));
     let got = sink.wait_for(2).await;
     assert_eq!(got[0].rcpts.len(), 1, "{:?}", got[0].rcpts);
@@ -71,7 +110,11 @@ async fn per_recipient_results_and_retry() {
 #[tokio::test]
 async fn next_hop_down_keeps_mail_until_it_is_up() {
     // Reserve a port, then free it: the first attempts are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // A retry interval of an hour: only ETRN can bring the second attempt forward.
     let s = TestServer::start(&format!(
         "[accept]\ndomains = [\"example.test\"]\n[delivery]\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"smtp:127.0.0.1:{port}\"\n"
@@ -79,8 +122,19 @@ async fn next_hop_down_keeps_mail_until_it_is_up() {
     .await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    assert!(c.send_mail("s@c.test", &["u@example.test"], "Subject: wait\r\n\r\nx").await.starts_with("250"));
-    common::eventually("a deferral", || s.server.metrics.deferrals_total.load(std::sync::atomic::Ordering::Relaxed) > 0).await;
+    assert!(
+        c.send_mail("s@c.test", &["u@example.test"], "Subject: wait\r\n\r\nx")
+            .await
+            .starts_with("250")
+    );
+    common::eventually("a deferral", || {
+        s.server
+            .metrics
+            .deferrals_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
     assert_eq!(s.spool_ids().len(), 1);
     let sink = Sink::start_on(&format!("127.0.0.1:{port}"), SinkOptions::default()).await;
     // ETRN asks for the queue to run now.
@@ -100,11 +154,19 @@ async fn opportunistic_starttls_to_next_hop() {
         private_key: dir.path().join("k.pem"),
     })
     .unwrap();
-    let sink = Sink::start(SinkOptions { tls: Some(tls), ..Default::default() }).await;
+    let sink = Sink::start(SinkOptions {
+        tls: Some(tls),
+        ..Default::default()
+    })
+    .await;
     let s = TestServer::start(&accept(&sink.config_route("*", "opportunistic"))).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    assert!(c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx").await.starts_with("250"));
+    assert!(
+        c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx")
+            .await
+            .starts_with("250")
+    );
     let got = sink.wait_for(1).await;
     assert!(got[0].tls, "relayed in the clear");
 }
@@ -115,19 +177,42 @@ async fn required_tls_defers_when_next_hop_has_none() {
     let s = TestServer::start(&accept(&sink.config_route("*", "required"))).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    assert!(c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx").await.starts_with("250"));
-    common::eventually("a deferral", || s.server.metrics.deferrals_total.load(std::sync::atomic::Ordering::Relaxed) > 0).await;
+    assert!(
+        c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx")
+            .await
+            .starts_with("250")
+    );
+    common::eventually("a deferral", || {
+        s.server
+            .metrics
+            .deferrals_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
     assert_eq!(sink.count(), 0);
     assert_eq!(s.spool_ids().len(), 1);
 }
 
 #[tokio::test]
 async fn next_hop_without_pipelining() {
-    let sink = Sink::start(SinkOptions { no_pipelining: true, ..Default::default() }).await;
+    let sink = Sink::start(SinkOptions {
+        no_pipelining: true,
+        ..Default::default()
+    })
+    .await;
     let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    assert!(c.send_mail("s@c.test", &["a@example.test", "b@other.test"], "Subject: np\r\n\r\nx").await.starts_with("250"));
+    assert!(
+        c.send_mail(
+            "s@c.test",
+            &["a@example.test", "b@other.test"],
+            "Subject: np\r\n\r\nx"
+        )
+        .await
+        .starts_with("250")
+    );
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].rcpts.len(), 2);
 }
@@ -143,7 +228,13 @@ async fn two_hundred_concurrent_sessions_all_accepted_and_relayed() {
         tasks.spawn(async move {
             let mut c = Client::connect(addr).await;
             c.cmd("EHLO load.test", "250").await;
-            let reply = c.send_mail("load@load.test", &["u@example.test"], &format!("Subject: load {i}\r\n\r\n{}", "x".repeat(1000))).await;
+            let reply = c
+                .send_mail(
+                    "load@load.test",
+                    &["u@example.test"],
+                    &format!("Subject: load {i}\r\n\r\n{}", "x".repeat(1000)),
+                )
+                .await;
             assert!(reply.starts_with("250"), "{reply}");
             c.cmd("QUIT", "221").await;
         });
@@ -154,7 +245,17 @@ async fn two_hundred_concurrent_sessions_all_accepted_and_relayed() {
     let got = sink.wait_for(SESSIONS).await;
     let mut subjects: Vec<usize> = got
         .iter()
-        .map(|m| m.text().split("Subject: load ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap())
+        .map(|m| {
+            m.text()
+                .split("Subject: load ")
+                .nth(1)
+                .unwrap()
+                .split("\r\n")
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     subjects.sort();
     assert_eq!(subjects, (0..SESSIONS).collect::<Vec<_>>());

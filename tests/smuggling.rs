@@ -3,10 +3,12 @@
 //! see a single message, refuse it for its bare CR/LF, and relay nothing.
 
 mod common;
-use common::{Client, TestServer};
 use common::sink::{Sink, SinkOptions};
+use common::{Client, TestServer};
 
-const VARIANTS: [&[u8]; 7] = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\r", b"\r\n.\r"];
+const VARIANTS: [&[u8]; 7] = [
+    b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\n.\r", b"\r\n.\r",
+];
 
 #[tokio::test]
 async fn no_variant_smuggles_a_second_message() {
@@ -38,7 +40,13 @@ async fn no_variant_smuggles_a_second_message() {
     // A clean message still flows, proving the relay path is live.
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO good.test", "250").await;
-    let reply = c.send_mail("a@good.test", &["u@example.test"], "Subject: clean\r\n\r\nok").await;
+    let reply = c
+        .send_mail(
+            "a@good.test",
+            &["u@example.test"],
+            "Subject: clean\r\n\r\nok",
+        )
+        .await;
     assert!(reply.starts_with("250"), "{reply}");
     let got = sink.wait_for(1).await;
     assert_eq!(got.len(), 1);
@@ -50,7 +58,8 @@ async fn bare_lf_in_commands_is_refused_not_executed() {
     let s = TestServer::start("[accept]\ndomains = [\"example.test\"]\n").await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    c.send(b"MAIL FROM:<a@b.c>\nRCPT TO:<u@example.test>\r\n").await;
+    c.send(b"MAIL FROM:<a@b.c>\nRCPT TO:<u@example.test>\r\n")
+        .await;
     assert!(c.reply().await.starts_with("500 5.5.2"));
     // The MAIL was refused, so RCPT is out of sequence.
     assert!(c.reply().await.starts_with("503"));

@@ -350,7 +350,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GiB" | "G" | "GB" => 1 << 30,
         u => return Err(format!("{s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 /// A duration: `"30s"`, `"5m"`, `"1h"`, `"5d"`, `"200ms"`.
@@ -443,9 +444,23 @@ impl Config {
     }
 
     pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
-            source: source.to_string(),
-            problems: vec![e.to_string().trim_end().replace('\n', "\n  ")],
+        // serde_path_to_error names the key (`route[0].to`); toml adds line and column.
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let detail = e
+                .into_inner()
+                .to_string()
+                .trim_end()
+                .replace('\n', "\n    ");
+            ConfigError {
+                source: source.to_string(),
+                problems: vec![if path == "." {
+                    detail
+                } else {
+                    format!("{path}: {detail}")
+                }],
+            }
         })?;
         let problems = config.validate();
         if problems.is_empty() {
@@ -462,7 +477,10 @@ impl Config {
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !crate::proto::address::is_domain(&self.hostname) {
-            p.push(format!("hostname: {:?} is not a domain name", self.hostname));
+            p.push(format!(
+                "hostname: {:?} is not a domain name",
+                self.hostname
+            ));
         }
         if self.listen.is_empty() {
             p.push("listen: at least one [[listen]] is required".into());
@@ -506,7 +524,10 @@ impl Config {
         }
         for (i, r) in self.route.iter().enumerate() {
             if r.domain != "*" && !crate::proto::address::is_domain(&r.domain) {
-                p.push(format!("route[{i}].domain: {:?} is not a domain or \"*\"", r.domain));
+                p.push(format!(
+                    "route[{i}].domain: {:?} is not a domain or \"*\"",
+                    r.domain
+                ));
             }
         }
         if self.delivery.retry.is_empty() {
@@ -571,8 +592,14 @@ mod tests {
         assert_eq!(parse_size("10KiB"), Ok(10240));
         assert_eq!(parse_size("25MiB"), Ok(25 << 20));
         assert!(parse_size("10 parsecs").is_err());
-        assert_eq!(Dur::try_from("5m".to_string()).unwrap().0, Duration::from_secs(300));
-        assert_eq!(Dur::try_from("200ms".to_string()).unwrap().0, Duration::from_millis(200));
+        assert_eq!(
+            Dur::try_from("5m".to_string()).unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            Dur::try_from("200ms".to_string()).unwrap().0,
+            Duration::from_millis(200)
+        );
         assert!(Dur::try_from("5y".to_string()).is_err());
     }
 
@@ -595,15 +622,27 @@ password_hash = "plain"
         )
         .unwrap_err();
         let all = e.problems.join("\n");
-        for key in ["hostname", "listen", "limits.recipients", "accept.domains[1]", "user[0].password_hash"] {
+        for key in [
+            "hostname",
+            "listen",
+            "limits.recipients",
+            "accept.domains[1]",
+            "user[0].password_hash",
+        ] {
             assert!(all.contains(key), "{key} missing from {all}");
         }
     }
 
     #[test]
     fn targets() {
-        assert_eq!(Target::try_from("smtp:127.0.0.1:2526".to_string()), Ok(Target::Smtp("127.0.0.1".into(), 2526)));
-        assert_eq!(Target::try_from("lmtp:[::1]:24".to_string()), Ok(Target::Lmtp("::1".into(), 24)));
+        assert_eq!(
+            Target::try_from("smtp:127.0.0.1:2526".to_string()),
+            Ok(Target::Smtp("127.0.0.1".into(), 2526))
+        );
+        assert_eq!(
+            Target::try_from("lmtp:[::1]:24".to_string()),
+            Ok(Target::Lmtp("::1".into(), 24))
+        );
         assert!(Target::try_from("smtp:host".to_string()).is_err());
         assert!(Target::try_from("ftp:x".to_string()).is_err());
     }

@@ -10,7 +10,11 @@ use wasmtp::config::Config;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
-#[command(name = "wasmtp", version, about = "SMTP/ESMTP gateway with WebAssembly policy plugins")]
+#[command(
+    name = "wasmtp",
+    version,
+    about = "SMTP/ESMTP gateway with WebAssembly policy plugins"
+)]
 struct Cli {
     /// Config file (default: ./wasmtp.toml if present, else the embedded default)
     #[arg(long, global = true)]
@@ -58,7 +62,9 @@ fn main() -> ExitCode {
         },
         Command::HashPassword => {
             let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+            if std::io::stdin().read_line(&mut line).is_err()
+                || line.trim_end_matches(['\r', '\n']).is_empty()
+            {
                 eprintln!("error: expected a password on standard input");
                 return ExitCode::FAILURE;
             }

@@ -53,7 +53,12 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut req = [0u8; 1024];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut req)).await {
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut req),
+            )
+            .await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };

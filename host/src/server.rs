@@ -48,7 +48,9 @@ impl Server {
         let spool = Spool::open(&config.spool.path)
             .with_context(|| format!("spool.path {}", config.spool.path.display()))?;
         let tls = match &config.tls {
-            Some(t) => Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+            Some(t) => {
+                Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
+            }
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
@@ -67,13 +69,20 @@ impl Server {
                     .await
                     .with_context(|| format!("metrics.address {}", m.address))?;
                 let addr = listener.local_addr()?;
-                tasks.push(tokio::spawn(crate::metrics::serve(listener, metrics.clone())));
+                tasks.push(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    metrics.clone(),
+                )));
                 Some(addr)
             }
             None => None,
         };
-        let (queue, queue_task) =
-            delivery::start(config.clone(), spool.clone(), metrics.clone(), shutdown.clone())?;
+        let (queue, queue_task) = delivery::start(
+            config.clone(),
+            spool.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?;
         let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
         let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let ctx = Arc::new(Context {
@@ -89,7 +98,12 @@ impl Server {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, ?mode, "listening");
             listen_addrs.push(addr);
-            tasks.push(tokio::spawn(accept_loop(listener, mode, ctx.clone(), sessions.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                mode,
+                ctx.clone(),
+                sessions.clone(),
+            )));
         }
         Ok(Server {
             listen_addrs,
@@ -120,7 +134,12 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, mode: Mode, ctx: Arc<Context>, sessions: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    mode: Mode,
+    ctx: Arc<Context>,
+    sessions: Arc<Semaphore>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let accepted = tokio::select! {

@@ -12,7 +12,7 @@
 //! and two fsyncs per message; no lock is held across disk work, so concurrent sessions'
 //! fsyncs are grouped by the filesystem journal. Blocking calls run in `spawn_blocking`.
 
-use crate::proto::{Mailbox, MailParams, RcptParams};
+use crate::proto::{MailParams, Mailbox, RcptParams};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, File};
@@ -296,12 +296,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wasmtp-spool-{}", SpoolId::generate()));
         let spool = Spool::open(&dir).unwrap();
         let env = envelope();
-        spool.store(&env, b"Subject: x\r\n\r\nhi\r\n".to_vec()).await.unwrap();
+        spool
+            .store(&env, b"Subject: x\r\n\r\nhi\r\n".to_vec())
+            .await
+            .unwrap();
         assert_eq!(spool.list().unwrap(), vec![env.id.clone()]);
         let (loaded, mut state) = spool.load_envelope(&env.id).unwrap();
         assert_eq!(loaded.helo, "client");
         assert_eq!(state.pending().count(), 1);
-        assert_eq!(spool.load_content(&env.id).await.unwrap(), b"Subject: x\r\n\r\nhi\r\n");
+        assert_eq!(
+            spool.load_content(&env.id).await.unwrap(),
+            b"Subject: x\r\n\r\nhi\r\n"
+        );
         state.recipients[0] = RecipientStatus::Deferred("451 later".into());
         state.attempts = 1;
         spool.save_state(&env.id, &state).await.unwrap();

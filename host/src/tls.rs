@@ -30,7 +30,12 @@ pub fn load_server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| format!("private_key {}: {e}", tls.private_key.display()))?
-        .ok_or_else(|| format!("private_key {}: no PEM private key found", tls.private_key.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "private_key {}: no PEM private key found",
+                tls.private_key.display()
+            )
+        })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

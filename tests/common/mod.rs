@@ -40,7 +40,14 @@ impl TestServer {
         let dir = self.dir.path().join("spool/queue");
         let mut ids: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".msg").map(String::from))
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .into_string()
+                    .ok()?
+                    .strip_suffix(".msg")
+                    .map(String::from)
+            })
             .collect();
         ids.sort();
         ids
@@ -51,7 +58,11 @@ impl TestServer {
 pub fn base_config(dir: &Path, extra: &str) -> String {
     let extra = extra.replace("{dir}", &dir.display().to_string());
     let has_listen = extra.contains("[[listen]]");
-    let listen = if has_listen { "" } else { "[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"mx\"\n" };
+    let listen = if has_listen {
+        ""
+    } else {
+        "[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"mx\"\n"
+    };
     format!(
         "hostname = \"mx.test\"\n{listen}\n[spool]\npath = \"{}/spool\"\n\n{extra}\n",
         dir.display()
@@ -60,7 +71,8 @@ pub fn base_config(dir: &Path, extra: &str) -> String {
 
 /// Writes a self-signed certificate for `localhost` into `dir`; returns the `[tls]` section.
 pub fn tls_section(dir: &Path) -> String {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "mx.test".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "mx.test".into()]).unwrap();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
@@ -91,14 +103,18 @@ impl Client {
 
     pub async fn connect_raw(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        Client { stream: BufReader::new(Box::new(tcp)) }
+        Client {
+            stream: BufReader::new(Box::new(tcp)),
+        }
     }
 
     /// Implicit TLS (port 465 style); checks the greeting.
     pub async fn connect_tls(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = tls_connect(tcp).await;
-        let mut c = Client { stream: BufReader::new(Box::new(tls)) };
+        let mut c = Client {
+            stream: BufReader::new(Box::new(tls)),
+        };
         let greeting = c.reply().await;
         assert!(greeting.starts_with("220 "), "greeting: {greeting}");
         c
@@ -133,14 +149,20 @@ impl Client {
     pub async fn cmd(&mut self, line: &str, expect: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
         let reply = self.reply().await;
-        assert!(reply.starts_with(expect), "{line:?}: expected {expect:?}, got {reply:?}");
+        assert!(
+            reply.starts_with(expect),
+            "{line:?}: expected {expect:?}, got {reply:?}"
+        );
         reply
     }
 
     /// True when the server has closed the connection (EOF) within the timeout.
     pub async fn closed(&mut self) -> bool {
         let mut buf = [0u8; 256];
-        matches!(tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 
     /// STARTTLS: asserts 220, drops anything buffered, performs the handshake.
@@ -148,7 +170,9 @@ impl Client {
         self.cmd("STARTTLS", "220").await;
         let inner = self.stream.into_inner();
         let tls = tls_connect(inner).await;
-        Client { stream: BufReader::new(Box::new(tls)) }
+        Client {
+            stream: BufReader::new(Box::new(tls)),
+        }
     }
 
     /// A whole transaction by DATA; returns the final reply.
@@ -175,7 +199,10 @@ async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -188,4 +215,81 @@ pub fn maildir_files(root: &Path, user: &str) -> Vec<PathBuf> {
 
 pub fn shared<T>(v: T) -> Arc<std::sync::Mutex<T>> {
     Arc::new(std::sync::Mutex::new(v))
+}
+
+/// The `wasmtp` binary built by Cargo for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_wasmtp");
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary running `serve --config FILE` in its own process.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts `wasmtp serve` and waits until it accepts connections on `addr`.
+    pub async fn serve(config: &Path, cwd: &Path, addr: SocketAddr) -> Process {
+        let child = std::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .current_dir(cwd)
+            .env("WASMTP_LOG", "error")
+            .spawn()
+            .unwrap();
+        let p = Process { child, addr };
+        p.wait_ready().await;
+        p
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while TcpStream::connect(self.addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start on {}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for exit; returns the exit code (None when killed by a signal).
+    pub async fn wait(mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "process did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -57,7 +57,9 @@ impl Sink {
         let store = messages.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (store, options) = (store.clone(), options.clone());
                 tokio::spawn(async move {
                     if let Some(tcp) = session(tcp, &options, &store, false).await
@@ -69,7 +71,11 @@ impl Sink {
                 });
             }
         });
-        Sink { addr, messages, task }
+        Sink {
+            addr,
+            messages,
+            task,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -83,7 +89,10 @@ impl Sink {
     }
 
     pub fn config_route(&self, domain: &str, tls: &str) -> String {
-        format!("[[route]]\ndomain = \"{domain}\"\nto = \"smtp:{}\"\ntls = \"{tls}\"\n", self.addr)
+        format!(
+            "[[route]]\ndomain = \"{domain}\"\nto = \"smtp:{}\"\ntls = \"{tls}\"\n",
+            self.addr
+        )
     }
 }
 
@@ -96,13 +105,19 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<S> {
     let mut s = BufReader::new(stream);
     if !tls {
-        s.get_mut().write_all(b"220 sink.test ESMTP\r\n").await.ok()?;
+        s.get_mut()
+            .write_all(b"220 sink.test ESMTP\r\n")
+            .await
+            .ok()?;
     }
     let mut mail = None;
     let mut rcpts = Vec::new();
     loop {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read_line(&mut line)).await.ok()?.ok()?;
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read_line(&mut line))
+            .await
+            .ok()?
+            .ok()?;
         if n == 0 {
             return None;
         }
@@ -117,7 +132,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 if options.tls.is_some() && !tls {
                     ext.push("250-STARTTLS");
                 }
-                ext.extend(["250-SIZE 100000000", "250-8BITMIME", "250-SMTPUTF8", "250 DSN"]);
+                ext.extend([
+                    "250-SIZE 100000000",
+                    "250-8BITMIME",
+                    "250-SMTPUTF8",
+                    "250 DSN",
+                ]);
                 ext.join("\r\n")
             }
             "STARTTLS" if options.tls.is_some() && !tls => {
@@ -170,6 +190,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ => "250 ok".into(),
         };
-        s.get_mut().write_all(format!("{reply}\r\n").as_bytes()).await.ok()?;
+        s.get_mut()
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await
+            .ok()?;
     }
 }

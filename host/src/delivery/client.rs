@@ -4,9 +4,9 @@
 
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::{Config, TlsPolicy};
+use crate::proto::Reply;
 use crate::proto::command::Body;
 use crate::proto::reply::EnhancedCode;
-use crate::proto::Reply;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,13 @@ pub struct SmtpTransport {
 }
 
 impl SmtpTransport {
-    pub fn new(config: &Config, host: &str, port: u16, tls: TlsPolicy, lmtp: bool) -> SmtpTransport {
+    pub fn new(
+        config: &Config,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+        lmtp: bool,
+    ) -> SmtpTransport {
         SmtpTransport {
             host: host.to_string(),
             port,
@@ -40,43 +46,80 @@ impl SmtpTransport {
     }
 
     fn transient(&self, what: &str, e: impl std::fmt::Display) -> Reply {
-        Reply::dynamic(451, 4, 4, format!("{what} {}:{}: {e}", self.host, self.port))
+        Reply::dynamic(
+            451,
+            4,
+            4,
+            format!("{what} {}:{}: {e}", self.host, self.port),
+        )
     }
 
     async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .map_err(|_| self.transient("connect to", "timed out"))?
-            .map_err(|e| self.transient("connect to", e))?;
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| self.transient("connect to", "timed out"))?
+        .map_err(|e| self.transient("connect to", e))?;
         let _ = tcp.set_nodelay(true);
         let mut conn = Client::new(tcp);
-        let greeting = conn.reply(REPLY_TIMEOUT).await.map_err(|e| self.transient("greeting from", e))?;
+        let greeting = conn
+            .reply(REPLY_TIMEOUT)
+            .await
+            .map_err(|e| self.transient("greeting from", e))?;
         if greeting.code != 220 {
             return Err(greeting);
         }
-        let ext = conn.hello(&self.hostname, self.lmtp).await.map_err(|e| self.transient("EHLO to", e))?;
+        let ext = conn
+            .hello(&self.hostname, self.lmtp)
+            .await
+            .map_err(|e| self.transient("EHLO to", e))?;
         let ext = ext?;
         let starttls = ext.has("STARTTLS");
         if self.tls != TlsPolicy::None && starttls {
-            conn.send(b"STARTTLS\r\n").await.map_err(|e| self.transient("STARTTLS to", e))?;
-            let reply = conn.reply(REPLY_TIMEOUT).await.map_err(|e| self.transient("STARTTLS to", e))?;
+            conn.send(b"STARTTLS\r\n")
+                .await
+                .map_err(|e| self.transient("STARTTLS to", e))?;
+            let reply = conn
+                .reply(REPLY_TIMEOUT)
+                .await
+                .map_err(|e| self.transient("STARTTLS to", e))?;
             if reply.code == 220 {
                 let tcp = conn.into_inner();
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("valid name"));
+                    .unwrap_or_else(|_| {
+                        rustls::pki_types::ServerName::try_from("localhost").expect("valid name")
+                    });
                 let tls = tokio_rustls::TlsConnector::from(self.tls_config.clone())
                     .connect(name, tcp)
                     .await
                     .map_err(|e| self.transient("TLS handshake with", e))?;
                 let mut conn = Client::new(tls);
-                let ext = conn.hello(&self.hostname, self.lmtp).await.map_err(|e| self.transient("EHLO to", e))??;
+                let ext = conn
+                    .hello(&self.hostname, self.lmtp)
+                    .await
+                    .map_err(|e| self.transient("EHLO to", e))??;
                 return self.transaction(&mut conn, &ext, msg).await;
             }
             if self.tls == TlsPolicy::Required {
-                return Err(Reply::dynamic(451, 7, 10, format!("TLS required but STARTTLS refused: {reply}")));
+                return Err(Reply::dynamic(
+                    451,
+                    7,
+                    10,
+                    format!("TLS required but STARTTLS refused: {reply}"),
+                ));
             }
         } else if self.tls == TlsPolicy::Required {
-            return Err(Reply::dynamic(451, 7, 10, format!("TLS required but {}:{} does not offer STARTTLS", self.host, self.port)));
+            return Err(Reply::dynamic(
+                451,
+                7,
+                10,
+                format!(
+                    "TLS required but {}:{} does not offer STARTTLS",
+                    self.host, self.port
+                ),
+            ));
         }
         self.transaction(&mut conn, &ext, msg).await
     }
@@ -92,11 +135,19 @@ impl SmtpTransport {
         let utf8 = env.params.smtputf8;
         if utf8 && !ext.has("SMTPUTF8") {
             // RFC 6531 3.4: never send an SMTPUTF8 message to a server that lacks it.
-            return Err(Reply::dynamic(553, 6, 7, format!("{}:{} does not support SMTPUTF8", self.host, self.port)));
+            return Err(Reply::dynamic(
+                553,
+                6,
+                7,
+                format!("{}:{} does not support SMTPUTF8", self.host, self.port),
+            ));
         }
         let mut mail = format!(
             "MAIL FROM:<{}>",
-            env.sender.as_ref().map(|s| s.to_string()).unwrap_or_default()
+            env.sender
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         );
         if ext.has("SIZE") {
             mail.push_str(&format!(" SIZE={}", msg.content.len()));
@@ -157,7 +208,11 @@ impl SmtpTransport {
                 if mail_reply.is_positive() && r.is_positive() {
                     accepted.push(i);
                 } else {
-                    *slot = Some(DeliveryOutcome::from_reply(if mail_reply.is_positive() { r } else { mail_reply.clone() }));
+                    *slot = Some(DeliveryOutcome::from_reply(if mail_reply.is_positive() {
+                        r
+                    } else {
+                        mail_reply.clone()
+                    }));
                 }
             }
             data_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
@@ -179,7 +234,10 @@ impl SmtpTransport {
             }
             if accepted.is_empty() {
                 conn.quit().await;
-                return Ok(outcomes.into_iter().map(|o| o.expect("every recipient refused")).collect());
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|o| o.expect("every recipient refused"))
+                    .collect());
             }
             conn.send(b"DATA\r\n").await.map_err(io_err)?;
             data_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
@@ -290,14 +348,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.send(format!("{verb} {name}\r\n").as_bytes()).await?;
         let reply = self.reply(REPLY_TIMEOUT).await?;
         if reply.code == 250 {
-            return Ok(Ok(Extensions(reply.text.lines().skip(1).map(String::from).collect())));
+            return Ok(Ok(Extensions(
+                reply.text.lines().skip(1).map(String::from).collect(),
+            )));
         }
         if lmtp || !(500..=504).contains(&reply.code) {
             return Ok(Err(reply));
         }
         self.send(format!("HELO {name}\r\n").as_bytes()).await?;
         let reply = self.reply(REPLY_TIMEOUT).await?;
-        Ok(if reply.code == 250 { Ok(Extensions(Vec::new())) } else { Err(reply) })
+        Ok(if reply.code == 250 {
+            Ok(Extensions(Vec::new()))
+        } else {
+            Err(reply)
+        })
     }
 
     /// Reads one (possibly multi-line) reply (RFC 5321 4.2.1).
@@ -314,10 +378,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let mut line = String::new();
             let n = (&mut self.stream).take(4096).read_line(&mut line).await?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
             }
             let line = line.trim_end_matches(['\r', '\n']);
-            let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad reply line {line:?}"));
+            let bad = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad reply line {line:?}"),
+                )
+            };
             if line.len() < 3 || !line.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
                 return Err(bad());
             }
@@ -368,7 +440,10 @@ mod tests {
 
     #[test]
     fn stuffing() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b".\r\n");
     }

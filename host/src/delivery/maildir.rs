@@ -63,7 +63,10 @@ impl Transport for MaildirTransport {
         // RFC 5321 4.4: the final delivery adds Return-Path. Maildir files use LF.
         let return_path = format!(
             "Return-Path: <{}>\n",
-            env.sender.as_ref().map(|s| s.to_string()).unwrap_or_default()
+            env.sender
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         );
         let mut content = return_path.into_bytes();
         let mut rest = msg.content;
@@ -76,23 +79,45 @@ impl Transport for MaildirTransport {
         let jobs: Vec<Option<PathBuf>> = msg
             .recipients
             .iter()
-            .map(|&i| mailbox_name(&env.recipients[i].address.local_unquoted()).map(|n| self.root.join(n)))
+            .map(|&i| {
+                mailbox_name(&env.recipients[i].address.local_unquoted()).map(|n| self.root.join(n))
+            })
             .collect();
         let hostname = self.hostname.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 jobs.into_iter()
                     .map(|dir| match dir {
-                        None => DeliveryOutcome::Permanent(Reply::dynamic(550, 1, 1, "invalid mailbox name for Maildir")),
+                        None => DeliveryOutcome::Permanent(Reply::dynamic(
+                            550,
+                            1,
+                            1,
+                            "invalid mailbox name for Maildir",
+                        )),
                         Some(dir) => match write_one(&dir, &unique_name(&hostname), &content) {
-                            Ok(()) => DeliveryOutcome::Delivered(Reply::dynamic(250, 0, 0, format!("delivered to {}", dir.display()))),
-                            Err(e) => DeliveryOutcome::Transient(Reply::dynamic(451, 3, 0, format!("Maildir {}: {e}", dir.display()))),
+                            Ok(()) => DeliveryOutcome::Delivered(Reply::dynamic(
+                                250,
+                                0,
+                                0,
+                                format!("delivered to {}", dir.display()),
+                            )),
+                            Err(e) => DeliveryOutcome::Transient(Reply::dynamic(
+                                451,
+                                3,
+                                0,
+                                format!("Maildir {}: {e}", dir.display()),
+                            )),
                         },
                     })
                     .collect()
             })
             .await
-            .unwrap_or_else(|e| vec![DeliveryOutcome::Transient(Reply::dynamic(451, 3, 0, e.to_string())); msg.recipients.len()])
+            .unwrap_or_else(|e| {
+                vec![
+                    DeliveryOutcome::Transient(Reply::dynamic(451, 3, 0, e.to_string()));
+                    msg.recipients.len()
+                ]
+            })
         })
     }
 }

@@ -54,12 +54,12 @@ pub trait Transport: Send + Sync {
 /// Builds the transport for a route.
 fn transport_for(config: &Config, target: &Target, tls: TlsPolicy) -> Box<dyn Transport> {
     match target {
-        Target::Smtp(host, port) => Box::new(client::SmtpTransport::new(
-            config, host, *port, tls, false,
-        )),
-        Target::Lmtp(host, port) => Box::new(client::SmtpTransport::new(
-            config, host, *port, tls, true,
-        )),
+        Target::Smtp(host, port) => {
+            Box::new(client::SmtpTransport::new(config, host, *port, tls, false))
+        }
+        Target::Lmtp(host, port) => {
+            Box::new(client::SmtpTransport::new(config, host, *port, tls, true))
+        }
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
         Target::Mx => Box::new(Unavailable),
     }
@@ -71,7 +71,12 @@ struct Unavailable;
 
 impl Transport for Unavailable {
     fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
-        let reply = Reply::dynamic(451, 4, 4, "MX delivery is not available in this build; configure a smtp: route");
+        let reply = Reply::dynamic(
+            451,
+            4,
+            4,
+            "MX delivery is not available in this build; configure a smtp: route",
+        );
         Box::pin(async move { vec![DeliveryOutcome::Transient(reply); msg.recipients.len()] })
     }
 }
@@ -247,7 +252,11 @@ async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> s
             Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
             other => format!("{other:?}{tls:?}"),
         };
-        groups.entry(key).or_insert((target, tls, Vec::new())).2.push(i);
+        groups
+            .entry(key)
+            .or_insert((target, tls, Vec::new()))
+            .2
+            .push(i);
     }
     for (target, tls, recipients) in groups.into_values() {
         let transport = transport_for(&d.config, &target, tls);

@@ -21,7 +21,11 @@ pub struct Mailbox {
 impl Mailbox {
     /// The local part with quoting removed, for policy decisions.
     pub fn local_unquoted(&self) -> String {
-        match self.local.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        match self
+            .local
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+        {
             Some(inner) => {
                 let mut out = String::new();
                 let mut escaped = false;
@@ -150,7 +154,9 @@ fn is_atext(c: char) -> bool {
 }
 
 fn is_dot_string(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
 fn is_quoted_string(s: &str) -> bool {
@@ -185,7 +191,9 @@ pub fn is_domain(s: &str) -> bool {
             let b = label.as_bytes();
             !b.is_empty()
                 && b.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -212,16 +220,21 @@ mod tests {
         })
     }
 
+    type Parsed<'a> = Result<(Option<Mailbox>, &'a str), AddressError>;
+
     #[test]
     fn paths() {
-        let cases: &[(&str, Result<(Option<Mailbox>, &str), AddressError>)] = &[
+        let cases: &[(&str, Parsed)] = &[
             ("<a@b.c>", Ok((mb("a", "b.c"), ""))),
             ("<> SIZE=1", Ok((None, " SIZE=1"))),
             ("<@x.y,@z.w:u@c.d>", Ok((mb("u", "c.d"), ""))),
             ("<\"a b>\"@c.d>", Ok((mb("\"a b>\"", "c.d"), ""))),
             ("<a@[127.0.0.1]>", Ok((mb("a", "[127.0.0.1]"), ""))),
             ("<a@[IPv6:::1]>", Ok((mb("a", "[IPv6:::1]"), ""))),
-            ("<jörg@bücher.example>", Ok((mb("jörg", "bücher.example"), ""))),
+            (
+                "<jörg@bücher.example>",
+                Ok((mb("jörg", "bücher.example"), "")),
+            ),
             ("a@b.c", Err(AddressError::NoBrackets)),
             ("<a@b.c", Err(AddressError::Syntax)),
             ("<a@b.c>x", Err(AddressError::Syntax)),
@@ -246,7 +259,14 @@ mod tests {
         );
         let domain = format!("{}.com", "d".repeat(60)).repeat(5);
         assert!(parse_path(&format!("<a@{domain}>")).is_err());
-        let path = format!("<{}@{}.{}.{}.{}>", "a".repeat(60), "b".repeat(60), "c".repeat(60), "d".repeat(60), "e".repeat(20));
+        let path = format!(
+            "<{}@{}.{}.{}.{}>",
+            "a".repeat(60),
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(60),
+            "e".repeat(20)
+        );
         assert_eq!(parse_path(&path), Err(AddressError::PathTooLong));
     }
 

@@ -2,8 +2,8 @@
 //! SMTPUTF8 (RFC 6531), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461), AUTH= (RFC 4954 5).
 
 use super::address::{AddressError, Mailbox, parse_path};
-use super::reply::{EnhancedCode as E, Reply};
 use super::replies;
+use super::reply::{EnhancedCode as E, Reply};
 use serde::{Deserialize, Serialize};
 
 /// RFC 5321 4.5.3.1.4: 512 octets for a command line including CRLF.
@@ -20,7 +20,10 @@ pub enum Command {
     Mail(Option<Mailbox>, MailParams),
     Rcpt(RcptPath, RcptParams),
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -28,7 +31,10 @@ pub enum Command {
     Vrfy(String),
     Expn(String),
     StartTls,
-    Auth { mechanism: String, initial: Option<String> },
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     Etrn(String),
     /// SEND, SOML, SAML, TURN: answered 502 5.5.1 (seed advice; RFC 5321 4.1.3 Appendix F).
     Obsolete,
@@ -331,7 +337,9 @@ fn parse_rcpt(arg: &str) -> Result<Command, ParseError> {
                 }
                 let (addr_type, addr) = v.split_once(';').ok_or_else(bad)?;
                 let atom_ok = !addr_type.is_empty()
-                    && addr_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    && addr_type
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 // RFC 3461 4.2: at most 500 characters.
                 if !atom_ok || v.len() > 500 || addr.is_empty() || !is_xtext(addr) {
                     return Err(bad());
@@ -427,15 +435,36 @@ mod tests {
             ("SAML", Command::Obsolete),
             ("turn", Command::Obsolete),
             ("ETRN example.test", Command::Etrn("example.test".into())),
-            ("BDAT 0 LAST", Command::Bdat { size: 0, last: true }),
-            ("bdat 100", Command::Bdat { size: 100, last: false }),
+            (
+                "BDAT 0 LAST",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
+            (
+                "bdat 100",
+                Command::Bdat {
+                    size: 100,
+                    last: false,
+                },
+            ),
             (
                 "AUTH plain AGEAYg==",
-                Command::Auth { mechanism: "PLAIN".into(), initial: Some("AGEAYg==".into()) },
+                Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial: Some("AGEAYg==".into()),
+                },
             ),
-            ("RCPT TO:<postMaster>", Command::Rcpt(RcptPath::Postmaster, RcptParams::default())),
+            (
+                "RCPT TO:<postMaster>",
+                Command::Rcpt(RcptPath::Postmaster, RcptParams::default()),
+            ),
             ("MAIL FROM:<>", Command::Mail(None, MailParams::default())),
-            ("mail from: <a@b.c>", Command::Mail(Some(mailbox("a@b.c")), MailParams::default())),
+            (
+                "mail from: <a@b.c>",
+                Command::Mail(Some(mailbox("a@b.c")), MailParams::default()),
+            ),
         ];
         for (line, want) in ok {
             assert_eq!(&parse_command(line).unwrap(), want, "{line}");
@@ -446,20 +475,59 @@ mod tests {
             ("DATA x", ParseError::Syntax("DATA")),
             ("BDAT x", ParseError::Syntax("BDAT chunk-size [LAST]")),
             ("BDAT 1 FIRST", ParseError::Syntax("BDAT chunk-size [LAST]")),
-            ("MAIL TO:<a@b>", ParseError::Syntax("MAIL FROM:<address> [parameters]")),
-            ("MAIL FROM:a@b", ParseError::Sender(AddressError::NoBrackets)),
+            (
+                "MAIL TO:<a@b>",
+                ParseError::Syntax("MAIL FROM:<address> [parameters]"),
+            ),
+            (
+                "MAIL FROM:a@b",
+                ParseError::Sender(AddressError::NoBrackets),
+            ),
             ("RCPT TO:<>", ParseError::Recipient(AddressError::Syntax)),
-            ("MAIL FROM:<a@b> FOO=1", ParseError::UnknownParam("FOO".into())),
-            ("MAIL FROM:<a@b> SIZE=x", ParseError::InvalidParam("SIZE".into())),
-            ("MAIL FROM:<a@b> SIZE=1 SIZE=2", ParseError::InvalidParam("SIZE (duplicate)".into())),
-            ("MAIL FROM:<a@b> BODY=BINARYMIME", ParseError::InvalidParam("BODY".into())),
-            ("MAIL FROM:<a@b> RET=ALL", ParseError::InvalidParam("RET".into())),
-            ("MAIL FROM:<a@b> ENVID=a=b", ParseError::InvalidParam("ENVID".into())),
-            ("MAIL FROM:<a@b> ENVID=a+2", ParseError::InvalidParam("ENVID".into())),
-            ("RCPT TO:<a@b> NOTIFY=NEVER,DELAY", ParseError::InvalidParam("NOTIFY".into())),
-            ("RCPT TO:<a@b> NOTIFY=SOMETIMES", ParseError::InvalidParam("NOTIFY".into())),
-            ("RCPT TO:<a@b> ORCPT=rfc822", ParseError::InvalidParam("ORCPT".into())),
-            ("RCPT TO:<a@b> ORCPT=rfc822;a+zz", ParseError::InvalidParam("ORCPT".into())),
+            (
+                "MAIL FROM:<a@b> FOO=1",
+                ParseError::UnknownParam("FOO".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> SIZE=x",
+                ParseError::InvalidParam("SIZE".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> SIZE=1 SIZE=2",
+                ParseError::InvalidParam("SIZE (duplicate)".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> BODY=BINARYMIME",
+                ParseError::InvalidParam("BODY".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> RET=ALL",
+                ParseError::InvalidParam("RET".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> ENVID=a=b",
+                ParseError::InvalidParam("ENVID".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> ENVID=a+2",
+                ParseError::InvalidParam("ENVID".into()),
+            ),
+            (
+                "RCPT TO:<a@b> NOTIFY=NEVER,DELAY",
+                ParseError::InvalidParam("NOTIFY".into()),
+            ),
+            (
+                "RCPT TO:<a@b> NOTIFY=SOMETIMES",
+                ParseError::InvalidParam("NOTIFY".into()),
+            ),
+            (
+                "RCPT TO:<a@b> ORCPT=rfc822",
+                ParseError::InvalidParam("ORCPT".into()),
+            ),
+            (
+                "RCPT TO:<a@b> ORCPT=rfc822;a+zz",
+                ParseError::InvalidParam("ORCPT".into()),
+            ),
             ("RCPT TO:<a@b> XYZ", ParseError::UnknownParam("XYZ".into())),
         ];
         for (line, want) in bad {
@@ -469,10 +537,10 @@ mod tests {
 
     #[test]
     fn dsn_and_size_params() {
-        let Command::Mail(_, p) =
-            parse_command("MAIL FROM:<a@b.c> SIZE=1000 BODY=8bitmime SMTPUTF8 RET=HDRS ENVID=QQ+2B1")
-                .unwrap()
-        else {
+        let Command::Mail(_, p) = parse_command(
+            "MAIL FROM:<a@b.c> SIZE=1000 BODY=8bitmime SMTPUTF8 RET=HDRS ENVID=QQ+2B1",
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(p.size, Some(1000));

@@ -23,19 +23,27 @@ pub const HELP: Reply = Reply::new(
     "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY EXPN STARTTLS AUTH ETRN\nSee RFC 5321",
 );
 
-pub const SHUTTING_DOWN: Reply = Reply::new(421, E(4, 3, 2), "Service shutting down, try again later");
+pub const SHUTTING_DOWN: Reply =
+    Reply::new(421, E(4, 3, 2), "Service shutting down, try again later");
 pub const TIMEOUT: Reply = Reply::new(421, E(4, 4, 2), "Timeout exceeded, closing connection");
-pub const TOO_MANY_ERRORS: Reply = Reply::new(421, E(4, 7, 0), "Too many errors, closing connection");
+pub const TOO_MANY_ERRORS: Reply =
+    Reply::new(421, E(4, 7, 0), "Too many errors, closing connection");
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, E(4, 7, 0), "Too many connections, try again later");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, E(4, 5, 3), "Too many recipients");
-pub const SPOOL_FAILED: Reply =
-    Reply::new(451, E(4, 3, 0), "Local error: message could not be queued, try again later");
+pub const SPOOL_FAILED: Reply = Reply::new(
+    451,
+    E(4, 3, 0),
+    "Local error: message could not be queued, try again later",
+);
 pub const TLS_UNAVAILABLE: Reply = Reply::new(454, E(4, 7, 0), "TLS not available");
 
 pub const LINE_TOO_LONG: Reply = Reply::new(500, E(5, 5, 2), "Line too long");
-pub const BARE_NEWLINE: Reply =
-    Reply::new(500, E(5, 5, 2), "Bare CR or LF in command refused (RFC 5321 2.3.8)");
+pub const BARE_NEWLINE: Reply = Reply::new(
+    500,
+    E(5, 5, 2),
+    "Bare CR or LF in command refused (RFC 5321 2.3.8)",
+);
 pub const UNKNOWN_COMMAND: Reply = Reply::new(500, E(5, 5, 2), "Command unrecognized");
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, E(5, 5, 1), "Command not implemented");
 pub const BAD_SEQUENCE: Reply = Reply::new(503, E(5, 5, 1), "Bad sequence of commands");
@@ -43,11 +51,18 @@ pub const HELO_FIRST: Reply = Reply::new(503, E(5, 5, 1), "Send HELO/EHLO first"
 pub const NESTED_MAIL: Reply = Reply::new(503, E(5, 5, 1), "Sender already specified");
 pub const NEED_MAIL: Reply = Reply::new(503, E(5, 5, 1), "Need MAIL command first");
 pub const NEED_RCPT: Reply = Reply::new(503, E(5, 5, 1), "Need RCPT command first");
-pub const DATA_IN_BDAT: Reply =
-    Reply::new(503, E(5, 5, 1), "DATA not allowed inside a BDAT transaction");
+pub const DATA_IN_BDAT: Reply = Reply::new(
+    503,
+    E(5, 5, 1),
+    "DATA not allowed inside a BDAT transaction",
+);
 pub const ALREADY_TLS: Reply = Reply::new(503, E(5, 5, 1), "TLS already active");
 pub const ALREADY_AUTH: Reply = Reply::new(503, E(5, 5, 1), "Already authenticated");
-pub const AUTH_IN_TX: Reply = Reply::new(503, E(5, 5, 1), "AUTH not allowed during a mail transaction");
+pub const AUTH_IN_TX: Reply = Reply::new(
+    503,
+    E(5, 5, 1),
+    "AUTH not allowed during a mail transaction",
+);
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, E(5, 5, 1), "No valid recipients");
 pub const PARAM_NOT_IMPLEMENTED: Reply =
     Reply::new(504, E(5, 5, 4), "Command parameter not implemented");
@@ -63,12 +78,21 @@ pub const AUTH_NEEDS_TLS: Reply = Reply::new(
 );
 pub const AUTH_REQUIRED: Reply = Reply::new(530, E(5, 7, 0), "Authentication required");
 pub const RELAY_DENIED: Reply = Reply::new(550, E(5, 7, 1), "Relaying denied");
-pub const ROUTING_DENIED: Reply =
-    Reply::new(550, E(5, 7, 1), "Source routing via % or ! in the local part is not allowed");
-pub const SIZE_EXCEEDED: Reply =
-    Reply::new(552, E(5, 3, 4), "Message size exceeds fixed maximum message size");
-pub const UTF8_NEEDS_SMTPUTF8: Reply =
-    Reply::new(553, E(5, 6, 7), "Non-ASCII address requires the SMTPUTF8 parameter");
+pub const ROUTING_DENIED: Reply = Reply::new(
+    550,
+    E(5, 7, 1),
+    "Source routing via % or ! in the local part is not allowed",
+);
+pub const SIZE_EXCEEDED: Reply = Reply::new(
+    552,
+    E(5, 3, 4),
+    "Message size exceeds fixed maximum message size",
+);
+pub const UTF8_NEEDS_SMTPUTF8: Reply = Reply::new(
+    553,
+    E(5, 6, 7),
+    "Non-ASCII address requires the SMTPUTF8 parameter",
+);
 pub const BARE_NEWLINE_DATA: Reply = Reply::new(
     554,
     E(5, 5, 2),

@@ -21,7 +21,11 @@ fn challenge(text: &'static str) -> Reply {
 }
 
 impl Session {
-    pub(super) async fn handle_auth(&mut self, mechanism: String, initial: Option<String>) -> Reply {
+    pub(super) async fn handle_auth(
+        &mut self,
+        mechanism: String,
+        initial: Option<String>,
+    ) -> Reply {
         if !self.auth_offered() {
             return replies::NOT_IMPLEMENTED;
         }
@@ -102,8 +106,11 @@ impl Session {
         let ok = match hash {
             // argon2 is slow by design: keep it off the reactor threads.
             Some(hash) => tokio::task::spawn_blocking(move || {
-                PasswordHash::new(&hash)
-                    .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                PasswordHash::new(&hash).is_ok_and(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
             })
             .await
             .unwrap_or(false),

@@ -150,7 +150,11 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return replies::NEED_MAIL;
         };
-        let helo = self.helo.as_ref().map(|h| h.name.clone()).unwrap_or_default();
+        let helo = self
+            .helo
+            .as_ref()
+            .map(|h| h.name.clone())
+            .unwrap_or_default();
         let envelope = Envelope {
             id: SpoolId::generate(),
             received_at: chrono::Utc::now().timestamp(),

@@ -31,7 +31,10 @@ impl Session {
             return replies::AUTH_REQUIRED;
         }
         // RFC 1870 6.2: a declared size over the limit is refused at MAIL.
-        if params.size.is_some_and(|s| s > self.ctx.config.limits.message_size.0) {
+        if params
+            .size
+            .is_some_and(|s| s > self.ctx.config.limits.message_size.0)
+        {
             return replies::SIZE_EXCEEDED;
         }
         // RFC 6531 3.4: UTF-8 addresses only with the SMTPUTF8 parameter.

@@ -10,10 +10,12 @@ pub use auth::hash_password;
 mod data;
 mod ehlo;
 mod mail;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Mode;
-use crate::proto::command::{Command, line_limit, MAX_AUTH_LINE};
-use crate::proto::{Mailbox, MailParams, Reply, replies};
+use crate::proto::command::{Command, MAX_AUTH_LINE, line_limit};
+use crate::proto::{MailParams, Mailbox, Reply, replies};
 use crate::server::Context;
 use crate::spool::Recipient;
 use std::io;
@@ -165,7 +167,10 @@ impl Session {
     }
 
     pub fn greeting(&self) -> Reply {
-        Reply::plain(220, format!("{} ESMTP wasmtp ready", self.ctx.config.hostname))
+        Reply::plain(
+            220,
+            format!("{} ESMTP wasmtp ready", self.ctx.config.hostname),
+        )
     }
 
     /// RFC 3207 4.2: after the handshake the server discards all knowledge obtained from
@@ -195,6 +200,8 @@ impl Session {
             g.write_to(&mut conn.out);
         }
         let mut shutdown = self.ctx.shutdown.clone();
+        // Set once shutdown is requested, or once the server that could request it is gone.
+        let mut stopping = *shutdown.borrow();
         let command_timeout = self.ctx.config.limits.command_timeout.0;
         loop {
             let next = match conn.take_line() {
@@ -207,14 +214,17 @@ impl Session {
                     conn.flush().await?;
                     // SPEC: on shutdown idle sessions get 421 4.3.2; a transaction in
                     // flight may finish first.
-                    if *shutdown.borrow() && self.tx.is_none() {
+                    if stopping && self.tx.is_none() {
                         replies::SHUTTING_DOWN.write_to(&mut conn.out);
                         conn.flush().await?;
                         return Ok(Outcome::Closed);
                     }
                     let read = tokio::select! {
                         r = tokio::time::timeout(command_timeout, conn.fill()) => r,
-                        _ = shutdown.wait_for(|stop| *stop), if !*shutdown.borrow() => continue,
+                        _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+                            stopping = true;
+                            continue;
+                        }
                     };
                     match read {
                         Ok(Ok(0)) => return Ok(Outcome::Closed),
