@@ -25,7 +25,12 @@ async fn reply(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
     }
 }
 
-async fn session(addr: SocketAddr, next: Arc<AtomicUsize>, total: usize, body: Arc<Vec<u8>>) -> std::io::Result<usize> {
+async fn session(
+    addr: SocketAddr,
+    next: Arc<AtomicUsize>,
+    total: usize,
+    body: Arc<Vec<u8>>,
+) -> std::io::Result<usize> {
     let mut s = BufReader::new(TcpStream::connect(addr).await?);
     s.get_mut().set_nodelay(true)?;
     reply(&mut s).await?;
@@ -57,10 +62,20 @@ async fn session(addr: SocketAddr, next: Arc<AtomicUsize>, total: usize, body: A
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let addr: SocketAddr = args.get(1).map_or("127.0.0.1:2525", |s| s).parse().expect("address");
-    assert!(addr.ip().is_loopback(), "load is only ever sent to loopback addresses");
+    let addr: SocketAddr = args
+        .get(1)
+        .map_or("127.0.0.1:2525", |s| s)
+        .parse()
+        .expect("address");
+    assert!(
+        addr.ip().is_loopback(),
+        "load is only ever sent to loopback addresses"
+    );
     let sessions: usize = args.get(2).map_or(Ok(50), |s| s.parse()).expect("sessions");
-    let total: usize = args.get(3).map_or(Ok(10_000), |s| s.parse()).expect("messages");
+    let total: usize = args
+        .get(3)
+        .map_or(Ok(10_000), |s| s.parse())
+        .expect("messages");
     let size: usize = args.get(4).map_or(Ok(1024), |s| s.parse()).expect("size");
     let mut body = b"Subject: load\r\n\r\n".to_vec();
     // 68 characters and CRLF a line, the last line cut to reach `size`.
@@ -77,7 +92,10 @@ async fn main() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..sessions {
         let (next, body) = (next.clone(), body.clone());
-        tasks.spawn(tokio::time::timeout(Duration::from_secs(600), session(addr, next, total, body)));
+        tasks.spawn(tokio::time::timeout(
+            Duration::from_secs(600),
+            session(addr, next, total, body),
+        ));
     }
     let (mut ok, mut errors) = (0, 0);
     while let Some(r) = tasks.join_next().await {
@@ -90,5 +108,8 @@ async fn main() {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{ok} messages of {size} bytes over {sessions} sessions in {secs:.2}s: {:.0} msgs/s ({errors} failed sessions)", ok as f64 / secs);
+    println!(
+        "{ok} messages of {size} bytes over {sessions} sessions in {secs:.2}s: {:.0} msgs/s ({errors} failed sessions)",
+        ok as f64 / secs
+    );
 }

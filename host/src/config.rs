@@ -417,10 +417,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.source)?;
-        if self.problems.len() > 1 {
-            writeln!(f, "{} problems", self.problems.len())?;
+        if let [only] = self.problems.as_slice() {
+            return writeln!(f, "{}: {only}", self.source);
         }
+        writeln!(f, "{}: {} problems", self.source, self.problems.len())?;
         for p in &self.problems {
             writeln!(f, "  {p}")?;
         }
