@@ -261,3 +261,53 @@ async fn two_hundred_concurrent_sessions_all_accepted_and_relayed() {
     assert_eq!(subjects, (0..SESSIONS).collect::<Vec<_>>());
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
 }
+
+#[tokio::test]
+async fn lmtp_route_gets_one_outcome_per_recipient() {
+    let sink = Sink::start(SinkOptions {
+        lmtp: true,
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n[delivery]\nretry = [\"1h\"]\n{}",
+        sink.lmtp_route("*")
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    assert!(
+        c.send_mail(
+            "s@c.test",
+            &["a@example.test", "b@example.test"],
+            "Subject: lmtp\r\n\r\nx"
+        )
+        .await
+        .starts_with("250")
+    );
+    sink.wait_for(1).await;
+    // "a" was delivered, "b" deferred by the LMTP server: the message stays queued for "b".
+    common::eventually("b deferred", || {
+        s.server
+            .metrics
+            .deferrals_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        s.server
+            .metrics
+            .deliveries_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let ids = s.spool_ids();
+    assert_eq!(ids.len(), 1);
+    let state = std::fs::read_to_string(s.dir.path().join(format!("spool/queue/{}.state", ids[0])))
+        .unwrap();
+    assert!(
+        state.contains("delivered") && state.contains("452 4.2.2 mailbox full"),
+        "{state}"
+    );
+}

@@ -31,6 +31,8 @@ pub struct SinkOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub rcpt_rule: Option<RcptRule>,
     pub no_pipelining: bool,
+    /// Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the data.
+    pub lmtp: bool,
 }
 
 pub struct Sink {
@@ -89,8 +91,16 @@ impl Sink {
     }
 
     pub fn config_route(&self, domain: &str, tls: &str) -> String {
+        self.route(domain, "smtp", tls)
+    }
+
+    pub fn lmtp_route(&self, domain: &str) -> String {
+        self.route(domain, "lmtp", "none")
+    }
+
+    fn route(&self, domain: &str, scheme: &str, tls: &str) -> String {
         format!(
-            "[[route]]\ndomain = \"{domain}\"\nto = \"smtp:{}\"\ntls = \"{tls}\"\n",
+            "[[route]]\ndomain = \"{domain}\"\nto = \"{scheme}:{}\"\ntls = \"{tls}\"\n",
             self.addr
         )
     }
@@ -124,7 +134,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let line = line.trim_end().to_string();
         let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply = match verb.as_str() {
-            "EHLO" => {
+            "EHLO" | "LHLO" if (verb == "LHLO") == options.lmtp => {
                 let mut ext = vec!["250-sink.test"];
                 if !options.no_pipelining {
                     ext.push("250-PIPELINING");
@@ -170,13 +180,24 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     let l = if l.starts_with(b".") { &l[1..] } else { &l[..] };
                     data.extend_from_slice(l);
                 }
+                let accepted = rcpts.len();
                 store.lock().unwrap().push(SinkMessage {
                     mail: mail.take().unwrap(),
                     rcpts: std::mem::take(&mut rcpts),
                     data,
                     tls,
                 });
-                "250 2.0.0 queued at sink".into()
+                if options.lmtp {
+                    // RFC 2033 4.2: one reply per accepted recipient; the last one is refused
+                    // here so that tests see per-recipient outcomes.
+                    let mut replies: Vec<&str> = vec!["250 2.0.0 delivered"; accepted];
+                    if accepted > 1 {
+                        replies[accepted - 1] = "452 4.2.2 mailbox full";
+                    }
+                    replies.join("\r\n")
+                } else {
+                    "250 2.0.0 queued at sink".into()
+                }
             }
             "DATA" => "503 no valid recipients".into(),
             "RSET" => {
