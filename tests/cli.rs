@@ -5,6 +5,17 @@ mod common;
 use common::{BIN, Client, Process};
 use std::process::Command;
 
+/// Runs `check-config` on a bad file: asserts exit 1 and returns standard error.
+fn check_config_fails(path: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn check_config_lists_every_problem_with_its_key_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,13 +26,7 @@ fn check_config_lists_every_problem_with_its_key_path() {
          [limits]\nrecipients = 0\n[[route]]\ndomain = \"x.test\"\nto = \"smtp:nohost\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&bad);
     // serde stops at the first type error...
     assert!(
         err.contains("route[0].to") && err.contains("HOST:PORT"),
@@ -33,13 +38,7 @@ fn check_config_lists_every_problem_with_its_key_path() {
          [limits]\nrecipients = 0\n[[plugin]]\nname = \"p\"\npath = \"missing.wasm\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&bad);
     // ...then every semantic problem is listed at once.
     for key in [
         "hostname",

@@ -120,21 +120,8 @@ async fn next_hop_down_keeps_mail_until_it_is_up() {
         "[accept]\ndomains = [\"example.test\"]\n[delivery]\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"smtp:127.0.0.1:{port}\"\n"
     ))
     .await;
-    let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    assert!(
-        c.send_mail("s@c.test", &["u@example.test"], "Subject: wait\r\n\r\nx")
-            .await
-            .starts_with("250")
-    );
-    common::eventually("a deferral", || {
-        s.server
-            .metrics
-            .deferrals_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    })
-    .await;
+    let mut c = s.send_one(&["u@example.test"], "wait").await;
+    common::eventually("a deferral", || s.deferrals() > 0).await;
     assert_eq!(s.spool_ids().len(), 1);
     let sink = Sink::start_on(&format!("127.0.0.1:{port}"), SinkOptions::default()).await;
     // ETRN asks for the queue to run now.
@@ -160,13 +147,7 @@ async fn opportunistic_starttls_to_next_hop() {
     })
     .await;
     let s = TestServer::start(&accept(&sink.config_route("*", "opportunistic"))).await;
-    let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    assert!(
-        c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx")
-            .await
-            .starts_with("250")
-    );
+    s.send_one(&["u@example.test"], "tls").await;
     let got = sink.wait_for(1).await;
     assert!(got[0].tls, "relayed in the clear");
 }
@@ -175,21 +156,8 @@ async fn opportunistic_starttls_to_next_hop() {
 async fn required_tls_defers_when_next_hop_has_none() {
     let sink = Sink::start(SinkOptions::default()).await;
     let s = TestServer::start(&accept(&sink.config_route("*", "required"))).await;
-    let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    assert!(
-        c.send_mail("s@c.test", &["u@example.test"], "Subject: tls\r\n\r\nx")
-            .await
-            .starts_with("250")
-    );
-    common::eventually("a deferral", || {
-        s.server
-            .metrics
-            .deferrals_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    })
-    .await;
+    s.send_one(&["u@example.test"], "tls").await;
+    common::eventually("a deferral", || s.deferrals() > 0).await;
     assert_eq!(sink.count(), 0);
     assert_eq!(s.spool_ids().len(), 1);
 }

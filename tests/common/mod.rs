@@ -36,6 +36,31 @@ impl TestServer {
         self.server.listen_addrs[0]
     }
 
+    pub fn deferrals(&self) -> u64 {
+        self.server
+            .metrics
+            .deferrals_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.server
+            .metrics
+            .deliveries_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connects, says EHLO and sends one message; asserts it was queued.
+    pub async fn send_one(&self, to: &[&str], subject: &str) -> Client {
+        let mut c = Client::connect(self.addr()).await;
+        c.cmd("EHLO c", "250").await;
+        let reply = c
+            .send_mail("s@c.test", to, &format!("Subject: {subject}\r\n\r\nx"))
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        c
+    }
+
     pub fn spool_ids(&self) -> Vec<String> {
         let dir = self.dir.path().join("spool/queue");
         let mut ids: Vec<String> = std::fs::read_dir(dir)
