@@ -336,23 +336,7 @@ impl TryFrom<toml::Value> for Size {
     }
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a size such as \"10MiB\""))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        u => return Err(format!("{s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?}: too large"))
-}
+pub use wasmtp_sdk::parse_size;
 
 /// A duration: `"30s"`, `"5m"`, `"1h"`, `"5d"`, `"200ms"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -362,21 +346,7 @@ pub struct Dur(pub Duration);
 impl TryFrom<String> for Dur {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: expected a duration such as \"30s\" or \"5m\""))?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86400),
-            u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
-        };
-        Ok(Dur(d))
+        wasmtp_sdk::parse_duration(&s).map(Dur)
     }
 }
 
@@ -540,8 +510,8 @@ impl Config {
             if self.plugin[..i].iter().any(|o| o.name == pl.name) {
                 p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));
             }
-            if !pl.path.is_file() {
-                p.push(format!("plugin[{i}].path: {} not found", pl.path.display()));
+            if let Err(e) = crate::plugin::read_wasm(&pl.path) {
+                p.push(format!("plugin[{i}].path: {e}"));
             }
         }
         p

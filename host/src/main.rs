@@ -47,6 +47,10 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config),
         Command::CheckConfig => match Config::load(cli.config.as_deref()) {
             Ok(c) => {
+                if let Err(e) = compile_plugins(&c) {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
                 println!(
                     "config OK: {} listener(s), {} route(s), {} plugin(s)",
                     c.listen.len(),
@@ -80,6 +84,25 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `check-config` compiles and initializes every plugin, naming the one that fails.
+fn compile_plugins(config: &Config) -> Result<(), String> {
+    if config.plugin.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let kv: std::sync::Arc<dyn wasmtp::plugin::kv::KvStore> = std::sync::Arc::new(
+            wasmtp::plugin::kv::EmbeddedKv::open(
+                &std::env::temp_dir().join("wasmtp-check-config-kv.json"),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        wasmtp::plugin::PluginSet::load(config, &wasmtp::plugin::cache_dir(config), kv, None)
+            .await
+            .map(|_| ())
+    })
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {

@@ -3,6 +3,8 @@
 use crate::config::{Config, Mode};
 use crate::delivery::{self, QueueHandle};
 use crate::metrics::Metrics;
+use crate::plugin::PluginSet;
+use crate::plugin::kv::EmbeddedKv;
 use crate::proto::replies;
 use crate::session::{Outcome, Session};
 use crate::spool::Spool;
@@ -26,6 +28,8 @@ pub struct Context {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// The loaded plugins; `None` without `[[plugin]]`.
+    pub plugins: Option<Arc<PluginSet>>,
 }
 
 /// A running server.
@@ -39,6 +43,7 @@ pub struct Server {
     max_sessions: u32,
     tasks: Vec<JoinHandle<()>>,
     queue_task: JoinHandle<()>,
+    kv_task: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -55,6 +60,28 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut kv_task = None;
+        let plugins = if config.plugin.is_empty() {
+            None
+        } else {
+            let kv = Arc::new(
+                EmbeddedKv::open(&config.spool.path.join("kv.json"))
+                    .with_context(|| format!("kv store under {}", config.spool.path.display()))?,
+            );
+            let dns = match crate::dns::Dns::new(&config.dns.nameservers) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail");
+                    None
+                }
+            };
+            let set = PluginSet::load(&config, &crate::plugin::cache_dir(&config), kv.clone(), dns)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            kv_task = Some(tokio::spawn(flush_kv(kv, shutdown.clone())));
+            Some(Arc::new(set))
+        };
         let mut listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
             let listener = TcpListener::bind(l.address)
@@ -62,7 +89,6 @@ impl Server {
                 .with_context(|| format!("listen[{i}].address {}", l.address))?;
             listeners.push((listener, l.mode));
         }
-        let mut tasks = Vec::new();
         let metrics_addr = match &config.metrics {
             Some(m) => {
                 let listener = TcpListener::bind(m.address)
@@ -92,6 +118,7 @@ impl Server {
             tls,
             shutdown,
             metrics: metrics.clone(),
+            plugins,
         });
         let mut listen_addrs = Vec::new();
         for (listener, mode) in listeners {
@@ -114,6 +141,7 @@ impl Server {
             max_sessions,
             tasks,
             queue_task,
+            kv_task,
         })
     }
 
@@ -121,9 +149,6 @@ impl Server {
     /// within `grace`, then stops delivery.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        for t in &self.tasks {
-            t.abort();
-        }
         if tokio::time::timeout(grace, self.sessions.acquire_many(self.max_sessions))
             .await
             .is_err()
@@ -131,6 +156,30 @@ impl Server {
             tracing::warn!("grace period over; closing remaining sessions");
         }
         let _ = self.queue_task.await;
+        if let Some(kv) = self.kv_task {
+            // Its last flush happens on the shutdown signal.
+            let _ = kv.await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Persists the kv store once a second while it changes, and once more at shutdown.
+async fn flush_kv(kv: Arc<EmbeddedKv>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        let kv2 = kv.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kv2.flush()).await {
+            tracing::error!(error = %e, "cannot persist the plugin kv store");
+        }
+        if stop {
+            return;
+        }
     }
 }
 

@@ -97,6 +97,9 @@ pub struct QueueState {
     /// Unix seconds of the next attempt.
     pub next_attempt: i64,
     pub held: bool,
+    /// Why the message is held (a plugin's quarantine reason, or the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
     pub recipients: Vec<RecipientStatus>,
 }
 
@@ -106,6 +109,7 @@ impl QueueState {
             attempts: 0,
             next_attempt: envelope.received_at,
             held: false,
+            hold_reason: None,
             recipients: vec![RecipientStatus::Queued; envelope.recipients.len()],
         }
     }

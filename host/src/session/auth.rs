@@ -85,17 +85,18 @@ impl Session {
                 if !authzid.is_empty() && authzid != user {
                     return replies::AUTH_FAILED;
                 }
-                self.verify(user.to_string(), pass.to_string()).await
+                self.verify("PLAIN", user.to_string(), pass.to_string())
+                    .await
             }
             SaslStep::LoginUser => {
                 self.sasl = Some(SaslStep::LoginPassword(text));
                 challenge("UGFzc3dvcmQ6")
             }
-            SaslStep::LoginPassword(user) => self.verify(user, text).await,
+            SaslStep::LoginPassword(user) => self.verify("LOGIN", user, text).await,
         }
     }
 
-    async fn verify(&mut self, user: String, password: String) -> Reply {
+    async fn verify(&mut self, mechanism: &str, user: String, password: String) -> Reply {
         let hash = self
             .ctx
             .config
@@ -116,6 +117,16 @@ impl Session {
             .unwrap_or(false),
             None => false,
         };
+        let decision = self
+            .policy(crate::plugin::Call::Auth {
+                mechanism,
+                user: &user,
+                success: ok,
+            })
+            .await;
+        if let Some(refusal) = self.refusal(decision) {
+            return refusal;
+        }
         if ok {
             tracing::info!(client = %self.peer.ip(), user, "authenticated");
             self.auth_user = Some(user);

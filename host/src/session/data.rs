@@ -3,9 +3,10 @@
 
 use super::{Conn, Session, read_more};
 use crate::metrics::Metrics;
+use crate::plugin::{Decision, PluginChange};
 use crate::proto::data::{BareNewlineCheck, DataReceiver};
 use crate::proto::{Reply, replies};
-use crate::spool::{Envelope, SpoolId};
+use crate::spool::{Envelope, QueueState, Recipient, SpoolId};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -145,11 +146,51 @@ impl Session {
         reply
     }
 
-    /// Adds `Received:`, spools durably, hands the id to delivery, then says 250.
+    /// Runs the data hook, adds `Received:` (and plugin headers), spools durably, hands the
+    /// id to delivery, then says 250.
     async fn complete_message(&mut self, content: Vec<u8>) -> Reply {
-        let Some(tx) = self.tx.take() else {
+        let Some(mut tx) = self.tx.take() else {
             return replies::NEED_MAIL;
         };
+        let mut content = content;
+        let mut added_headers = String::new();
+        let mut hold_reason = None;
+        if self.wants_data_hook() {
+            let sender = super::hooks::sender_record(&tx.sender, &tx.params);
+            let rcpts: Vec<String> = tx
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            let shared = std::sync::Arc::new(content);
+            let outcome = self.data_policy(&sender, &rcpts, shared.clone()).await;
+            content = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+            match outcome.decision {
+                refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
+                    Metrics::inc(&self.ctx.metrics.messages_refused_total);
+                    return self.refusal(refusal).expect("a refusal");
+                }
+                Decision::Discard => {
+                    tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
+                    return Reply::dynamic(
+                        250,
+                        0,
+                        0,
+                        format!("Ok: queued as {}", SpoolId::generate()),
+                    );
+                }
+                Decision::Quarantine(reason) => hold_reason = Some(reason),
+                Decision::Continue | Decision::Accept => {}
+            }
+            let edits = super::hooks::header_edits(&outcome.changes);
+            content = super::hooks::remove_fields(&content, &edits.remove);
+            added_headers = edits.add;
+            apply_recipient_changes(&mut tx.recipients, &outcome.changes);
+            if tx.recipients.is_empty() {
+                tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
+                return Reply::dynamic(250, 0, 0, format!("Ok: queued as {}", SpoolId::generate()));
+            }
+        }
         let helo = self
             .helo
             .as_ref()
@@ -166,10 +207,28 @@ impl Session {
             auth_user: self.auth_user.clone(),
         };
         let header = self.received_header(&envelope);
-        let mut message = Vec::with_capacity(header.len() + content.len());
+        let mut message = Vec::with_capacity(header.len() + added_headers.len() + content.len());
         message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(added_headers.as_bytes());
         message.extend_from_slice(&content);
-        match self.ctx.spool.store(&envelope, message).await {
+        let stored = match self.ctx.spool.store(&envelope, message).await {
+            Ok(()) => match &hold_reason {
+                // Quarantine: held in the spool, never delivered until released.
+                Some(reason) => {
+                    let mut state = QueueState::new(&envelope);
+                    state.held = true;
+                    state.hold_reason = Some(reason.clone());
+                    self.ctx.spool.save_state(&envelope.id, &state).await
+                }
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) if hold_reason.is_some() => {
+                tracing::warn!(id = %envelope.id, reason = hold_reason.as_deref().unwrap_or(""), "message quarantined");
+                Reply::dynamic(250, 0, 0, format!("Ok: queued as {}", envelope.id))
+            }
             Ok(()) => {
                 Metrics::inc(&self.ctx.metrics.messages_accepted_total);
                 tracing::info!(
@@ -232,5 +291,29 @@ impl Session {
             envelope.id,
             chrono::Utc::now().to_rfc2822()
         )
+    }
+}
+
+/// Adds and removes envelope recipients as plugins asked (milter-like).
+fn apply_recipient_changes(recipients: &mut Vec<Recipient>, changes: &[PluginChange]) {
+    for c in changes {
+        match c {
+            PluginChange::AddRecipient(r) => {
+                if let Ok(address) = crate::proto::address::parse_mailbox(r)
+                    && !recipients
+                        .iter()
+                        .any(|x| x.address.to_string().eq_ignore_ascii_case(r))
+                {
+                    recipients.push(Recipient {
+                        address,
+                        params: Default::default(),
+                    });
+                }
+            }
+            PluginChange::RemoveRecipient(r) => {
+                recipients.retain(|x| !x.address.to_string().eq_ignore_ascii_case(r));
+            }
+            _ => {}
+        }
     }
 }

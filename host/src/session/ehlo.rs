@@ -2,12 +2,22 @@
 
 use super::{Helo, Session};
 use crate::config::Mode;
+use crate::plugin::Call;
 use crate::proto::Reply;
 
 impl Session {
     /// Both reset any transaction (RFC 5321 4.1.4).
-    pub(super) fn handle_helo(&mut self, name: String, extended: bool) -> Reply {
+    pub(super) async fn handle_helo(&mut self, name: String, extended: bool) -> Reply {
         self.tx = None;
+        let decision = self
+            .policy(Call::Helo {
+                name: &name,
+                extended,
+            })
+            .await;
+        if let Some(refusal) = self.refusal(decision) {
+            return refusal;
+        }
         self.helo = Some(Helo { name, extended });
         let hostname = &self.ctx.config.hostname;
         if !extended {

@@ -1,11 +1,12 @@
 //! MAIL and RCPT (RFC 5321 4.1.1.2, 4.1.1.3), with the relay rules of SPEC.md.
 
 use super::{Session, Transaction};
+use crate::plugin::Call;
 use crate::proto::{MailParams, Mailbox, RcptParams, RcptPath, Reply, replies};
 use crate::spool::Recipient;
 
 impl Session {
-    pub(super) fn handle_mail(&mut self, from: Option<Mailbox>, params: MailParams) -> Reply {
+    pub(super) async fn handle_mail(&mut self, from: Option<Mailbox>, params: MailParams) -> Reply {
         let Some(helo) = &self.helo else {
             return replies::HELO_FIRST;
         };
@@ -41,6 +42,11 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return replies::UTF8_NEEDS_SMTPUTF8;
         }
+        let sender = super::hooks::sender_record(&from, &params);
+        let decision = self.policy(Call::Mail { sender: &sender }).await;
+        if let Some(refusal) = self.refusal(decision) {
+            return refusal;
+        }
         self.tx = Some(Transaction {
             sender: from,
             params,
@@ -50,25 +56,56 @@ impl Session {
         replies::SENDER_OK
     }
 
-    pub(super) fn handle_rcpt(&mut self, to: RcptPath, params: RcptParams) -> Reply {
-        let reply = self.check_rcpt(to, params);
+    pub(super) async fn handle_rcpt(&mut self, to: RcptPath, params: RcptParams) -> Reply {
+        let reply = match self.check_rcpt(to, params) {
+            Ok(recipient) => self.rcpt_policy(recipient).await,
+            Err(reply) => reply,
+        };
         if !reply.is_positive() {
             crate::metrics::Metrics::inc(&self.ctx.metrics.recipients_refused_total);
         }
         reply
     }
 
-    fn check_rcpt(&mut self, to: RcptPath, params: RcptParams) -> Reply {
+    /// Asks the plugins about a recipient the host accepts; adds it unless refused.
+    async fn rcpt_policy(&mut self, recipient: Recipient) -> Reply {
+        let tx = self.tx.as_ref().expect("check_rcpt saw a transaction");
+        let sender = super::hooks::sender_record(&tx.sender, &tx.params);
+        let accepted: Vec<String> = tx
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        let address = recipient.address.to_string();
+        let params = super::hooks::rcpt_params(&recipient.params);
+        let call = Call::Rcpt {
+            sender: &sender,
+            recipient: &address,
+            params: &params,
+            accepted: &accepted,
+        };
+        let decision = self.policy(call).await;
+        if let Some(refusal) = self.refusal(decision) {
+            return refusal;
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(recipient);
+        }
+        replies::RECIPIENT_OK
+    }
+
+    /// The host's own checks: sequence, limits, syntax, relay rules.
+    fn check_rcpt(&mut self, to: RcptPath, params: RcptParams) -> Result<Recipient, Reply> {
         let relay_allowed = self.relay_allowed();
         let config = self.ctx.config.clone();
-        let Some(tx) = self.tx.as_mut() else {
-            return replies::NEED_MAIL;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(replies::NEED_MAIL);
         };
         if tx.bdat.is_some() {
-            return replies::BAD_SEQUENCE;
+            return Err(replies::BAD_SEQUENCE);
         }
         if tx.recipients.len() >= config.limits.recipients {
-            return replies::TOO_MANY_RECIPIENTS;
+            return Err(replies::TOO_MANY_RECIPIENTS);
         }
         let address = match to {
             // RFC 5321 4.5.1: mail to Postmaster must always be accepted.
@@ -83,23 +120,22 @@ impl Session {
             },
             RcptPath::Mailbox(m) => {
                 if m.is_utf8() && !tx.params.smtputf8 {
-                    return replies::UTF8_NEEDS_SMTPUTF8;
+                    return Err(replies::UTF8_NEEDS_SMTPUTF8);
                 }
                 if !relay_allowed {
                     if !config.accepts_domain(&m.domain) {
-                        return replies::RELAY_DENIED;
+                        return Err(replies::RELAY_DENIED);
                     }
                     // Postfix's allow_untrusted_routing = no: "a%b@ours", "b!a@ours" and
                     // quoted "a@b"@ours would turn the next hop into a relay for strangers.
                     if m.local_unquoted().contains(['%', '!', '@']) {
-                        return replies::ROUTING_DENIED;
+                        return Err(replies::ROUTING_DENIED);
                     }
                 }
                 m
             }
         };
-        tx.recipients.push(Recipient { address, params });
-        replies::RECIPIENT_OK
+        Ok(Recipient { address, params })
     }
 
     /// Clients in `relay.networks`, and users authenticated on a submission listener.

@@ -9,6 +9,7 @@ mod auth;
 pub use auth::hash_password;
 mod data;
 mod ehlo;
+mod hooks;
 mod mail;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,10 @@ pub struct Session {
     tx: Option<Transaction>,
     sasl: Option<auth::SaslStep>,
     errors: u32,
+    /// This session's plugin instances (none without `[[plugin]]`).
+    plugins: Option<crate::plugin::PluginSession>,
+    /// Set by a plugin's disconnect verdict: close after the pending reply.
+    closing: bool,
 }
 
 /// The connection's buffers: one reused read buffer, consumed from `start`.
@@ -153,7 +158,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
 impl Session {
     pub fn new(ctx: Arc<Context>, mode: Mode, peer: SocketAddr) -> Session {
+        let plugins = ctx
+            .plugins
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.session());
         Session {
+            plugins,
+            closing: false,
             ctx,
             mode,
             peer,
@@ -197,6 +209,13 @@ impl Session {
             discarding: false,
         };
         if let Some(g) = greeting {
+            // The connect hook decides whether the client is greeted at all.
+            let decision = self.policy(crate::plugin::Call::Connect).await;
+            if let Some(refusal) = self.refusal(decision) {
+                refusal.write_to(&mut conn.out);
+                conn.flush().await?;
+                return Ok(Outcome::Closed);
+            }
             g.write_to(&mut conn.out);
         }
         let mut shutdown = self.ctx.shutdown.clone();
@@ -262,6 +281,10 @@ impl Session {
                     self.reply(&mut conn.out, reply);
                 }
             }
+            if self.closing {
+                conn.flush().await?;
+                return Ok(Outcome::Closed);
+            }
             if self.errors >= MAX_ERRORS {
                 replies::TOO_MANY_ERRORS.write_to(&mut conn.out);
                 conn.flush().await?;
@@ -292,10 +315,10 @@ impl Session {
             }
         };
         let reply = match command {
-            Command::Helo(name) => self.handle_helo(name, false),
-            Command::Ehlo(name) => self.handle_helo(name, true),
-            Command::Mail(from, params) => self.handle_mail(from, params),
-            Command::Rcpt(to, params) => self.handle_rcpt(to, params),
+            Command::Helo(name) => self.handle_helo(name, false).await,
+            Command::Ehlo(name) => self.handle_helo(name, true).await,
+            Command::Mail(from, params) => self.handle_mail(from, params).await,
+            Command::Rcpt(to, params) => self.handle_rcpt(to, params).await,
             Command::Data => match self.check_data() {
                 Ok(()) => {
                     replies::START_DATA.write_to(out);
@@ -314,8 +337,16 @@ impl Session {
                 return Next::Close;
             }
             Command::Help => replies::HELP,
-            // RFC 5321 3.5.3: 252 neither confirms nor denies that the user exists.
-            Command::Vrfy(_) | Command::Expn(_) => replies::CANNOT_VRFY,
+            // RFC 5321 3.5.3: 252 neither confirms nor denies that the user exists;
+            // plugins may refuse instead (the vrfy-expn-guard plugin answers 502).
+            Command::Vrfy(arg) => {
+                let decision = self.policy(crate::plugin::Call::Vrfy(&arg)).await;
+                self.refusal(decision).unwrap_or(replies::CANNOT_VRFY)
+            }
+            Command::Expn(arg) => {
+                let decision = self.policy(crate::plugin::Call::Expn(&arg)).await;
+                self.refusal(decision).unwrap_or(replies::CANNOT_VRFY)
+            }
             Command::StartTls => match self.check_starttls() {
                 Ok(()) => {
                     replies::START_TLS.write_to(out);

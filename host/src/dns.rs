@@ -1,0 +1,145 @@
+//! The server's resolver (hickory), honouring `[dns] nameservers`. Used by plugins' `dns`
+//! capability and, later, MX delivery.
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
+use std::net::{IpAddr, SocketAddr};
+
+/// Why a lookup gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    /// The name does not exist, or has no records of that type.
+    NotFound,
+    Timeout,
+    Failure(String),
+}
+
+impl From<ResolveError> for DnsError {
+    fn from(e: ResolveError) -> DnsError {
+        if e.is_nx_domain() || e.is_no_records_found() {
+            DnsError::NotFound
+        } else if e.to_string().to_lowercase().contains("timed out") {
+            DnsError::Timeout
+        } else {
+            DnsError::Failure(e.to_string())
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+impl Dns {
+    /// The configured nameservers (UDP and TCP each), or the system's resolv.conf.
+    pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, String> {
+        let builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| format!("system resolver: {e}"))?
+        } else {
+            let mut config = ResolverConfig::new();
+            for &ns in nameservers {
+                config.add_name_server(NameServerConfig::new(ns, Protocol::Udp));
+                config.add_name_server(NameServerConfig::new(ns, Protocol::Tcp));
+            }
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        };
+        Ok(Dns {
+            resolver: builder.build(),
+        })
+    }
+
+    pub async fn a(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let l = self.resolver.ipv4_lookup(name).await?;
+        Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect())
+    }
+
+    pub async fn aaaa(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let l = self.resolver.ipv6_lookup(name).await?;
+        Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect())
+    }
+
+    /// MX records sorted by preference (RFC 5321 5.1).
+    pub async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
+        let l = self.resolver.mx_lookup(name).await?;
+        let mut v: Vec<(u16, String)> = l
+            .iter()
+            .map(|mx| {
+                (
+                    mx.preference(),
+                    mx.exchange().to_utf8().trim_end_matches('.').to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let l = self.resolver.txt_lookup(name).await?;
+        Ok(l.iter()
+            .map(|t| {
+                t.txt_data()
+                    .iter()
+                    .map(|d| String::from_utf8_lossy(d))
+                    .collect()
+            })
+            .collect())
+    }
+
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let l = self.resolver.reverse_lookup(ip).await?;
+        Ok(l.iter()
+            .map(|p| p.0.to_utf8().trim_end_matches('.').to_string())
+            .collect())
+    }
+
+    /// The A records of `ip` reversed under `zone` (RFC 5782 2.1, 2.4); empty when not listed.
+    pub async fn dnsbl(&self, ip: IpAddr, zone: &str) -> Result<Vec<IpAddr>, DnsError> {
+        match self.a(&dnsbl_name(ip, zone)).await {
+            Err(DnsError::NotFound) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+/// `1.2.0.192.zone.` for 192.0.2.1; IPv6 by reversed nibbles.
+pub fn dnsbl_name(ip: IpAddr, zone: &str) -> String {
+    let zone = zone.trim_end_matches('.');
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.{zone}.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let nibbles: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|b| [b & 0xF, b >> 4])
+                .map(|n| format!("{n:x}"))
+                .collect();
+            format!("{}.{zone}.", nibbles.join("."))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dnsbl_names() {
+        assert_eq!(
+            dnsbl_name("192.0.2.1".parse().unwrap(), "bl.test"),
+            "1.2.0.192.bl.test."
+        );
+        let v6 = dnsbl_name("2001:db8::1".parse().unwrap(), "bl.test.");
+        assert!(
+            v6.starts_with("1.0.0.0.0.0.0.0") && v6.ends_with("8.b.d.0.1.0.0.2.bl.test."),
+            "{v6}"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! Write wasmtp policy plugins in Rust.
+//!
+//! Implement [`Plugin`] (every hook defaults to [`Verdict::Continue`]), list the hooks you
+//! want in [`Plugin::HOOKS`], and call [`export!`]. Build with
+//! `cargo build --release --target wasm32-wasip2`; the `.wasm` is a component the server
+//! loads from `[[plugin]] path`.
+//!
+//! ```ignore
+//! use wasmtp_sdk::{Hook, Plugin, Session, Verdict};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { banned: Vec<String> }
+//!
+//! struct NoBanned(Config);
+//!
+//! impl Plugin for NoBanned {
+//!     type Config = Config;
+//!     const HOOKS: &'static [Hook] = &[Hook::Helo];
+//!     fn new(config: Config) -> Result<Self, String> { Ok(NoBanned(config)) }
+//!     fn helo(&mut self, _session: &Session, name: &str, _extended: bool) -> Verdict {
+//!         if self.0.banned.iter().any(|b| b == name) {
+//!             Verdict::reject(550, "5.7.1", "go away")
+//!         } else {
+//!             Verdict::Continue
+//!         }
+//!     }
+//! }
+//!
+//! wasmtp_sdk::export!(NoBanned);
+//! ```
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "wasmtp_sdk::wit",
+    });
+}
+
+use std::cell::RefCell;
+use wit::exports::wasmtp::plugin::hooks::Guest;
+pub use wit::wasmtp::plugin::dns;
+pub use wit::wasmtp::plugin::kv;
+pub use wit::wasmtp::plugin::message::Message;
+pub use wit::wasmtp::plugin::types::{
+    Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Param, Reply, Session, Verdict,
+};
+
+/// A policy plugin. One value lives per (SMTP session, plugin), created by [`Plugin::new`]
+/// at the first hook the session needs; `&mut self` state lasts for that session only. For
+/// state across sessions use [`kv`].
+pub trait Plugin: Sized + 'static {
+    /// The plugin's `[plugin.config]` table, deserialized with serde.
+    type Config: serde::de::DeserializeOwned;
+    /// The hooks the server should call; others are never called.
+    const HOOKS: &'static [Hook];
+
+    /// Builds the plugin from its config; an error is reported by `check-config`.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// A client connected.
+    fn connect(&mut self, _session: &Session) -> Verdict {
+        Verdict::Continue
+    }
+    /// HELO or EHLO (`extended`).
+    fn helo(&mut self, _session: &Session, _name: &str, _extended: bool) -> Verdict {
+        Verdict::Continue
+    }
+    /// An AUTH exchange ended; `success` says whether the credentials were valid.
+    fn auth(
+        &mut self,
+        _session: &Session,
+        _mechanism: &str,
+        _user: &str,
+        _success: bool,
+    ) -> Verdict {
+        Verdict::Continue
+    }
+    /// MAIL FROM.
+    fn mail(&mut self, _session: &Session, _sender: &EnvelopeFrom) -> Verdict {
+        Verdict::Continue
+    }
+    /// RCPT TO; `accepted` lists the recipients accepted so far.
+    fn rcpt(
+        &mut self,
+        _session: &Session,
+        _sender: &EnvelopeFrom,
+        _recipient: &str,
+        _params: &[Param],
+        _accepted: &[String],
+    ) -> Verdict {
+        Verdict::Continue
+    }
+    /// The message arrived; read it through `message` and answer with a verdict and changes.
+    fn data(
+        &mut self,
+        _session: &Session,
+        _sender: &EnvelopeFrom,
+        _recipients: &[String],
+        _message: &Message,
+    ) -> DataResult {
+        DataResult::default()
+    }
+    /// VRFY.
+    fn vrfy(&mut self, _session: &Session, _argument: &str) -> Verdict {
+        Verdict::Continue
+    }
+    /// EXPN.
+    fn expn(&mut self, _session: &Session, _argument: &str) -> Verdict {
+        Verdict::Continue
+    }
+}
+
+fn reply(code: u16, enhanced: &str, text: &str) -> Reply {
+    Reply {
+        code,
+        enhanced: enhanced.to_string(),
+        text: text.to_string(),
+    }
+}
+
+impl Verdict {
+    /// A permanent refusal: `code` must be 5xx, `enhanced` "5.x.y".
+    pub fn reject(code: u16, enhanced: &str, text: &str) -> Verdict {
+        Verdict::Reject(reply(code, enhanced, text))
+    }
+    /// A temporary refusal: `code` must be 4xx, `enhanced` "4.x.y".
+    pub fn tempfail(code: u16, enhanced: &str, text: &str) -> Verdict {
+        Verdict::Tempfail(reply(code, enhanced, text))
+    }
+    /// Answer 421 with this text and close the connection.
+    pub fn disconnect(enhanced: &str, text: &str) -> Verdict {
+        Verdict::Disconnect(reply(421, enhanced, text))
+    }
+}
+
+impl From<Verdict> for DataVerdict {
+    fn from(v: Verdict) -> DataVerdict {
+        match v {
+            Verdict::Continue => DataVerdict::Continue,
+            Verdict::Accept => DataVerdict::Accept,
+            Verdict::Reject(r) => DataVerdict::Reject(r),
+            Verdict::Tempfail(r) => DataVerdict::Tempfail(r),
+            Verdict::Disconnect(r) => DataVerdict::Disconnect(r),
+        }
+    }
+}
+
+impl Default for DataResult {
+    fn default() -> DataResult {
+        DataResult {
+            verdict: DataVerdict::Continue,
+            changes: Vec::new(),
+        }
+    }
+}
+
+impl DataResult {
+    /// A verdict without changes.
+    pub fn verdict(verdict: impl Into<DataVerdict>) -> DataResult {
+        DataResult {
+            verdict: verdict.into(),
+            changes: Vec::new(),
+        }
+    }
+    /// Adds a header field to the message.
+    pub fn add_header(mut self, name: &str, value: &str) -> DataResult {
+        self.changes.push(Change::AddHeader(Header {
+            name: name.to_string(),
+            value: value.to_string(),
+        }));
+        self
+    }
+}
+
+impl EnvelopeFrom {
+    /// The value of an ESMTP parameter (`SIZE`, `BODY`, ...), if given with a value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .and_then(|p| p.value.as_deref())
+    }
+}
+
+/// Logs through the server, tagged with the plugin's name.
+pub mod log {
+    use super::wit::wasmtp::plugin::log::log;
+    use super::wit::wasmtp::plugin::types::Level;
+    /// Debug detail.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    /// Normal events.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    /// Something an operator should look at.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    /// Something failed.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the plugin instance created by `init`.
+fn with<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
+    INSTANCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let plugin = slot
+            .as_mut()
+            .and_then(|b| b.downcast_mut::<P>())
+            .expect("wasmtp called a hook before init");
+        f(plugin)
+    })
+}
+
+/// Connects a [`Plugin`] to the generated bindings; used by [`export!`].
+#[doc(hidden)]
+pub struct Adapter<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> Guest for Adapter<P> {
+    fn init(config_json: String) -> Result<Vec<Hook>, String> {
+        let config: P::Config =
+            serde_json::from_str(&config_json).map_err(|e| format!("bad [plugin.config]: {e}"))?;
+        let plugin = P::new(config)?;
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
+        Ok(P::HOOKS.to_vec())
+    }
+    fn on_connect(session: Session) -> Verdict {
+        with::<P, _>(|p| p.connect(&session))
+    }
+    fn on_helo(session: Session, name: String, extended: bool) -> Verdict {
+        with::<P, _>(|p| p.helo(&session, &name, extended))
+    }
+    fn on_auth(session: Session, mechanism: String, user: String, success: bool) -> Verdict {
+        with::<P, _>(|p| p.auth(&session, &mechanism, &user, success))
+    }
+    fn on_mail(session: Session, sender: EnvelopeFrom) -> Verdict {
+        with::<P, _>(|p| p.mail(&session, &sender))
+    }
+    fn on_rcpt(
+        session: Session,
+        sender: EnvelopeFrom,
+        recipient: String,
+        params: Vec<Param>,
+        accepted: Vec<String>,
+    ) -> Verdict {
+        with::<P, _>(|p| p.rcpt(&session, &sender, &recipient, &params, &accepted))
+    }
+    fn on_data(
+        session: Session,
+        sender: EnvelopeFrom,
+        recipients: Vec<String>,
+        message: &Message,
+    ) -> DataResult {
+        with::<P, _>(|p| p.data(&session, &sender, &recipients, message))
+    }
+    fn on_vrfy(session: Session, argument: String) -> Verdict {
+        with::<P, _>(|p| p.vrfy(&session, &argument))
+    }
+    fn on_expn(session: Session, argument: String) -> Verdict {
+        with::<P, _>(|p| p.expn(&session, &argument))
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `hooks`.
+///
+/// The exports exist only when building for wasm (`wasm32-wasip2`); a native build (for
+/// the plugin's unit tests) only checks that the type implements [`Plugin`].
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        type __WasmtpAdapter = $crate::Adapter<$plugin>;
+        #[cfg(target_arch = "wasm32")]
+        $crate::wit::__export_plugin!(__WasmtpAdapter with_types_in $crate::wit);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn implements_plugin<P: $crate::Plugin>() {}
+            implements_plugin::<$plugin>();
+        };
+    };
+}
+
+/// Parses sizes such as `"10KiB"`, `"25MiB"` or `"1000"` (bytes), as the server's config does.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as \"10MiB\""))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        u => return Err(format!("{s:?}: unknown unit {u:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+/// Parses durations such as `"30s"`, `"5m"`, `"1h"`, `"5d"` or `"200ms"`, as the server's
+/// config does.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as \"30s\" or \"5m\""))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
+    })
+}
+
+/// Seconds since the Unix epoch (the guest clock is the host's).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,167 @@
+//! A test guest. `mode` picks what happens at MAIL (and, for "huge-header", at data):
+//! "panic", "loop", "memory", "bad-reply", "huge-header", "slow-init"; anything else is a
+//! well-behaved policy driven by the addresses and subject, to exercise every verdict and
+//! change.
+
+use wasmtp_sdk::{
+    Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param, Plugin, Reply,
+    Session, Verdict, kv, log,
+};
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub mode: String,
+}
+
+pub struct Misbehave {
+    mode: String,
+    /// Per-session state: counts hooks seen by this instance.
+    calls: u32,
+}
+
+impl Plugin for Misbehave {
+    type Config = Config;
+    const HOOKS: &'static [Hook] = &[
+        Hook::Connect,
+        Hook::Helo,
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::Data,
+        Hook::Vrfy,
+    ];
+
+    fn new(config: Config) -> Result<Self, String> {
+        if config.mode == "bad-config" {
+            return Err("mode bad-config is refused on purpose".into());
+        }
+        if config.mode == "slow-init" {
+            loop {
+                std::hint::black_box(());
+            }
+        }
+        Ok(Misbehave {
+            mode: config.mode,
+            calls: 0,
+        })
+    }
+
+    fn connect(&mut self, session: &Session) -> Verdict {
+        self.calls += 1;
+        let n = kv::increment("connections", 1, None);
+        log::info(&format!("connection {n} from {}", session.client_ip));
+        Verdict::Continue
+    }
+
+    fn helo(&mut self, _session: &Session, name: &str, _extended: bool) -> Verdict {
+        self.calls += 1;
+        match name {
+            "reject.test" => Verdict::reject(550, "5.7.1", "HELO refused by plugin"),
+            "bye.test" => Verdict::disconnect("4.7.0", "go away"),
+            _ => Verdict::Continue,
+        }
+    }
+
+    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom) -> Verdict {
+        self.calls += 1;
+        match self.mode.as_str() {
+            "panic" => panic!("misbehave: panic on purpose"),
+            "loop" => loop {
+                std::hint::black_box(());
+            },
+            "memory" => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            "bad-reply" => Verdict::Reject(Reply {
+                code: 250,
+                enhanced: "2.0.0".into(),
+                text: "not a refusal".into(),
+            }),
+            _ if sender.address.starts_with("tempfail@") => {
+                Verdict::tempfail(451, "4.7.1", "sender deferred by plugin")
+            }
+            _ => {
+                println!("mail from {} (call {})", sender.address, self.calls);
+                Verdict::Continue
+            }
+        }
+    }
+
+    fn rcpt(
+        &mut self,
+        _s: &Session,
+        _from: &EnvelopeFrom,
+        recipient: &str,
+        _p: &[Param],
+        accepted: &[String],
+    ) -> Verdict {
+        self.calls += 1;
+        if recipient.starts_with("blocked@") {
+            return Verdict::reject(
+                550,
+                "5.1.1",
+                &format!(
+                    "{recipient} blocked by plugin after {} accepted",
+                    accepted.len()
+                ),
+            );
+        }
+        Verdict::Continue
+    }
+
+    fn data(
+        &mut self,
+        _s: &Session,
+        _from: &EnvelopeFrom,
+        _rcpts: &[String],
+        message: &Message,
+    ) -> DataResult {
+        self.calls += 1;
+        if self.mode == "huge-header" {
+            return DataResult::default().add_header("X-Huge", &"x".repeat(2 << 20));
+        }
+        let subject = message
+            .header("Subject")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let verdict = match subject.as_str() {
+            "quarantine me" => DataVerdict::Quarantine("looks odd".into()),
+            "discard me" => DataVerdict::Discard,
+            "reject me" => DataVerdict::Reject(Reply {
+                code: 554,
+                enhanced: "5.7.0".into(),
+                text: "content refused by plugin".into(),
+            }),
+            _ => DataVerdict::Continue,
+        };
+        let body = message.body(0, 16);
+        DataResult {
+            verdict,
+            changes: vec![
+                Change::AddHeader(Header {
+                    name: "X-Misbehave".into(),
+                    value: format!(
+                        "calls={} size={} body={}",
+                        self.calls,
+                        message.size(),
+                        String::from_utf8_lossy(&body).trim()
+                    ),
+                }),
+                Change::RemoveHeader("X-Remove-Me".into()),
+                Change::AddRecipient("added@example.test".into()),
+                Change::RemoveRecipient("removed@example.test".into()),
+            ],
+        }
+    }
+
+    fn vrfy(&mut self, _s: &Session, argument: &str) -> Verdict {
+        Verdict::reject(502, "5.5.1", &format!("no VRFY for {argument}"))
+    }
+}
+
+wasmtp_sdk::export!(Misbehave);
