@@ -125,6 +125,9 @@ async fn embedded_default_delivers_to_maildir() {
     server.wait_ready().await;
     let mut c = Client::connect(addr).await;
     c.cmd("EHLO newcomer", "250").await;
+    // The bundled plugins are loaded: VRFY/EXPN guard, size limit, spam score.
+    c.cmd("VRFY alice", "502 5.5.1").await;
+    c.cmd("MAIL FROM:<me@example.org> SIZE=999999999", "552 5.3.4").await;
     let reply = c
         .send_mail(
             "me@example.org",
@@ -146,6 +149,7 @@ async fn embedded_default_delivers_to_maildir() {
         text.contains("Subject: first\nhello") || text.contains("Subject: first\n\nhello"),
         "{text}"
     );
+    assert!(text.contains("X-Spam-Status: "), "{text}");
     assert!(dir.path().join("data/spool/queue").is_dir());
 }
 

@@ -99,9 +99,16 @@ fn compile_plugins(config: &Config) -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?,
         );
-        wasmtp::plugin::PluginSet::load(config, &wasmtp::plugin::cache_dir(config), kv, None)
-            .await
-            .map(|_| ())
+        let metrics = std::sync::Arc::new(wasmtp::metrics::Metrics::default());
+        wasmtp::plugin::PluginSet::load(
+            config,
+            &wasmtp::plugin::cache_dir(config),
+            kv,
+            None,
+            metrics,
+        )
+        .await
+        .map(|_| ())
     })
 }
 

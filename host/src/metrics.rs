@@ -35,6 +35,7 @@ counters! {
     deliveries_total: "Recipients delivered",
     deferrals_total: "Recipient delivery attempts that failed temporarily",
     failures_total: "Recipients that failed permanently",
+    plugin_faults_total: "Plugin calls that trapped, timed out, ran out of memory or answered badly",
 }
 
 impl Metrics {

@@ -76,9 +76,15 @@ impl Server {
                     None
                 }
             };
-            let set = PluginSet::load(&config, &crate::plugin::cache_dir(&config), kv.clone(), dns)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let set = PluginSet::load(
+                &config,
+                &crate::plugin::cache_dir(&config),
+                kv.clone(),
+                dns,
+                metrics.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
             kv_task = Some(tokio::spawn(flush_kv(kv, shutdown.clone())));
             Some(Arc::new(set))
         };

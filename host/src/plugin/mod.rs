@@ -26,7 +26,7 @@ pub use bindings::types::{
 use host::HostState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
@@ -95,8 +95,7 @@ pub struct PluginSet {
     plugins: Vec<Loaded>,
     kv: Arc<dyn kv::KvStore>,
     dns: Option<crate::dns::Dns>,
-    /// Faults (traps, timeouts, memory, bad replies) since start.
-    pub faults: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -176,6 +175,7 @@ impl PluginSet {
         cache_dir: &Path,
         kv: Arc<dyn kv::KvStore>,
         dns: Option<crate::dns::Dns>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<PluginSet, String> {
         let engine = engine(config).map_err(|e| format!("plugin engine: {e:#}"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
@@ -200,7 +200,7 @@ impl PluginSet {
             plugins: Vec::new(),
             kv,
             dns,
-            faults: AtomicU64::new(0),
+            metrics,
             ticker_stop,
         };
         for (i, p) in config.plugin.iter().enumerate() {
@@ -527,7 +527,7 @@ impl PluginSession {
     fn fault(&mut self, i: usize, hook: Hook, fault: Fault) -> Option<Decision> {
         let p = &self.set.plugins[i];
         self.instances[i] = None;
-        self.set.faults.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::Metrics::inc(&self.set.metrics.plugin_faults_total);
         let side = if fault.guest { "guest" } else { "host" };
         tracing::error!(plugin = %p.name, ?hook, fault = side, on_error = ?p.on_error, "plugin failed: {}", fault.why);
         match p.on_error {

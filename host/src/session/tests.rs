@@ -40,6 +40,7 @@ impl Harness {
             tls: None,
             shutdown,
             metrics,
+            plugins: None,
         });
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {

@@ -1,0 +1,79 @@
+//! A DNS server for tests: answers A queries from a fixed table over UDP on 127.0.0.1,
+//! NXDOMAIN for anything else.
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    pub queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestDns {
+    /// `records`: fully qualified names (with the trailing dot) and their A records.
+    pub async fn start(records: &[(&str, Ipv4Addr)]) -> TestDns {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let table: HashMap<String, Ipv4Addr> = records
+            .iter()
+            .map(|(n, ip)| (n.to_lowercase(), *ip))
+            .collect();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let count = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let Ok(request) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut response = Message::new();
+                response
+                    .set_id(request.id())
+                    .set_message_type(MessageType::Response)
+                    .set_recursion_available(true);
+                response.add_queries(request.queries().to_vec());
+                let mut found = false;
+                for q in request.queries() {
+                    let name = q.name().to_ascii().to_lowercase();
+                    if let (RecordType::A, Some(ip)) = (q.query_type(), table.get(&name)) {
+                        found = true;
+                        let record = Record::from_rdata(
+                            Name::from_str(&name).unwrap(),
+                            60,
+                            RData::A(A(*ip)),
+                        );
+                        response.add_answer(record);
+                    }
+                }
+                if !found {
+                    response.set_response_code(ResponseCode::NXDomain);
+                }
+                if let Ok(bytes) = response.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        TestDns {
+            addr,
+            queries,
+            task,
+        }
+    }
+}
