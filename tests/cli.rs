@@ -127,7 +127,8 @@ async fn embedded_default_delivers_to_maildir() {
     c.cmd("EHLO newcomer", "250").await;
     // The bundled plugins are loaded: VRFY/EXPN guard, size limit, spam score.
     c.cmd("VRFY alice", "502 5.5.1").await;
-    c.cmd("MAIL FROM:<me@example.org> SIZE=999999999", "552 5.3.4").await;
+    c.cmd("MAIL FROM:<me@example.org> SIZE=999999999", "552 5.3.4")
+        .await;
     let reply = c
         .send_mail(
             "me@example.org",
@@ -188,4 +189,71 @@ async fn sigterm_says_421_to_idle_sessions_and_finishes_transactions() {
     let reply = busy.reply().await;
     assert!(reply.starts_with("421 4.3.2"), "{reply}");
     assert_eq!(server.wait().await, Some(0));
+}
+
+#[test]
+fn plugin_test_runs_hooks_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spam.toml");
+    std::fs::write(&config, "reject_above = 1.0\n").unwrap();
+    let message = dir.path().join("m.eml");
+    std::fs::write(&message, "Subject: FREE MONEY NOW!!!\n\nclick here\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["plugin", "test", "bundled:spam-score", "--plugin-config"])
+        .arg(&config)
+        .arg("--message")
+        .arg(&message)
+        .args(["--from", "a@b.test", "--to", "u@example.test"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.starts_with("hooks wanted: data\n"), "{report}");
+    assert!(
+        report.contains("data (39 octets): refuse: 550 5.7.1 Message refused as spam"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  add header X-Spam-Status: Yes, score="),
+        "{report}"
+    );
+    // A refusal at HELO ends the run there, as it would end a session.
+    let guest = format!("{}/misbehave.wasm", env!("WASMTP_PLUGIN_DIR"));
+    let out = Command::new(BIN)
+        .args([
+            "plugin",
+            "test",
+            &guest,
+            "--helo",
+            "reject.test",
+            "--from",
+            "a@b.test",
+            "--to",
+            "x@y.test",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.ends_with("helo reject.test: refuse: 550 5.7.1 HELO refused by plugin\n"),
+        "{report}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "plugin",
+            "test",
+            "/nonexistent.wasm",
+            "--from",
+            "a",
+            "--to",
+            "b",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.wasm"));
 }

@@ -14,6 +14,7 @@ mod bindings;
 mod host;
 pub mod kv;
 mod message;
+pub mod offline;
 
 use crate::config::{Config, OnError};
 use crate::proto::{EnhancedCode, Reply};
@@ -64,6 +65,20 @@ pub fn read_wasm(path: &Path) -> Result<std::borrow::Cow<'static, [u8]>, String>
     std::fs::read(path)
         .map(std::borrow::Cow::Owned)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The hook's name as in the WIT (`connect`, `helo`, ...).
+pub fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::Connect => "connect",
+        Hook::Helo => "helo",
+        Hook::Auth => "auth",
+        Hook::Mail => "mail",
+        Hook::Rcpt => "rcpt",
+        Hook::Data => "data",
+        Hook::Vrfy => "vrfy",
+        Hook::Expn => "expn",
+    }
 }
 
 fn hook_bit(h: Hook) -> u16 {
@@ -238,6 +253,23 @@ impl PluginSet {
         self.plugins.is_empty()
     }
 
+    /// The hooks plugin `i` asked for at `init`.
+    pub fn hooks(&self, i: usize) -> Vec<Hook> {
+        [
+            Hook::Connect,
+            Hook::Helo,
+            Hook::Auth,
+            Hook::Mail,
+            Hook::Rcpt,
+            Hook::Data,
+            Hook::Vrfy,
+            Hook::Expn,
+        ]
+        .into_iter()
+        .filter(|&h| self.plugins[i].hooks & hook_bit(h) != 0)
+        .collect()
+    }
+
     /// A store and instance with `init` done; returns the hooks it asked for.
     async fn instantiate(&self, p: &Loaded) -> Result<(Instance, u16), String> {
         let state = HostState::new(
@@ -315,7 +347,7 @@ pub enum Call<'a> {
 }
 
 impl Call<'_> {
-    fn hook(&self) -> Hook {
+    pub fn hook(&self) -> Hook {
         match self {
             Call::Connect => Hook::Connect,
             Call::Helo { .. } => Hook::Helo,

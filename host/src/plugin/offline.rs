@@ -1,0 +1,176 @@
+//! `wasmtp plugin test`: runs one plugin's hooks offline, in the order a session would call
+//! them, and reports each verdict and the changes asked for. A refusal ends the run where
+//! it would end the session or the transaction.
+
+use super::{Call, Decision, PluginSet, SessionInfo};
+use crate::config::Config;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What to run.
+pub struct OfflineTest {
+    pub plugin: PathBuf,
+    /// TOML file with the plugin's `[plugin.config]` table.
+    pub plugin_config: Option<PathBuf>,
+    pub client_ip: std::net::IpAddr,
+    pub helo: String,
+    pub from: String,
+    pub to: Vec<String>,
+    /// The message for the data hook; a small one is made up without it.
+    pub message: Option<PathBuf>,
+}
+
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Continue => "continue".into(),
+        Decision::Accept => "accept".into(),
+        Decision::Refuse(r) => format!("refuse: {r}"),
+        Decision::Disconnect(r) => format!("disconnect: {r}"),
+        Decision::Quarantine(reason) => format!("quarantine: {reason}"),
+        Decision::Discard => "discard".into(),
+    }
+}
+
+fn ends(d: &Decision) -> bool {
+    matches!(d, Decision::Refuse(_) | Decision::Disconnect(_))
+}
+
+/// Builds a one-plugin config (spool, compile cache and kv under `work`).
+fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, String> {
+    let plugin_config: toml::Table = match &t.plugin_config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", p.display()))?,
+        None => toml::Table::new(),
+    };
+    let mut plugin = toml::Table::new();
+    plugin.insert("name".into(), "plugin-under-test".into());
+    plugin.insert("path".into(), t.plugin.display().to_string().into());
+    plugin.insert("timeout".into(), "5s".into());
+    plugin.insert("config".into(), toml::Value::Table(plugin_config));
+    let mut listen = toml::Table::new();
+    listen.insert("address".into(), "127.0.0.1:0".into());
+    let mut spool = toml::Table::new();
+    spool.insert("path".into(), work.display().to_string().into());
+    let mut root = toml::Table::new();
+    root.insert("hostname".into(), "plugin-test.invalid".into());
+    root.insert("listen".into(), toml::Value::Array(vec![listen.into()]));
+    root.insert("spool".into(), spool.into());
+    root.insert("plugin".into(), toml::Value::Array(vec![plugin.into()]));
+    let text = toml::to_string(&root).map_err(|e| e.to_string())?;
+    Config::parse("plugin test", &text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Runs the hooks; returns the report, one line per hook.
+pub async fn run(t: &OfflineTest) -> Result<String, String> {
+    let work = std::env::temp_dir().join(format!("wasmtp-plugin-test-{}", std::process::id()));
+    let config = config(t, &work)?;
+    let kv =
+        Arc::new(super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(|e| e.to_string())?);
+    let dns = crate::dns::Dns::new(&[]).ok();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    // Compiled code is cached across runs (large components take seconds to compile).
+    let cache = std::env::temp_dir().join("wasmtp-plugin-cache");
+    let set = Arc::new(PluginSet::load(&config, &cache, kv, dns, metrics).await?);
+    let mut session = set.session();
+    let mut out = String::new();
+    let hooks: Vec<&str> = set.hooks(0).into_iter().map(super::hook_name).collect();
+    writeln!(out, "hooks wanted: {}", hooks.join(", ")).ok();
+    let mut info = SessionInfo {
+        client_ip: t.client_ip.to_string(),
+        client_port: 50000,
+        listener: "mx".into(),
+        tls: None,
+        auth_user: None,
+        helo: None,
+    };
+    macro_rules! step {
+        ($name:expr, $d:expr) => {
+            writeln!(out, "{}: {}", $name, describe($d)).ok()
+        };
+    }
+    macro_rules! hook {
+        ($label:expr, $call:expr) => {{
+            let wanted = session.wants($call.hook());
+            let d = session.run(&info, $call).await;
+            if wanted {
+                step!($label, &d);
+            }
+            d
+        }};
+    }
+    let result = async {
+        if ends(&hook!(format!("connect {}", t.client_ip), Call::Connect)) {
+            return;
+        }
+        if ends(&hook!(
+            format!("helo {}", t.helo),
+            Call::Helo {
+                name: &t.helo,
+                extended: true
+            }
+        )) {
+            return;
+        }
+        info.helo = Some(t.helo.clone());
+        let sender = super::PluginSender {
+            address: t.from.clone(),
+            params: Vec::new(),
+        };
+        if ends(&hook!(
+            format!("mail <{}>", t.from),
+            Call::Mail { sender: &sender }
+        )) {
+            return;
+        }
+        let mut accepted: Vec<String> = Vec::new();
+        for rcpt in &t.to {
+            let call = Call::Rcpt {
+                sender: &sender,
+                recipient: rcpt,
+                params: &[],
+                accepted: &accepted,
+            };
+            if !ends(&hook!(format!("rcpt <{rcpt}>"), call)) {
+                accepted.push(rcpt.clone());
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let message = match &t.message {
+            Some(p) => std::fs::read(p).unwrap_or_else(|e| {
+                writeln!(out, "data: cannot read {}: {e}", p.display()).ok();
+                Vec::new()
+            }),
+            None => format!(
+                "From: <{}>\r\nTo: <{}>\r\nSubject: plugin test\r\n\r\nHello.\r\n",
+                t.from, accepted[0]
+            )
+            .into_bytes(),
+        };
+        if session.wants(super::Hook::Data) {
+            let size = message.len();
+            let outcome = session
+                .data(&info, &sender, &accepted, Arc::new(message))
+                .await;
+            step!(format!("data ({size} octets)"), &outcome.decision);
+            for c in outcome.changes {
+                let line = match c {
+                    super::PluginChange::AddHeader(h) => {
+                        format!("  add header {}: {}", h.name, h.value)
+                    }
+                    super::PluginChange::RemoveHeader(n) => format!("  remove header {n}"),
+                    super::PluginChange::AddRecipient(r) => format!("  add recipient <{r}>"),
+                    super::PluginChange::RemoveRecipient(r) => format!("  remove recipient <{r}>"),
+                };
+                writeln!(out, "{line}").ok();
+            }
+        }
+    };
+    result.await;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(out)
+}
