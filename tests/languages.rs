@@ -7,8 +7,14 @@ use common::sink::{Sink, SinkOptions};
 use common::{Client, TestServer};
 
 fn example(name: &str) -> String {
-    let path = format!("{}/../target/examples/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
-    assert!(std::path::Path::new(&path).exists(), "{path} is missing: run examples/build.sh (tests/run.sh does)");
+    let path = format!(
+        "{}/../target/examples/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: run examples/build.sh (tests/run.sh does)"
+    );
     path
 }
 
@@ -29,22 +35,46 @@ async fn javascript_and_python_plugins_in_one_session() {
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
     // Python refuses the sender domain, JavaScript the recipient.
-    c.cmd("MAIL FROM:<x@spam.example>", "550 5.7.1 Mail from spam.example is not accepted here").await;
+    c.cmd(
+        "MAIL FROM:<x@spam.example>",
+        "550 5.7.1 Mail from spam.example is not accepted here",
+    )
+    .await;
     c.cmd("MAIL FROM:<a@good.example>", "250").await;
-    c.cmd("RCPT TO:<abuse-test@example.test>", "550 5.1.1 abuse-test@example.test: no such user here").await;
+    c.cmd(
+        "RCPT TO:<abuse-test@example.test>",
+        "550 5.1.1 abuse-test@example.test: no such user here",
+    )
+    .await;
     c.cmd("RCPT TO:<u@example.test>", "250").await;
     c.cmd("DATA", "354").await;
-    c.send(b"Subject: two plugins here\r\n\r\nhello\r\n.\r\n").await;
+    c.send(b"Subject: two plugins here\r\n\r\nhello\r\n.\r\n")
+        .await;
     let reply = c.reply().await;
     assert!(reply.starts_with("250"), "{reply}");
     let text = sink.wait_for(1).await[0].text();
-    assert!(text.contains("X-Python-Policy: py-test; recipients=1; subject-length=16"), "{text}");
+    assert!(
+        text.contains("X-Python-Policy: py-test; recipients=1; subject-length=16"),
+        "{text}"
+    );
     assert!(text.contains("X-JS-Policy: size="), "{text}");
     assert!(text.contains("subject-words=3; domain-count=1"), "{text}");
     // A second message from the same domain: the JavaScript plugin's kv counter moves on.
-    let reply = c.send_mail("b@good.example", &["u@example.test"], "Subject: again\r\n\r\nx").await;
+    let reply = c
+        .send_mail(
+            "b@good.example",
+            &["u@example.test"],
+            "Subject: again\r\n\r\nx",
+        )
+        .await;
     assert!(reply.starts_with("250"), "{reply}");
     let text = sink.wait_for(2).await[1].text();
     assert!(text.contains("domain-count=2"), "{text}");
-    assert_eq!(s.server.metrics.plugin_faults_total.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        s.server
+            .metrics
+            .plugin_faults_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

@@ -23,12 +23,25 @@ fn main() {
         dir.path().display()
     );
     let config = wasmtp::config::Config::parse("bench", &toml).expect("config");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let kv = Arc::new(wasmtp::plugin::kv::EmbeddedKv::open(&dir.path().join("kv.json")).expect("kv"));
+        let kv = Arc::new(
+            wasmtp::plugin::kv::EmbeddedKv::open(&dir.path().join("kv.json")).expect("kv"),
+        );
         let metrics = Arc::new(wasmtp::metrics::Metrics::default());
         let set = Arc::new(
-            PluginSet::load(&config, &wasmtp::plugin::cache_dir(&config), kv, None, metrics).await.expect("load"),
+            PluginSet::load(
+                &config,
+                &wasmtp::plugin::cache_dir(&config),
+                kv,
+                None,
+                metrics,
+            )
+            .await
+            .expect("load"),
         );
         let info = SessionInfo {
             client_ip: "192.0.2.1".into(),
@@ -38,7 +51,10 @@ fn main() {
             auth_user: None,
             helo: Some("client.test".into()),
         };
-        let sender = PluginSender { address: "a@b.test".into(), params: Vec::new() };
+        let sender = PluginSender {
+            address: "a@b.test".into(),
+            params: Vec::new(),
+        };
 
         const BATCH: u32 = 100;
         let mut session = set.session();

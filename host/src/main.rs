@@ -109,16 +109,7 @@ fn main() -> ExitCode {
                 message,
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(wasmtp::plugin::offline::run(&test)) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(runtime.block_on(wasmtp::plugin::offline::run(&test)))
         }
         Command::HashPassword => {
             let mut line = String::new();
@@ -128,16 +119,24 @@ fn main() -> ExitCode {
                 eprintln!("error: expected a password on standard input");
                 return ExitCode::FAILURE;
             }
-            match wasmtp::session::hash_password(line.trim_end_matches(['\r', '\n'])) {
-                Ok(hash) => {
-                    println!("{hash}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(
+                wasmtp::session::hash_password(line.trim_end_matches(['\r', '\n']))
+                    .map(|h| format!("{h}\n")),
+            )
+        }
+    }
+}
+
+/// Prints a command's output, or its error as one line; exit 0 or 1.
+fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -169,9 +169,10 @@ fn ips(v: Vec<std::net::IpAddr>) -> Vec<String> {
 }
 
 impl HostState {
-    fn resolver(&self) -> Result<&crate::dns::Dns, dns::DnsError> {
+    /// The resolver (a cheap clone), or the error a plugin sees without one.
+    fn resolver(&self) -> Result<crate::dns::Dns, dns::DnsError> {
         self.dns
-            .as_ref()
+            .clone()
             .ok_or_else(|| dns::DnsError::Failure("no resolver configured".into()))
     }
 }
@@ -181,79 +182,47 @@ fn parse_ip(ip: &str) -> Result<std::net::IpAddr, dns::DnsError> {
         .map_err(|_| dns::DnsError::Failure(format!("{ip:?} is not an IP address")))
 }
 
+type Lookup<T> = wasmtime::Result<Result<T, dns::DnsError>>;
+
 impl dns::Host for HostState {
-    async fn lookup_a(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::DnsError>> {
-        Ok(match self.resolver() {
-            Ok(r) => r.a(&name).await.map(ips).map_err(dns_error),
-            Err(e) => Err(e),
-        })
+    async fn lookup_a(&mut self, name: String) -> Lookup<Vec<String>> {
+        let r = self.resolver();
+        Ok(async { Ok(ips(r?.a(&name).await.map_err(dns_error)?)) }.await)
     }
-    async fn lookup_aaaa(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::DnsError>> {
-        Ok(match self.resolver() {
-            Ok(r) => r.aaaa(&name).await.map(ips).map_err(dns_error),
-            Err(e) => Err(e),
-        })
+    async fn lookup_aaaa(&mut self, name: String) -> Lookup<Vec<String>> {
+        let r = self.resolver();
+        Ok(async { Ok(ips(r?.aaaa(&name).await.map_err(dns_error)?)) }.await)
     }
-    async fn lookup_mx(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<dns::Mx>, dns::DnsError>> {
-        Ok(match self.resolver() {
-            Ok(r) => r
-                .mx(&name)
-                .await
-                .map(|v| {
-                    v.into_iter()
-                        .map(|(preference, exchange)| dns::Mx {
-                            preference,
-                            exchange,
-                        })
-                        .collect()
+    async fn lookup_mx(&mut self, name: String) -> Lookup<Vec<dns::Mx>> {
+        let r = self.resolver();
+        Ok(async {
+            let mx = r?.mx(&name).await.map_err(dns_error)?;
+            Ok(mx
+                .into_iter()
+                .map(|(preference, exchange)| dns::Mx {
+                    preference,
+                    exchange,
                 })
-                .map_err(dns_error),
-            Err(e) => Err(e),
-        })
+                .collect())
+        }
+        .await)
     }
-    async fn lookup_txt(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::DnsError>> {
-        Ok(match self.resolver() {
-            Ok(r) => r.txt(&name).await.map_err(dns_error),
-            Err(e) => Err(e),
-        })
+    async fn lookup_txt(&mut self, name: String) -> Lookup<Vec<String>> {
+        let r = self.resolver();
+        Ok(async { r?.txt(&name).await.map_err(dns_error) }.await)
     }
-    async fn lookup_ptr(
-        &mut self,
-        ip: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::DnsError>> {
-        let ip = match parse_ip(&ip) {
-            Ok(ip) => ip,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(match self.resolver() {
-            Ok(r) => r.ptr(ip).await.map_err(dns_error),
-            Err(e) => Err(e),
-        })
+    async fn lookup_ptr(&mut self, ip: String) -> Lookup<Vec<String>> {
+        let r = self.resolver();
+        Ok(async { r?.ptr(parse_ip(&ip)?).await.map_err(dns_error) }.await)
     }
-    async fn dnsbl(
-        &mut self,
-        ip: String,
-        zone: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::DnsError>> {
-        let ip = match parse_ip(&ip) {
-            Ok(ip) => ip,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(match self.resolver() {
-            Ok(r) => r.dnsbl(ip, &zone).await.map(ips).map_err(dns_error),
-            Err(e) => Err(e),
-        })
+    async fn dnsbl(&mut self, ip: String, zone: String) -> Lookup<Vec<String>> {
+        let r = self.resolver();
+        Ok(async {
+            Ok(ips(r?
+                .dnsbl(parse_ip(&ip)?, &zone)
+                .await
+                .map_err(dns_error)?))
+        }
+        .await)
     }
 }
