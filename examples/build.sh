@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the non-Rust example plugins into target/examples/, installing their toolchains
-# when missing: componentize-py (PyPI) and componentize-js (npm). Skips a plugin whose
-# sources are older than its .wasm, so repeated runs are cheap.
+# when missing: componentize-py (PyPI), componentize-js and jco (npm), and for C Debian's
+# clang/lld/wasi-libc (apt-get, as root) plus wit-bindgen (cargo install). Skips a plugin
+# whose sources are older than its .wasm, so repeated runs are cheap.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/examples"
@@ -20,4 +21,17 @@ fi
 
 if ! fresh "$out/js-plugin.wasm" "$root/examples/js-plugin/plugin.js" "$root/examples/js-plugin/build.mjs" "$root/wit"; then
   (cd "$root/examples/js-plugin" && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && node build.mjs "$out/js-plugin.wasm")
+fi
+
+if ! fresh "$out/c-plugin.wasm" "$root/examples/c-plugin/helo_check.c" "$root/examples/c-plugin/build.sh" "$root/wit"; then
+  if ! command -v clang >/dev/null || [ ! -f /usr/lib/wasm32-wasi/libc.a ] || ! command -v wasm-ld >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null
+    else
+      echo "the C example needs: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32" >&2
+      exit 1
+    fi
+  fi
+  command -v wit-bindgen >/dev/null || cargo install --quiet wit-bindgen-cli --version 0.46.0 --locked
+  "$root/examples/c-plugin/build.sh" "$out/c-plugin.wasm"
 fi

@@ -1,6 +1,6 @@
 //! Plugins written in other languages, built by `examples/build.sh` (which `tests/run.sh`
-//! runs first): JavaScript (componentize-js) and Python (componentize-py), loaded into the
-//! server and driven through a real session.
+//! runs first): JavaScript (componentize-js), Python (componentize-py) and C (clang,
+//! wasi-libc, wit-bindgen), loaded into the server and driven through a real session.
 
 mod common;
 use common::sink::{Sink, SinkOptions};
@@ -16,6 +16,31 @@ fn example(name: &str) -> String {
         "{path} is missing: run examples/build.sh (tests/run.sh does)"
     );
     path
+}
+
+#[tokio::test]
+async fn c_plugin_checks_helo_names() {
+    let s = TestServer::start(&format!(
+        "[[plugin]]\nname = \"helo-check\"\npath = \"{}\"\n",
+        example("c-plugin")
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd(
+        "EHLO localhost",
+        "504 5.5.2 Helo command rejected: need fully-qualified hostname",
+    )
+    .await;
+    c.cmd("EHLO 192.0.2.7", "504 5.5.2").await;
+    c.cmd("EHLO [192.0.2.7]", "250").await;
+    c.cmd("EHLO mail.example.org", "250").await;
+    assert_eq!(
+        s.server
+            .metrics
+            .plugin_faults_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
