@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
+# Every platform's crates, so the nested wasm32 plugin build (host/build.rs) finds them.
+cargo fetch --locked
 examples/build.sh
 cargo test --workspace --locked

@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use wasmtp::plugin::types;
+pub use self::wasmtp::plugin::types;
