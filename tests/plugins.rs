@@ -340,3 +340,25 @@ fn check_config_names_the_failing_plugin() {
         );
     }
 }
+
+#[tokio::test]
+async fn plugins_run_in_config_order_and_accept_ends_the_chain() {
+    // The guard (reply = 252) accepts VRFY, so misbehave, which would refuse it, is not asked.
+    let accept_first = TestServer::start(&format!(
+        "{}{}",
+        plugin("guard", "bundled:vrfy-expn-guard", "", "reply = 252"),
+        plugin("mb", &wasm("misbehave"), "", "mode = \"policy\"")
+    ))
+    .await;
+    let mut c = Client::connect(accept_first.addr()).await;
+    c.cmd("VRFY alice", "252 2.5.0").await;
+    // In the other order the refusal comes first.
+    let refuse_first = TestServer::start(&format!(
+        "{}{}",
+        plugin("mb", &wasm("misbehave"), "", "mode = \"policy\""),
+        plugin("guard", "bundled:vrfy-expn-guard", "", "reply = 252")
+    ))
+    .await;
+    let mut c = Client::connect(refuse_first.addr()).await;
+    c.cmd("VRFY alice", "502 5.5.1 no VRFY for alice").await;
+}
