@@ -39,24 +39,7 @@ enum Command {
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Run a plugin's hooks offline, as a session would, and print each verdict and change
-    Test {
-        /// The plugin component (.wasm), or bundled:NAME
-        plugin: PathBuf,
-        /// TOML file with the plugin's [plugin.config] table
-        #[arg(long)]
-        plugin_config: Option<PathBuf>,
-        #[arg(long, default_value = "192.0.2.1")]
-        client_ip: std::net::IpAddr,
-        #[arg(long, default_value = "client.example")]
-        helo: String,
-        #[arg(long)]
-        from: String,
-        #[arg(long, required = true, num_args = 1..)]
-        to: Vec<String>,
-        /// The message for the data hook (RFC 5322, CRLF or LF line ends)
-        #[arg(long)]
-        message: Option<PathBuf>,
-    },
+    Test(wasmtp::plugin::offline::OfflineTest),
 }
 
 fn main() -> ExitCode {
@@ -90,24 +73,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Plugin(PluginCommand::Test {
-            plugin,
-            plugin_config,
-            client_ip,
-            helo,
-            from,
-            to,
-            message,
-        }) => {
-            let test = wasmtp::plugin::offline::OfflineTest {
-                plugin,
-                plugin_config,
-                client_ip,
-                helo,
-                from,
-                to,
-                message,
-            };
+        Command::Plugin(PluginCommand::Test(test)) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             report(runtime.block_on(wasmtp::plugin::offline::run(&test)))
         }

@@ -8,16 +8,25 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What to run.
+/// What to run: the arguments of `wasmtp plugin test`.
+#[derive(clap::Args)]
 pub struct OfflineTest {
+    /// The plugin component (.wasm), or bundled:NAME
     pub plugin: PathBuf,
-    /// TOML file with the plugin's `[plugin.config]` table.
+    /// TOML file with the plugin's [plugin.config] table
+    #[arg(long)]
     pub plugin_config: Option<PathBuf>,
+    #[arg(long, default_value = "192.0.2.1")]
     pub client_ip: std::net::IpAddr,
+    #[arg(long, default_value = "client.example")]
     pub helo: String,
+    #[arg(long)]
     pub from: String,
+    #[arg(long, required = true, num_args = 1..)]
     pub to: Vec<String>,
-    /// The message for the data hook; a small one is made up without it.
+    /// The message for the data hook (RFC 5322, CRLF or LF line ends); a small one is made
+    /// up without it
+    #[arg(long)]
     pub message: Option<PathBuf>,
 }
 
