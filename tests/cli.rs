@@ -257,3 +257,46 @@ fn plugin_test_runs_hooks_offline() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.wasm"));
 }
+
+#[tokio::test]
+async fn sighup_reloads_plugins_and_keeps_the_old_config_when_the_new_one_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("c.toml");
+    let base = format!(
+        "hostname = \"mx.test\"\n[[listen]]\naddress = \"{addr}\"\n[spool]\npath = \"spool\"\n[accept]\ndomains = [\"example.test\"]\n"
+    );
+    std::fs::write(&config, &base).unwrap();
+    let server = Process::serve(&config, dir.path(), addr).await;
+    let mut before = Client::connect(addr).await;
+    before.cmd("VRFY alice", "252").await;
+    // Add the VRFY guard and reload.
+    std::fs::write(
+        &config,
+        format!("{base}[[plugin]]\nname = \"guard\"\npath = \"bundled:vrfy-expn-guard\"\n"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    common::eventually_async("the guard to answer new sessions", || async move {
+        let mut c = Client::connect(addr).await;
+        c.send(b"VRFY alice\r\n").await;
+        c.reply().await.starts_with("502")
+    })
+    .await;
+    // The session opened before the reload goes on with what it had.
+    before.cmd("VRFY alice", "252").await;
+    before.cmd("NOOP", "250").await;
+    // A bad config is refused; the running one stays.
+    std::fs::write(
+        &config,
+        format!("{base}[[plugin]]\nname = \"gone\"\npath = \"missing.wasm\"\n"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut after = Client::connect(addr).await;
+    after.cmd("VRFY alice", "502").await;
+    server.signal("TERM");
+    assert_eq!(server.wait().await, Some(0));
+}

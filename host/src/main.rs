@@ -158,9 +158,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => {
-                    tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-                }
+                _ = hup.recv() => match Config::load(config_path.as_deref()) {
+                    Err(e) => tracing::error!("reload refused, old configuration kept: {}", e.to_string().trim_end()),
+                    Ok(config) => match server.reload(config).await {
+                        Ok(()) => tracing::info!("configuration reloaded"),
+                        Err(e) => tracing::error!("reload refused, old configuration kept: {e:#}"),
+                    },
+                },
             }
         }
         tracing::info!("shutting down");

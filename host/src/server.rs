@@ -43,7 +43,60 @@ pub struct Server {
     max_sessions: u32,
     tasks: Vec<JoinHandle<()>>,
     queue_task: JoinHandle<()>,
-    kv_task: Option<JoinHandle<()>>,
+    kv_task: JoinHandle<()>,
+    /// What new sessions get; replaced by `reload`.
+    current: watch::Sender<Arc<Context>>,
+    config_tx: watch::Sender<Arc<Config>>,
+    fixed: Fixed,
+}
+
+/// What stays the same across reloads.
+struct Fixed {
+    spool: Spool,
+    queue: QueueHandle,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    kv: Arc<EmbeddedKv>,
+}
+
+/// Builds what sessions share from a config: TLS and plugins are loaded here.
+async fn context(config: Arc<Config>, fixed: &Fixed) -> anyhow::Result<Context> {
+    let tls = match &config.tls {
+        Some(t) => {
+            Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
+        }
+        None => None,
+    };
+    let plugins = if config.plugin.is_empty() {
+        None
+    } else {
+        let dns = match crate::dns::Dns::new(&config.dns.nameservers) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail");
+                None
+            }
+        };
+        let set = PluginSet::load(
+            &config,
+            &crate::plugin::cache_dir(&config),
+            fixed.kv.clone(),
+            dns,
+            fixed.metrics.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Some(Arc::new(set))
+    };
+    Ok(Context {
+        config,
+        spool: fixed.spool.clone(),
+        queue: fixed.queue.clone(),
+        tls,
+        shutdown: fixed.shutdown.clone(),
+        metrics: fixed.metrics.clone(),
+        plugins,
+    })
 }
 
 impl Server {
@@ -52,42 +105,12 @@ impl Server {
         let config = Arc::new(config);
         let spool = Spool::open(&config.spool.path)
             .with_context(|| format!("spool.path {}", config.spool.path.display()))?;
-        let tls = match &config.tls {
-            Some(t) => {
-                Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
-            }
-            None => None,
-        };
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let mut kv_task = None;
-        let plugins = if config.plugin.is_empty() {
-            None
-        } else {
-            let kv = Arc::new(
-                EmbeddedKv::open(&config.spool.path.join("kv.json"))
-                    .with_context(|| format!("kv store under {}", config.spool.path.display()))?,
-            );
-            let dns = match crate::dns::Dns::new(&config.dns.nameservers) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail");
-                    None
-                }
-            };
-            let set = PluginSet::load(
-                &config,
-                &crate::plugin::cache_dir(&config),
-                kv.clone(),
-                dns,
-                metrics.clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-            kv_task = Some(tokio::spawn(flush_kv(kv, shutdown.clone())));
-            Some(Arc::new(set))
-        };
+        let kv = Arc::new(
+            EmbeddedKv::open(&config.spool.path.join("kv.json"))
+                .with_context(|| format!("kv store under {}", config.spool.path.display()))?,
+        );
         let mut listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
             let listener = TcpListener::bind(l.address)
@@ -95,6 +118,7 @@ impl Server {
                 .with_context(|| format!("listen[{i}].address {}", l.address))?;
             listeners.push((listener, l.mode));
         }
+        let mut tasks = Vec::new();
         let metrics_addr = match &config.metrics {
             Some(m) => {
                 let listener = TcpListener::bind(m.address)
@@ -109,23 +133,21 @@ impl Server {
             }
             None => None,
         };
-        let (queue, queue_task) = delivery::start(
-            config.clone(),
-            spool.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )?;
-        let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
-        let sessions = Arc::new(Semaphore::new(max_sessions as usize));
-        let ctx = Arc::new(Context {
-            config,
+        let (config_tx, config_rx) = watch::channel(config.clone());
+        let (queue, queue_task) =
+            delivery::start(config_rx, spool.clone(), metrics.clone(), shutdown.clone())?;
+        let fixed = Fixed {
             spool,
             queue,
-            tls,
-            shutdown,
+            shutdown: shutdown.clone(),
             metrics: metrics.clone(),
-            plugins,
-        });
+            kv: kv.clone(),
+        };
+        let ctx = context(config.clone(), &fixed).await?;
+        let kv_task = tokio::spawn(flush_kv(kv, shutdown.clone()));
+        let (current, current_rx) = watch::channel(Arc::new(ctx));
+        let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
+        let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let mut listen_addrs = Vec::new();
         for (listener, mode) in listeners {
             let addr = listener.local_addr()?;
@@ -134,7 +156,8 @@ impl Server {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 mode,
-                ctx.clone(),
+                current_rx.clone(),
+                shutdown.clone(),
                 sessions.clone(),
             )));
         }
@@ -148,7 +171,34 @@ impl Server {
             tasks,
             queue_task,
             kv_task,
+            current,
+            config_tx,
+            fixed,
         })
+    }
+
+    /// SIGHUP: builds everything from `config` (TLS, plugins) and, only when all of it
+    /// loads, switches new sessions and the next delivery attempts to it. Sessions already
+    /// running keep what they started with. Listeners, the spool and limits.connections
+    /// stay as they are until a restart.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<()> {
+        let old = self.current.borrow().config.clone();
+        if config.spool.path != old.spool.path {
+            anyhow::bail!("spool.path cannot change while running; restart to move the spool");
+        }
+        let listen = |c: &Config| {
+            c.listen
+                .iter()
+                .map(|l| (l.address, l.mode))
+                .collect::<Vec<_>>()
+        };
+        if listen(&config) != listen(&old) || config.limits.connections != old.limits.connections {
+            tracing::warn!("[[listen]] and limits.connections changes take effect after a restart");
+        }
+        let ctx = context(Arc::new(config), &self.fixed).await?;
+        self.config_tx.send_replace(ctx.config.clone());
+        self.current.send_replace(Arc::new(ctx));
+        Ok(())
     }
 
     /// Stops accepting, answers idle sessions 421 4.3.2, lets transactions in flight finish
@@ -162,10 +212,8 @@ impl Server {
             tracing::warn!("grace period over; closing remaining sessions");
         }
         let _ = self.queue_task.await;
-        if let Some(kv) = self.kv_task {
-            // Its last flush happens on the shutdown signal.
-            let _ = kv.await;
-        }
+        // Its last flush happens on the shutdown signal.
+        let _ = self.kv_task.await;
         for t in &self.tasks {
             t.abort();
         }
@@ -192,10 +240,10 @@ async fn flush_kv(kv: Arc<EmbeddedKv>, mut shutdown: watch::Receiver<bool>) {
 async fn accept_loop(
     listener: TcpListener,
     mode: Mode,
-    ctx: Arc<Context>,
+    current: watch::Receiver<Arc<Context>>,
+    mut shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
 ) {
-    let mut shutdown = ctx.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -211,10 +259,11 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let ctx = current.borrow().clone();
         Metrics::inc(&ctx.metrics.connections_total);
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
-                tokio::spawn(serve_connection(ctx.clone(), mode, tcp, peer, permit));
+                tokio::spawn(serve_connection(ctx, mode, tcp, peer, permit));
             }
             Err(_) => {
                 Metrics::inc(&ctx.metrics.connections_refused_total);

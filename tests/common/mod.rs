@@ -233,6 +233,22 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Like `eventually`, for a condition that needs to await (a new connection, say).
+pub async fn eventually_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn maildir_files(root: &Path, user: &str) -> Vec<PathBuf> {
     std::fs::read_dir(root.join(user).join("new"))
         .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())

@@ -105,7 +105,8 @@ impl QueueHandle {
 }
 
 struct Delivery {
-    config: Arc<Config>,
+    /// The current config; SIGHUP replaces it (routes, retries) for the next attempt.
+    config: watch::Receiver<Arc<Config>>,
     spool: Spool,
     metrics: Arc<Metrics>,
     permits: Semaphore,
@@ -115,18 +116,19 @@ struct Delivery {
 
 /// Starts the queue: recovers every spooled message, then serves new ones.
 pub fn start(
-    config: Arc<Config>,
+    config: watch::Receiver<Arc<Config>>,
     spool: Spool,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(QueueHandle, tokio::task::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let concurrency = config.borrow().delivery.concurrency;
     let recovered = spool.list()?;
     if !recovered.is_empty() {
         tracing::info!(count = recovered.len(), "recovered spooled messages");
     }
     let delivery = Arc::new(Delivery {
-        permits: Semaphore::new(config.delivery.concurrency),
+        permits: Semaphore::new(concurrency),
         config,
         spool,
         metrics,
@@ -219,10 +221,11 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
             return;
         }
         state.attempts += 1;
-        let retry = &d.config.delivery.retry;
+        let config = d.config.borrow().clone();
+        let retry = &config.delivery.retry;
         let delay = retry[(state.attempts as usize - 1).min(retry.len() - 1)].0;
         state.next_attempt = unix_now() + delay.as_secs() as i64;
-        if unix_now() - envelope.received_at > d.config.delivery.max_age.0.as_secs() as i64 {
+        if unix_now() - envelope.received_at > config.delivery.max_age.0.as_secs() as i64 {
             for i in state.pending().collect::<Vec<_>>() {
                 let last = match &state.recipients[i] {
                     RecipientStatus::Deferred(e) => e.clone(),
@@ -244,9 +247,10 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
 /// One attempt over every pending recipient, grouped by route.
 async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> std::io::Result<()> {
     let content = d.spool.load_content(&envelope.id).await?;
+    let config = d.config.borrow().clone();
     let mut groups: BTreeMap<String, (Target, TlsPolicy, Vec<usize>)> = BTreeMap::new();
     for i in state.pending() {
-        let (target, tls) = d.config.route_for(&envelope.recipients[i].address.domain);
+        let (target, tls) = config.route_for(&envelope.recipients[i].address.domain);
         // One connection per next hop; MX routes group per domain.
         let key = match &target {
             Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
@@ -259,7 +263,7 @@ async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> s
             .push(i);
     }
     for (target, tls, recipients) in groups.into_values() {
-        let transport = transport_for(&d.config, &target, tls);
+        let transport = transport_for(&config, &target, tls);
         let outgoing = Outgoing {
             envelope,
             content: &content,

@@ -27,7 +27,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         let (queue, _) = crate::delivery::start(
-            config.clone(),
+            tokio::sync::watch::channel(config.clone()).1,
             spool.clone(),
             metrics.clone(),
             shutdown.clone(),
