@@ -1,8 +1,8 @@
-//! A DNS server for tests: answers A queries from a fixed table over UDP on 127.0.0.1,
-//! NXDOMAIN for anything else.
+//! A DNS server for tests: answers A and MX queries from a fixed table over UDP on
+//! 127.0.0.1; an empty answer when the name has other records, NXDOMAIN when it has none.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, MX};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +25,15 @@ impl Drop for TestDns {
 impl TestDns {
     /// `records`: fully qualified names (with the trailing dot) and their A records.
     pub async fn start(records: &[(&str, Ipv4Addr)]) -> TestDns {
+        TestDns::start_with_mx(records, &[]).await
+    }
+
+    /// Also MX records: (name, preference, exchange); exchange "." is a null MX.
+    pub async fn start_with_mx(records: &[(&str, Ipv4Addr)], mx: &[(&str, u16, &str)]) -> TestDns {
+        let mx: Vec<(String, u16, String)> = mx
+            .iter()
+            .map(|(n, p, e)| (n.to_lowercase(), *p, e.to_string()))
+            .collect();
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let table: HashMap<String, Ipv4Addr> = records
@@ -49,20 +58,31 @@ impl TestDns {
                     .set_message_type(MessageType::Response)
                     .set_recursion_available(true);
                 response.add_queries(request.queries().to_vec());
-                let mut found = false;
+                let mut exists = false;
                 for q in request.queries() {
                     let name = q.name().to_ascii().to_lowercase();
-                    if let (RecordType::A, Some(ip)) = (q.query_type(), table.get(&name)) {
-                        found = true;
-                        let record = Record::from_rdata(
-                            Name::from_str(&name).unwrap(),
-                            60,
-                            RData::A(A(*ip)),
-                        );
-                        response.add_answer(record);
+                    let owner = Name::from_str(&name).unwrap();
+                    if let Some(ip) = table.get(&name) {
+                        exists = true;
+                        if q.query_type() == RecordType::A {
+                            response.add_answer(Record::from_rdata(
+                                owner.clone(),
+                                60,
+                                RData::A(A(*ip)),
+                            ));
+                        }
+                    }
+                    for (_, pref, exchange) in mx.iter().filter(|(n, _, _)| *n == name) {
+                        exists = true;
+                        if q.query_type() == RecordType::MX {
+                            let exchange = Name::from_str(exchange).unwrap();
+                            let rdata = RData::MX(MX::new(*pref, exchange));
+                            response.add_answer(Record::from_rdata(owner.clone(), 60, rdata));
+                        }
                     }
                 }
-                if !found {
+                // A name with other records answers empty; an unknown one is NXDOMAIN.
+                if !exists {
                     response.set_response_code(ResponseCode::NXDomain);
                 }
                 if let Ok(bytes) = response.to_vec() {

@@ -3,7 +3,7 @@
 //! SMTPUTF8 and DSN parameters passed on, per-recipient outcomes.
 
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
-use crate::config::{Config, TlsPolicy};
+use crate::config::TlsPolicy;
 use crate::proto::Reply;
 use crate::proto::command::Body;
 use crate::proto::reply::EnhancedCode;
@@ -28,19 +28,14 @@ pub struct SmtpTransport {
 }
 
 impl SmtpTransport {
-    pub fn new(
-        config: &Config,
-        host: &str,
-        port: u16,
-        tls: TlsPolicy,
-        lmtp: bool,
-    ) -> SmtpTransport {
+    /// `hostname` is ours, for EHLO; `host`/`port` the next hop.
+    pub fn new(hostname: &str, host: &str, port: u16, tls: TlsPolicy, lmtp: bool) -> SmtpTransport {
         SmtpTransport {
             host: host.to_string(),
             port,
             tls,
             lmtp,
-            hostname: config.hostname.clone(),
+            hostname: hostname.to_string(),
             tls_config: crate::tls::delivery_client_config(),
         }
     }
@@ -54,7 +49,8 @@ impl SmtpTransport {
         )
     }
 
-    async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
+    /// One delivery; `Err` is a reply for every recipient (connection or MAIL failure).
+    pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((self.host.as_str(), self.port)),

@@ -5,6 +5,7 @@
 
 mod client;
 mod maildir;
+mod mx;
 
 use crate::config::{Config, Target, TlsPolicy};
 use crate::metrics::Metrics;
@@ -51,33 +52,30 @@ pub trait Transport: Send + Sync {
     fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>>;
 }
 
-/// Builds the transport for a route.
-fn transport_for(config: &Config, target: &Target, tls: TlsPolicy) -> Box<dyn Transport> {
+/// Builds the transport for a route; `domain` is the recipients' domain (for MX routes).
+fn transport_for(
+    config: &Config,
+    target: &Target,
+    tls: TlsPolicy,
+    domain: &str,
+) -> Box<dyn Transport> {
     match target {
-        Target::Smtp(host, port) => {
-            Box::new(client::SmtpTransport::new(config, host, *port, tls, false))
-        }
-        Target::Lmtp(host, port) => {
-            Box::new(client::SmtpTransport::new(config, host, *port, tls, true))
-        }
+        Target::Smtp(host, port) => Box::new(client::SmtpTransport::new(
+            &config.hostname,
+            host,
+            *port,
+            tls,
+            false,
+        )),
+        Target::Lmtp(host, port) => Box::new(client::SmtpTransport::new(
+            &config.hostname,
+            host,
+            *port,
+            tls,
+            true,
+        )),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
-        Target::Mx => Box::new(Unavailable),
-    }
-}
-
-/// MX routes: resolution arrives with the MX delivery work; until then mail waits in the
-/// queue (deferred, never dropped) and the log says why.
-struct Unavailable;
-
-impl Transport for Unavailable {
-    fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
-        let reply = Reply::dynamic(
-            451,
-            4,
-            4,
-            "MX delivery is not available in this build; configure a smtp: route",
-        );
-        Box::pin(async move { vec![DeliveryOutcome::Transient(reply); msg.recipients.len()] })
+        Target::Mx => Box::new(mx::MxTransport::new(config, domain, tls)),
     }
 }
 
@@ -263,7 +261,8 @@ async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> s
             .push(i);
     }
     for (target, tls, recipients) in groups.into_values() {
-        let transport = transport_for(&config, &target, tls);
+        let domain = envelope.recipients[recipients[0]].address.domain_lower();
+        let transport = transport_for(&config, &target, tls, &domain);
         let outgoing = Outgoing {
             envelope,
             content: &content,

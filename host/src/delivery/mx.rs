@@ -1,0 +1,137 @@
+//! Delivery by MX lookup (RFC 5321 5.1): the domain's MX hosts in preference order, or the
+//! domain itself when it has no MX ("implicit MX"); a null MX (RFC 7505) means the domain
+//! takes no mail. Each host's addresses are tried in turn on `[delivery] smtp_port` until
+//! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
+//! Lookups use the server's resolver (`[dns] nameservers`).
+
+use super::client::SmtpTransport;
+use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
+use crate::config::{Config, TlsPolicy};
+use crate::dns::{Dns, DnsError};
+use crate::proto::Reply;
+use std::net::{IpAddr, SocketAddr};
+
+pub struct MxTransport {
+    domain: String,
+    port: u16,
+    tls: TlsPolicy,
+    hostname: String,
+    nameservers: Vec<SocketAddr>,
+}
+
+/// Where to go: MX hosts in order, or why there is nowhere.
+enum Hosts {
+    Found(Vec<String>),
+    Refused(Reply),
+}
+
+impl MxTransport {
+    pub fn new(config: &Config, domain: &str, tls: TlsPolicy) -> MxTransport {
+        MxTransport {
+            domain: domain.to_string(),
+            port: config.delivery.smtp_port,
+            tls,
+            hostname: config.hostname.clone(),
+            nameservers: config.dns.nameservers.clone(),
+        }
+    }
+
+    async fn hosts(&self, dns: &Dns) -> Hosts {
+        match dns.mx(&self.domain).await {
+            // RFC 7505 3: a single MX with preference 0 and the root as exchange.
+            Ok(mx) if mx.len() == 1 && mx[0].1.is_empty() => Hosts::Refused(Reply::dynamic(
+                556,
+                1,
+                10,
+                format!("{} does not accept mail (null MX)", self.domain),
+            )),
+            Ok(mx) if !mx.is_empty() => {
+                Hosts::Found(mx.into_iter().map(|(_, host)| host).collect())
+            }
+            // RFC 5321 5.1: no MX records: the domain itself is the implicit MX.
+            Ok(_) | Err(DnsError::NotFound) => Hosts::Found(vec![self.domain.clone()]),
+            Err(e) => Hosts::Refused(Reply::dynamic(
+                451,
+                4,
+                3,
+                format!("MX lookup for {} failed: {e:?}", self.domain),
+            )),
+        }
+    }
+
+    /// A and AAAA records; `Err(true)` when the name has none at all (not a lookup failure).
+    async fn addresses(&self, dns: &Dns, host: &str) -> Result<Vec<IpAddr>, bool> {
+        let (a, aaaa) = tokio::join!(dns.a(host), dns.aaaa(host));
+        let missing =
+            matches!(a, Err(DnsError::NotFound)) && matches!(aaaa, Err(DnsError::NotFound));
+        let all: Vec<IpAddr> = a
+            .unwrap_or_default()
+            .into_iter()
+            .chain(aaaa.unwrap_or_default())
+            .collect();
+        if all.is_empty() {
+            Err(missing)
+        } else {
+            Ok(all)
+        }
+    }
+
+    async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
+        let every = |reply: Reply| vec![DeliveryOutcome::from_reply(reply); msg.recipients.len()];
+        let dns = match Dns::new(&self.nameservers) {
+            Ok(d) => d,
+            Err(e) => return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}"))),
+        };
+        let hosts = match self.hosts(&dns).await {
+            Hosts::Found(h) => h,
+            Hosts::Refused(reply) => return every(reply),
+        };
+        let mut last = None;
+        let mut nowhere = true;
+        for host in &hosts {
+            let addresses = match self.addresses(&dns, host).await {
+                Ok(a) => a,
+                Err(missing) => {
+                    nowhere &= missing;
+                    continue;
+                }
+            };
+            nowhere = false;
+            for ip in addresses {
+                let hop =
+                    SmtpTransport::new(&self.hostname, &ip.to_string(), self.port, self.tls, false);
+                match hop.run(msg).await {
+                    Ok(outcomes) => return outcomes,
+                    Err(reply) if reply.is_transient() => {
+                        tracing::debug!(domain = %self.domain, %host, %ip, %reply, "trying the next MX address");
+                        last = Some(reply);
+                    }
+                    Err(reply) => return every(reply),
+                }
+            }
+        }
+        every(last.unwrap_or_else(|| {
+            if nowhere {
+                Reply::dynamic(
+                    550,
+                    1,
+                    2,
+                    format!("{}: no MX or address records", self.domain),
+                )
+            } else {
+                Reply::dynamic(
+                    451,
+                    4,
+                    4,
+                    format!("{}: no MX host could be reached", self.domain),
+                )
+            }
+        }))
+    }
+}
+
+impl Transport for MxTransport {
+    fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
+        Box::pin(self.run(msg))
+    }
+}

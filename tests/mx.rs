@@ -1,0 +1,135 @@
+//! Delivery by MX lookup against a DNS server started by the test: preference order with
+//! fallback, implicit MX, null MX (RFC 7505) and a domain that does not exist.
+
+mod common;
+use common::dns::TestDns;
+use common::sink::{Sink, SinkOptions};
+use common::{Client, TestServer};
+
+/// A server that relays for 127.0.0.0/8 by MX, with the test's DNS and smtp_port.
+async fn server(dns: &TestDns, port: u16) -> TestServer {
+    TestServer::start(&format!(
+        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
+        dns.addr
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn mx_in_preference_order_with_fallback_and_implicit_mx() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let port = sink.addr.port();
+    // mx1 (preference 10) is 127.0.0.2, where nothing listens on the port; mx2 (20) is the sink.
+    let dns = TestDns::start_with_mx(
+        &[
+            ("mx1.remote.test.", "127.0.0.2".parse().unwrap()),
+            ("mx2.remote.test.", "127.0.0.1".parse().unwrap()),
+            ("plain.test.", "127.0.0.1".parse().unwrap()),
+        ],
+        &[
+            ("remote.test.", 20, "mx2.remote.test."),
+            ("remote.test.", 10, "mx1.remote.test."),
+        ],
+    )
+    .await;
+    let s = server(&dns, port).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let reply = c
+        .send_mail("a@b.test", &["u@remote.test"], "Subject: by mx\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // plain.test has no MX but an address: the implicit MX.
+    let reply = c
+        .send_mail("a@b.test", &["v@plain.test"], "Subject: implicit\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = sink.wait_for(2).await;
+    let texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("Subject: by mx")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("Subject: implicit")),
+        "{texts:?}"
+    );
+    common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
+    assert_eq!(s.deliveries(), 2);
+}
+
+#[tokio::test]
+async fn null_mx_and_missing_domains_fail_permanently() {
+    let dns = TestDns::start_with_mx(&[], &[("nomail.test.", 0, ".")]).await;
+    let s = server(&dns, common::free_port()).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    for rcpt in ["u@nomail.test", "u@nowhere.test"] {
+        let reply = c
+            .send_mail("a@b.test", &[rcpt], "Subject: x\r\n\r\nx")
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    common::eventually("two permanent failures", || {
+        s.server
+            .metrics
+            .failures_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 2
+    })
+    .await;
+    common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
+    assert_eq!(s.deferrals(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_mx_defers() {
+    let dns = TestDns::start_with_mx(
+        &[("mx.down.test.", "127.0.0.2".parse().unwrap())],
+        &[("down.test.", 10, "mx.down.test.")],
+    )
+    .await;
+    let s = server(&dns, common::free_port()).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    assert!(
+        c.send_mail("a@b.test", &["u@down.test"], "Subject: x\r\n\r\nx")
+            .await
+            .starts_with("250")
+    );
+    common::eventually("a deferral", || s.deferrals() > 0).await;
+    assert_eq!(s.spool_ids().len(), 1);
+}
+
+#[tokio::test]
+async fn lowest_preference_wins_when_both_are_up() {
+    let low = Sink::start(SinkOptions::default()).await;
+    let port = low.addr.port();
+    // The same port on another loopback address, so both MX hosts listen on smtp_port.
+    let high = Sink::start_on(&format!("127.0.0.2:{port}"), SinkOptions::default()).await;
+    let dns = TestDns::start_with_mx(
+        &[
+            ("a.two.test.", "127.0.0.1".parse().unwrap()),
+            ("b.two.test.", "127.0.0.2".parse().unwrap()),
+        ],
+        &[
+            ("two.test.", 20, "a.two.test."),
+            ("two.test.", 5, "b.two.test."),
+        ],
+    )
+    .await;
+    let s = server(&dns, port).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let reply = c
+        .send_mail("a@b.test", &["u@two.test"], "Subject: pref\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    high.wait_for(1).await;
+    assert_eq!(
+        low.count(),
+        0,
+        "preference 20 got mail while preference 5 was up"
+    );
+}
