@@ -20,7 +20,7 @@ if ! fresh "$out/python-plugin.wasm" "$root/examples/python-plugin/app.py" "$roo
 fi
 
 if ! fresh "$out/js-plugin.wasm" "$root/examples/js-plugin/plugin.js" "$root/examples/js-plugin/build.mjs" "$root/wit"; then
-  (cd "$root/examples/js-plugin" && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && node build.mjs "$out/js-plugin.wasm")
+  (cd "$root/examples/js-plugin" && { [ -d node_modules ] || npm install --no-audit --no-fund; } && node build.mjs "$out/js-plugin.wasm")
 fi
 
 if ! fresh "$out/c-plugin.wasm" "$root/examples/c-plugin/helo_check.c" "$root/examples/c-plugin/build.sh" "$root/wit"; then
