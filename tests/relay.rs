@@ -296,14 +296,23 @@ async fn metrics_endpoint_counts_what_happened() {
     let body = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut out = String::new();
         tcp.read_to_string(&mut out).await.unwrap();
         out
     };
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    for line in ["wasmtp_messages_accepted_total 1", "wasmtp_deliveries_total 1", "wasmtp_connections_total 1"] {
-        assert!(body.lines().any(|l| l == line), "{line} missing from {body}");
+    for line in [
+        "wasmtp_messages_accepted_total 1",
+        "wasmtp_deliveries_total 1",
+        "wasmtp_connections_total 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line} missing from {body}"
+        );
     }
     assert!(body.contains("# TYPE wasmtp_plugin_faults_total counter"));
 }
