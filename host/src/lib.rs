@@ -11,6 +11,7 @@ pub mod dns;
 pub mod metrics;
 pub mod plugin;
 pub mod proto;
+pub mod queue;
 pub mod server;
 pub mod session;
 pub mod spool;

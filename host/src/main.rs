@@ -34,6 +34,27 @@ enum Command {
     /// Work with plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// List and act on the spool (while the server runs or not)
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// One message a line: id, age, size, sender, recipients with their state
+    List {
+        /// One JSON object a line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry deferred mail now, all or for one domain
+    Flush { domain: Option<String> },
+    /// Delete a message from the queue
+    Remove { id: String },
+    /// Keep a message from being delivered until released
+    Hold { id: String },
+    /// Deliver a held message again
+    Release { id: String },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +97,26 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Test(test)) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             report(runtime.block_on(wasmtp::plugin::offline::run(&test)))
+        }
+        Command::Queue(command) => {
+            let config = match Config::load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let spool = match wasmtp::spool::Spool::attach(&config.spool.path) {
+                Ok(s) => s,
+                Err(e) => return report::<String>(Err(e.to_string())),
+            };
+            report(match command {
+                QueueCommand::List { json } => wasmtp::queue::list(&spool, json),
+                QueueCommand::Flush { domain } => wasmtp::queue::flush(&spool, domain.as_deref()),
+                QueueCommand::Remove { id } => wasmtp::queue::remove(&spool, &id),
+                QueueCommand::Hold { id } => wasmtp::queue::hold(&spool, &id),
+                QueueCommand::Release { id } => wasmtp::queue::release(&spool, &id),
+            })
         }
         Command::HashPassword => {
             let mut line = String::new();

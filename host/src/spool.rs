@@ -134,9 +134,31 @@ impl Spool {
         };
         fs::create_dir_all(spool.queue_dir())?;
         fs::create_dir_all(spool.tmp_dir())?;
+        fs::create_dir_all(spool.control_dir())?;
         for entry in fs::read_dir(spool.tmp_dir())? {
             let _ = fs::remove_file(entry?.path());
         }
+        Ok(spool)
+    }
+
+    /// Requests from `wasmtp queue` to a running server (flush, release).
+    pub fn control_dir(&self) -> PathBuf {
+        self.root.join("control")
+    }
+
+    /// Opens an existing spool without touching `tmp/`, for commands that may run beside
+    /// the server (its half-written files there are not leftovers).
+    pub fn attach(path: &Path) -> io::Result<Spool> {
+        let spool = Spool {
+            root: Arc::new(path.to_path_buf()),
+        };
+        if !spool.queue_dir().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no spool at {} (spool.path)", path.display()),
+            ));
+        }
+        fs::create_dir_all(spool.control_dir())?;
         Ok(spool)
     }
 
@@ -226,17 +248,38 @@ impl Spool {
     /// Replaces the delivery state atomically.
     pub async fn save_state(&self, id: &SpoolId, state: &QueueState) -> io::Result<()> {
         let spool = self.clone();
-        let bytes = serde_json::to_vec(state)?;
+        let state = state.clone();
         let id = id.clone();
-        blocking(move || {
-            let tmp = spool.tmp_dir().join(format!("{id}.state"));
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, spool.state_path(&id))?;
-            sync_dir(&spool.queue_dir())
-        })
-        .await
+        blocking(move || spool.save_state_sync(&id, &state)).await
+    }
+
+    /// `save_state` for callers outside the runtime (`wasmtp queue`).
+    pub fn save_state_sync(&self, id: &SpoolId, state: &QueueState) -> io::Result<()> {
+        let bytes = serde_json::to_vec(state)?;
+        // A unique temp name: the server and the CLI may both write at once.
+        let tmp = self
+            .tmp_dir()
+            .join(format!("{id}.state.{}", SpoolId::generate()));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.state_path(id))?;
+        sync_dir(&self.queue_dir())
+    }
+
+    /// Size of the stored message (envelope line included), for listings.
+    pub fn message_size(&self, id: &SpoolId) -> io::Result<u64> {
+        Ok(fs::metadata(self.message_path(id))?.len())
+    }
+
+    /// Removes a message now, from outside the server (`wasmtp queue remove`).
+    pub fn remove_sync(&self, id: &SpoolId) -> io::Result<()> {
+        match fs::remove_file(self.state_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::remove_file(self.message_path(id))?;
+        sync_dir(&self.queue_dir())
     }
 
     /// Removes a message once every recipient is done. The state goes first: a crash
@@ -245,15 +288,7 @@ impl Spool {
     pub async fn remove(&self, id: &SpoolId) -> io::Result<()> {
         let spool = self.clone();
         let id = id.clone();
-        blocking(move || {
-            match fs::remove_file(spool.state_path(&id)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            fs::remove_file(spool.message_path(&id))?;
-            sync_dir(&spool.queue_dir())
-        })
-        .await
+        blocking(move || spool.remove_sync(&id)).await
     }
 }
 

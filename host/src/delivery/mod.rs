@@ -139,8 +139,21 @@ pub fn start(
             tasks.spawn(run_message(delivery.clone(), id));
         }
         let mut shutdown = delivery.shutdown.clone();
+        let mut control = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = control.tick() => {
+                    for request in read_control(&delivery.spool) {
+                        match request {
+                            QueueEvent::Submit(id) => {
+                                tasks.spawn(run_message(delivery.clone(), id));
+                            }
+                            QueueEvent::Flush(domain) => {
+                                let _ = delivery.flush.send(domain);
+                            }
+                        }
+                    }
+                }
                 event = rx.recv() => match event {
                     Some(QueueEvent::Submit(id)) => {
                         tasks.spawn(run_message(delivery.clone(), id));
@@ -163,8 +176,43 @@ pub fn start(
     Ok((QueueHandle { events: tx }, task))
 }
 
+/// Takes the requests `wasmtp queue` left in `spool/control/`: `flush` (its content an
+/// optional domain) and `release-ID`. Each file is removed once read.
+fn read_control(spool: &Spool) -> Vec<QueueEvent> {
+    let Ok(entries) = std::fs::read_dir(spool.control_dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        if name.starts_with("flush") {
+            let domain = content.trim();
+            out.push(QueueEvent::Flush(
+                (!domain.is_empty()).then(|| domain.to_string()),
+            ));
+        } else if let Some(id) = name.strip_prefix("release-").and_then(SpoolId::parse) {
+            out.push(QueueEvent::Submit(id));
+        }
+    }
+    out
+}
+
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Re-reads the state `wasmtp queue` may have changed; false when the message was removed
+/// or is held (its task ends; `queue release` starts a new one).
+fn refresh(spool: &Spool, id: &SpoolId, state: &mut QueueState) -> bool {
+    match spool.load_envelope(id) {
+        Ok((_, on_disk)) => *state = on_disk,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(e) => tracing::warn!(%id, error = %e, "cannot re-read delivery state"),
+    }
+    !state.held
 }
 
 /// Drives one message until every recipient is delivered or failed.
@@ -179,7 +227,7 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
     let mut flush = d.flush.subscribe();
     let mut shutdown = d.shutdown.clone();
     loop {
-        if state.held {
+        if !refresh(&d.spool, &id, &mut state) {
             return;
         }
         let wait = state.next_attempt - unix_now();
@@ -203,6 +251,10 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
                     },
                 }
             }
+        }
+        // `wasmtp queue` may have acted while this task slept.
+        if !refresh(&d.spool, &id, &mut state) {
+            return;
         }
         let permit = tokio::select! {
             p = d.permits.acquire() => p,
@@ -235,6 +287,11 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
             }
             let _ = d.spool.remove(&id).await;
             return;
+        }
+        // A hold placed while the attempt ran survives it.
+        if let Ok((_, on_disk)) = d.spool.load_envelope(&id) {
+            state.held |= on_disk.held;
+            state.hold_reason = state.hold_reason.take().or(on_disk.hold_reason);
         }
         if let Err(e) = d.spool.save_state(&id, &state).await {
             tracing::error!(%id, error = %e, "cannot save delivery state");
