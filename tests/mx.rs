@@ -65,10 +65,9 @@ async fn null_mx_and_missing_domains_fail_permanently() {
     let s = server(&dns, common::free_port()).await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
+    // From the null sender, so that no delivery report adds failures of its own.
     for rcpt in ["u@nomail.test", "u@nowhere.test"] {
-        let reply = c
-            .send_mail("a@b.test", &[rcpt], "Subject: x\r\n\r\nx")
-            .await;
+        let reply = c.send_mail("", &[rcpt], "Subject: x\r\n\r\nx").await;
         assert!(reply.starts_with("250"), "{reply}");
     }
     common::eventually("two permanent failures", || {

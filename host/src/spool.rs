@@ -100,6 +100,9 @@ pub struct QueueState {
     /// Why the message is held (a plugin's quarantine reason, or the operator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,
+    /// A delay report (NOTIFY=DELAY) went out already.
+    #[serde(default)]
+    pub delay_warned: bool,
     pub recipients: Vec<RecipientStatus>,
 }
 
@@ -110,6 +113,7 @@ impl QueueState {
             next_attempt: envelope.received_at,
             held: false,
             hold_reason: None,
+            delay_warned: false,
             recipients: vec![RecipientStatus::Queued; envelope.recipients.len()],
         }
     }

@@ -3,6 +3,7 @@
 //! `delivery.concurrency` attempts run at once. The spool is the only source of truth: the
 //! tasks are rebuilt from it at start, so a crash loses no message.
 
+mod bounce;
 mod client;
 mod maildir;
 mod mx;
@@ -110,6 +111,8 @@ struct Delivery {
     permits: Semaphore,
     flush: broadcast::Sender<Option<String>>,
     shutdown: watch::Receiver<bool>,
+    /// For delivery status reports, which are queued like any message.
+    queue: QueueHandle,
 }
 
 /// Starts the queue: recovers every spooled message, then serves new ones.
@@ -132,6 +135,7 @@ pub fn start(
         metrics,
         flush: broadcast::channel(64).0,
         shutdown,
+        queue: QueueHandle { events: tx.clone() },
     });
     let task = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -204,6 +208,49 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Recipients that failed in this attempt, with their last reply.
+fn newly_failed(before: &[RecipientStatus], after: &[RecipientStatus]) -> Vec<(usize, String)> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter_map(|(i, (b, a))| match (b, a) {
+            (RecipientStatus::Failed(_), _) => None,
+            (_, RecipientStatus::Failed(reply)) => Some((i, reply.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Queues a delivery status report to the sender, when one is due (see `bounce`).
+async fn report(
+    d: &Delivery,
+    envelope: &Envelope,
+    recipients: &[(usize, String)],
+    kind: bounce::Kind,
+) {
+    if recipients.is_empty() || envelope.sender.is_none() {
+        return;
+    }
+    let hostname = d.config.borrow().hostname.clone();
+    let sent = match d.spool.load_content(&envelope.id).await {
+        Ok(content) => {
+            bounce::send(&d.spool, &hostname, envelope, &content, recipients, kind).await
+        }
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(Some(report)) => {
+            tracing::info!(id = %envelope.id, %report, ?kind, "delivery status report queued");
+            d.queue.submit(report);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(id = %envelope.id, error = %e, "cannot queue a delivery status report")
+        }
+    }
+}
+
 /// Re-reads the state `wasmtp queue` may have changed; false when the message was removed
 /// or is held (its task ends; `queue release` starts a new one).
 fn refresh(spool: &Spool, id: &SpoolId, state: &mut QueueState) -> bool {
@@ -261,9 +308,12 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let Ok(_permit) = permit else { return };
+        let before = state.recipients.clone();
         if let Err(e) = attempt(&d, &envelope, &mut state).await {
             tracing::error!(%id, error = %e, "cannot read message content; will retry");
         }
+        let failed = newly_failed(&before, &state.recipients);
+        report(&d, &envelope, &failed, bounce::Kind::Failed).await;
         if state.pending().next().is_none() {
             if let Err(e) = d.spool.remove(&id).await {
                 tracing::error!(%id, error = %e, "cannot remove delivered message");
@@ -275,7 +325,9 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
         let retry = &config.delivery.retry;
         let delay = retry[(state.attempts as usize - 1).min(retry.len() - 1)].0;
         state.next_attempt = unix_now() + delay.as_secs() as i64;
-        if unix_now() - envelope.received_at > config.delivery.max_age.0.as_secs() as i64 {
+        let age = unix_now() - envelope.received_at;
+        if age > config.delivery.max_age.0.as_secs() as i64 {
+            let before = state.recipients.clone();
             for i in state.pending().collect::<Vec<_>>() {
                 let last = match &state.recipients[i] {
                     RecipientStatus::Deferred(e) => e.clone(),
@@ -285,8 +337,23 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
                     RecipientStatus::Failed(format!("expired after delivery.max_age: {last}"));
                 tracing::warn!(%id, rcpt = %envelope.recipients[i].address, "gave up: delivery.max_age reached");
             }
+            let expired = newly_failed(&before, &state.recipients);
+            report(&d, &envelope, &expired, bounce::Kind::Failed).await;
             let _ = d.spool.remove(&id).await;
             return;
+        }
+        if !state.delay_warned && age >= config.delivery.delay_warning.0.as_secs() as i64 {
+            let deferred: Vec<(usize, String)> = state
+                .recipients
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    RecipientStatus::Deferred(e) => Some((i, e.clone())),
+                    _ => None,
+                })
+                .collect();
+            report(&d, &envelope, &deferred, bounce::Kind::Delayed).await;
+            state.delay_warned = true;
         }
         // A hold placed while the attempt ran survives it.
         if let Ok((_, on_disk)) = d.spool.load_envelope(&id) {

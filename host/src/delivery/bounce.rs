@@ -1,0 +1,185 @@
+//! Delivery status notifications (RFC 3464) to the sender: a failure report when
+//! recipients fail permanently (or expire at `delivery.max_age`), and one delay report when
+//! NOTIFY=DELAY asked for it and the message is older than `delivery.delay_warning`
+//! (RFC 3461 4.1). Never for the null sender, so reports cannot loop; never for NOTIFY=NEVER.
+
+use crate::proto::command::{self, Ret};
+use crate::spool::{Envelope, Recipient, Spool, SpoolId};
+
+/// Which report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Failed,
+    Delayed,
+}
+
+/// Does this recipient want a report of this kind? RFC 3461 4.1: without NOTIFY the
+/// server decides: failures are reported, delays are not.
+pub fn wanted(recipient: &Recipient, kind: Kind) -> bool {
+    match (&recipient.params.notify, kind) {
+        (None, Kind::Failed) => true,
+        (None, Kind::Delayed) => false,
+        (Some(n), Kind::Failed) => n.failure,
+        (Some(n), Kind::Delayed) => n.delay,
+    }
+}
+
+/// The enhanced status of a stored reply such as "550 5.1.1 no such user".
+fn status_of(reply: &str, kind: Kind) -> String {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .filter(|s| {
+            s.split('.').count() == 3
+                && s.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if kind == Kind::Failed {
+                "5.0.0".into()
+            } else {
+                "4.0.0".into()
+            }
+        })
+}
+
+/// xtext decoding (RFC 3461 4): `+HH` is the octet HH.
+fn decode_xtext(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if b[i] == b'+'
+            && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds and spools the report for `failed` (index, last reply) recipients of `envelope`;
+/// returns its id, or `None` when nobody is to be told.
+pub async fn send(
+    spool: &Spool,
+    hostname: &str,
+    envelope: &Envelope,
+    content: &[u8],
+    recipients: &[(usize, String)],
+    kind: Kind,
+) -> std::io::Result<Option<SpoolId>> {
+    let Some(sender) = envelope.sender.clone() else {
+        return Ok(None);
+    };
+    let chosen: Vec<&(usize, String)> = recipients
+        .iter()
+        .filter(|(i, _)| wanted(&envelope.recipients[*i], kind))
+        .collect();
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let id = SpoolId::generate();
+    let now = chrono::Utc::now().to_rfc2822();
+    let boundary = format!("{id}/{hostname}");
+    let (subject, action, intro) = match kind {
+        Kind::Failed => (
+            "Undelivered Mail Returned to Sender",
+            "failed",
+            "Your message could not be delivered to one or more recipients.\r\nIt was refused for good, or could not be delivered in time.",
+        ),
+        Kind::Delayed => (
+            "Delayed Mail (still being retried)",
+            "delayed",
+            "Your message has not been delivered yet to one or more recipients.\r\nIt is still being retried; no need to send it again.",
+        ),
+    };
+    let mut text = format!("This is the mail system at {hostname}.\r\n\r\n{intro}\r\n\r\n");
+    let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
+    if let Some(envid) = &envelope.params.envid {
+        status.push_str(&format!(
+            "Original-Envelope-Id: {}\r\n",
+            decode_xtext(envid)
+        ));
+    }
+    let arrival = chrono::DateTime::from_timestamp(envelope.received_at, 0)
+        .map(|d| d.to_rfc2822())
+        .unwrap_or_default();
+    status.push_str(&format!("Arrival-Date: {arrival}\r\n"));
+    for (i, reply) in &chosen {
+        let r = &envelope.recipients[*i];
+        text.push_str(&format!("<{}>: {reply}\r\n", r.address));
+        status.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
+        if let Some(orcpt) = &r.params.orcpt
+            && let Some((kind, addr)) = orcpt.split_once(';')
+        {
+            status.push_str(&format!(
+                "Original-Recipient: {kind}; {}\r\n",
+                decode_xtext(addr)
+            ));
+        }
+        status.push_str(&format!(
+            "Action: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {reply}\r\n",
+            status_of(reply, kind)
+        ));
+    }
+    // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message.
+    let headers_only = envelope.params.ret == Some(Ret::Hdrs);
+    let original: &[u8] = if headers_only {
+        let end = content
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(content.len(), |p| p + 2);
+        &content[..end]
+    } else {
+        content
+    };
+    let mut message = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\nTo: <{sender}>\r\nSubject: {subject}\r\n\
+         Date: {now}\r\nMessage-ID: <{id}@{hostname}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\
+         --{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n{status}\r\n\
+         --{boundary}\r\nContent-Type: {}\r\n\r\n",
+        if headers_only { "message/rfc822-headers" } else { "message/rfc822" }
+    )
+    .into_bytes();
+    message.extend_from_slice(original);
+    message.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let report = Envelope {
+        id: id.clone(),
+        received_at: chrono::Utc::now().timestamp(),
+        sender: None,
+        params: command::MailParams::default(),
+        recipients: vec![Recipient {
+            address: sender,
+            params: Default::default(),
+        }],
+        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        helo: hostname.to_string(),
+        auth_user: None,
+    };
+    spool.store(&report, message).await?;
+    Ok(Some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_xtext() {
+        assert_eq!(status_of("550 5.1.1 no such user", Kind::Failed), "5.1.1");
+        assert_eq!(status_of("connection refused", Kind::Failed), "5.0.0");
+        assert_eq!(status_of("451 4.4.4 later", Kind::Delayed), "4.4.4");
+        assert_eq!(decode_xtext("a+2Bb+40c"), "a+b@c");
+        assert_eq!(decode_xtext("tail+4"), "tail+4");
+    }
+}

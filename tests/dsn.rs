@@ -1,0 +1,132 @@
+//! Delivery status notifications (RFC 3464) for the sender, through a real next hop: a
+//! failure report with the fields RFC 3464 asks for, none for NOTIFY=NEVER or the null
+//! sender, and one delay report for NOTIFY=DELAY.
+
+mod common;
+use common::sink::{Sink, SinkMessage, SinkOptions};
+use common::{Client, TestServer};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The next hop refuses bad@ for good and defers later@ forever.
+async fn setup(extra: &str) -> (Sink, TestServer) {
+    let rule = Arc::new(|line: &str| {
+        if line.contains("bad@") {
+            Some("550 5.1.1 no such user".to_string())
+        } else if line.contains("later@") {
+            Some("450 4.2.0 mailbox busy".to_string())
+        } else {
+            None
+        }
+    });
+    let sink = Sink::start(SinkOptions {
+        rcpt_rule: Some(rule),
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n[relay]\nnetworks = [\"127.0.0.0/8\"]\n{}{extra}",
+        sink.config_route("*", "none")
+    ))
+    .await;
+    (sink, s)
+}
+
+fn reports(sink: &Sink) -> Vec<SinkMessage> {
+    sink.messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mail.starts_with("MAIL FROM:<>"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn failure_report_to_the_sender() {
+    let (sink, s) = setup("[delivery]\nretry = [\"1h\"]\n").await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("MAIL FROM:<s@c.test> RET=HDRS ENVID=env+2B1", "250")
+        .await;
+    c.cmd("RCPT TO:<ok@example.test>", "250").await;
+    c.cmd(
+        "RCPT TO:<bad@example.test> NOTIFY=FAILURE ORCPT=rfc822;bad+40example.test",
+        "250",
+    )
+    .await;
+    c.cmd("DATA", "354").await;
+    c.send(b"Subject: will bounce\r\n\r\nsecret body\r\n.\r\n")
+        .await;
+    assert!(c.reply().await.starts_with("250"));
+    common::eventually("the report", || reports(&sink).len() == 1).await;
+    let report = &reports(&sink)[0];
+    assert_eq!(report.rcpts, vec!["RCPT TO:<s@c.test>".to_string()]);
+    let text = report.text();
+    for needle in [
+        "From: Mail Delivery System <MAILER-DAEMON@mx.test>",
+        "Auto-Submitted: auto-replied",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        "Reporting-MTA: dns; mx.test",
+        "Original-Envelope-Id: env+1",
+        "Final-Recipient: rfc822; bad@example.test",
+        "Original-Recipient: rfc822; bad@example.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user",
+        "Content-Type: message/rfc822-headers",
+        "Subject: will bounce",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    assert!(!text.contains("secret body"), "RET=HDRS returned the body");
+    assert!(!text.contains("Final-Recipient: rfc822; ok@"), "{text}");
+    common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
+}
+
+#[tokio::test]
+async fn no_report_for_notify_never_or_the_null_sender() {
+    let (sink, s) = setup("[delivery]\nretry = [\"1h\"]\n").await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("MAIL FROM:<s@c.test>", "250").await;
+    c.cmd("RCPT TO:<bad@example.test> NOTIFY=NEVER", "250")
+        .await;
+    c.cmd("DATA", "354").await;
+    c.send(b"Subject: quiet\r\n\r\nx\r\n.\r\n").await;
+    assert!(c.reply().await.starts_with("250"));
+    let reply = c
+        .send_mail("", &["bad@example.test"], "Subject: from <>\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    common::eventually("two failures", || {
+        s.server.metrics.failures_total.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(reports(&sink).is_empty());
+    assert_eq!(sink.count(), 0);
+}
+
+#[tokio::test]
+async fn one_delay_report_when_asked_for() {
+    let (sink, s) = setup("[delivery]\nretry = [\"1s\"]\ndelay_warning = \"1s\"\n").await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("MAIL FROM:<s@c.test>", "250").await;
+    c.cmd("RCPT TO:<later@example.test> NOTIFY=DELAY,FAILURE", "250")
+        .await;
+    c.cmd("DATA", "354").await;
+    c.send(b"Subject: slow\r\n\r\nx\r\n.\r\n").await;
+    assert!(c.reply().await.starts_with("250"));
+    common::eventually("the delay report", || reports(&sink).len() == 1).await;
+    let text = reports(&sink)[0].text();
+    assert!(
+        text.contains("Action: delayed") && text.contains("Status: 4.2.0"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Type: message/rfc822\r\n"), "{text}");
+    // More attempts follow, but no second delay report.
+    common::eventually("three deferrals", || s.deferrals() >= 3).await;
+    assert_eq!(reports(&sink).len(), 1);
+}
