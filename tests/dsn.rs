@@ -3,14 +3,13 @@
 //! sender, and one delay report for NOTIFY=DELAY.
 
 mod common;
-use common::sink::{Sink, SinkMessage, SinkOptions};
+use common::sink::{Sink, SinkMessage};
 use common::{Client, TestServer};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// The next hop refuses bad@ for good and defers later@ forever.
 async fn setup(extra: &str) -> (Sink, TestServer) {
-    let rule = Arc::new(|line: &str| {
+    let sink = Sink::with_rcpt_rule(|line: &str| {
         if line.contains("bad@") {
             Some("550 5.1.1 no such user".to_string())
         } else if line.contains("later@") {
@@ -18,10 +17,6 @@ async fn setup(extra: &str) -> (Sink, TestServer) {
         } else {
             None
         }
-    });
-    let sink = Sink::start(SinkOptions {
-        rcpt_rule: Some(rule),
-        ..Default::default()
     })
     .await;
     let s = TestServer::start(&format!(

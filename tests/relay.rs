@@ -72,7 +72,7 @@ async fn per_recipient_results_and_retry() {
     // "bad" is refused for good; "later" is deferred twice, then accepted.
     let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t = tries.clone();
-    let rule = Arc::new(move |line: &str| {
+    let sink = Sink::with_rcpt_rule(move |line: &str| {
         if line.contains("bad@") {
             Some("550 5.1.1 no such user".to_string())
         } else if line.contains("later@") && t.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
@@ -81,10 +81,6 @@ async fn per_recipient_results_and_retry() {
         } else {
             None
         }
-    });
-    let sink = Sink::start(SinkOptions {
-        rcpt_rule: Some(rule),
-        ..Default::default()
     })
     .await;
     let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;

@@ -52,6 +52,17 @@ impl Sink {
         Sink::start_on("127.0.0.1:0", options).await
     }
 
+    /// A sink whose RCPT replies come from `rule` (`None` accepts).
+    pub async fn with_rcpt_rule(
+        rule: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Sink {
+        Sink::start(SinkOptions {
+            rcpt_rule: Some(Arc::new(rule)),
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn start_on(addr: &str, options: SinkOptions) -> Sink {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
