@@ -17,12 +17,33 @@ const BUNDLED: &[&str] = &[
 /// Guests built only for the tests.
 const TEST_GUESTS: &[&str] = &["misbehave"];
 
+/// A fresh rustup toolchain lacks wasm32-wasip2; add it rather than fail the first build.
+fn ensure_wasm_target() {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return; // no rustup: the plugin build below says what is missing
+    };
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest.parent().expect("host/ is inside the workspace");
     for dir in ["wit", "sdk", "plugins", "tests/guests"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
+    ensure_wasm_target();
     let target_dir = root.join("target").join("plugins");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
