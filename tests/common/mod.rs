@@ -223,17 +223,11 @@ async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 
 /// Waits until `f` is true, polling; panics after the timeout.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(what, || std::future::ready(f())).await
 }
 
-/// Like `eventually`, for a condition that needs to await (a new connection, say).
+/// Polls `f` until it yields true; panics after the timeout. For conditions that need to
+/// await (a new connection, say).
 pub async fn eventually_async<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -245,7 +239,7 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -55,6 +55,7 @@ pub trait Transport: Send + Sync {
 
 /// Builds the transport for a route; `domain` is the recipients' domain (for MX routes).
 fn transport_for(
+    d: &Delivery,
     config: &Config,
     target: &Target,
     tls: TlsPolicy,
@@ -76,7 +77,12 @@ fn transport_for(
             true,
         )),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
-        Target::Mx => Box::new(mx::MxTransport::new(config, domain, tls)),
+        Target::Mx => Box::new(mx::MxTransport::new(
+            config,
+            domain,
+            tls,
+            d.resolver(config),
+        )),
     }
 }
 
@@ -113,6 +119,23 @@ struct Delivery {
     shutdown: watch::Receiver<bool>,
     /// For delivery status reports, which are queued like any message.
     queue: QueueHandle,
+    /// The resolver for MX routes and the nameservers it was built for; rebuilt only when
+    /// a reload changes `[dns] nameservers`, so its cache lives across deliveries.
+    resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
+}
+
+impl Delivery {
+    fn resolver(&self, config: &Config) -> Result<crate::dns::Dns, String> {
+        let mut cached = self.resolver.lock().expect("resolver lock");
+        match cached.as_ref() {
+            Some((servers, dns)) if *servers == config.dns.nameservers => Ok(dns.clone()),
+            _ => {
+                let dns = crate::dns::Dns::new(&config.dns.nameservers)?;
+                *cached = Some((config.dns.nameservers.clone(), dns.clone()));
+                Ok(dns)
+            }
+        }
+    }
 }
 
 /// Starts the queue: recovers every spooled message, then serves new ones.
@@ -136,6 +159,7 @@ pub fn start(
         flush: broadcast::channel(64).0,
         shutdown,
         queue: QueueHandle { events: tx.clone() },
+        resolver: std::sync::Mutex::new(None),
     });
     let task = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -274,7 +298,8 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
     let mut flush = d.flush.subscribe();
     let mut shutdown = d.shutdown.clone();
     loop {
-        if !refresh(&d.spool, &id, &mut state) {
+        // The state in hand was just loaded or just saved (with any hold merged in).
+        if state.held {
             return;
         }
         let wait = state.next_attempt - unix_now();
@@ -299,7 +324,7 @@ async fn run_message(d: Arc<Delivery>, id: SpoolId) {
                 }
             }
         }
-        // `wasmtp queue` may have acted while this task slept.
+        // `wasmtp queue` may have held, removed or rescheduled it meanwhile.
         if !refresh(&d.spool, &id, &mut state) {
             return;
         }
@@ -386,7 +411,7 @@ async fn attempt(d: &Delivery, envelope: &Envelope, state: &mut QueueState) -> s
     }
     for (target, tls, recipients) in groups.into_values() {
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
-        let transport = transport_for(&config, &target, tls, &domain);
+        let transport = transport_for(d, &config, &target, tls, &domain);
         let outgoing = Outgoing {
             envelope,
             content: &content,

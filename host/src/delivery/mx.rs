@@ -9,14 +9,15 @@ use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::{Config, TlsPolicy};
 use crate::dns::{Dns, DnsError};
 use crate::proto::Reply;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 pub struct MxTransport {
     domain: String,
     port: u16,
     tls: TlsPolicy,
     hostname: String,
-    nameservers: Vec<SocketAddr>,
+    /// The delivery's shared resolver, or why there is none.
+    dns: Result<Dns, String>,
 }
 
 /// Where to go: MX hosts in order, or why there is nowhere.
@@ -26,13 +27,18 @@ enum Hosts {
 }
 
 impl MxTransport {
-    pub fn new(config: &Config, domain: &str, tls: TlsPolicy) -> MxTransport {
+    pub fn new(
+        config: &Config,
+        domain: &str,
+        tls: TlsPolicy,
+        dns: Result<Dns, String>,
+    ) -> MxTransport {
         MxTransport {
             domain: domain.to_string(),
             port: config.delivery.smtp_port,
             tls,
             hostname: config.hostname.clone(),
-            nameservers: config.dns.nameservers.clone(),
+            dns,
         }
     }
 
@@ -78,18 +84,18 @@ impl MxTransport {
 
     async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
         let every = |reply: Reply| vec![DeliveryOutcome::from_reply(reply); msg.recipients.len()];
-        let dns = match Dns::new(&self.nameservers) {
+        let dns = match &self.dns {
             Ok(d) => d,
             Err(e) => return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}"))),
         };
-        let hosts = match self.hosts(&dns).await {
+        let hosts = match self.hosts(dns).await {
             Hosts::Found(h) => h,
             Hosts::Refused(reply) => return every(reply),
         };
         let mut last = None;
         let mut nowhere = true;
         for host in &hosts {
-            let addresses = match self.addresses(&dns, host).await {
+            let addresses = match self.addresses(dns, host).await {
                 Ok(a) => a,
                 Err(missing) => {
                     nowhere &= missing;
