@@ -1,18 +1,22 @@
 //! The server's resolver (hickory), honouring `[dns] nameservers`. Used by plugins' `dns`
-//! capability and, later, MX delivery.
+//! capability and by MX delivery.
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 
 /// Why a lookup gave no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     /// The name does not exist, or has no records of that type.
+    #[error("not found")]
     NotFound,
+    #[error("timed out")]
     Timeout,
+    #[error("{0}")]
     Failure(String),
 }
 
@@ -20,13 +24,21 @@ impl From<ResolveError> for DnsError {
     fn from(e: ResolveError) -> DnsError {
         if e.is_nx_domain() || e.is_no_records_found() {
             DnsError::NotFound
-        } else if e.to_string().to_lowercase().contains("timed out") {
+        } else if e
+            .proto()
+            .is_some_and(|p| matches!(p.kind(), ProtoErrorKind::Timeout))
+        {
             DnsError::Timeout
         } else {
             DnsError::Failure(e.to_string())
         }
     }
 }
+
+/// The system's resolver configuration could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("system resolver: {0}")]
+pub struct ResolverError(#[from] ResolveError);
 
 #[derive(Clone)]
 pub struct Dns {
@@ -35,9 +47,9 @@ pub struct Dns {
 
 impl Dns {
     /// The configured nameservers (UDP and TCP each), or the system's resolv.conf.
-    pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, String> {
+    pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, ResolverError> {
         let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("system resolver: {e}"))?
+            TokioResolver::builder_tokio()?
         } else {
             let mut config = ResolverConfig::new();
             for &ns in nameservers {

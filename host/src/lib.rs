@@ -1,7 +1,9 @@
 //! wasmtp: an SMTP/ESMTP gateway whose mail policy runs as sandboxed WebAssembly components.
 //!
-//! `proto` is the protocol core (no I/O); `session` drives it over a stream; `spool` keeps
-//! messages durably; `delivery` moves them on; `server` ties listeners, TLS and shutdown.
+//! `proto` is the protocol core (no I/O); `session` drives it over a stream; `plugin` runs
+//! the policy components; `spool` keeps messages durably; `delivery` moves them on;
+//! `config` is the configuration as data, `resources` loads what it names (TLS, plugins);
+//! `server` ties listeners, reloads and shutdown together.
 // Unsafe is denied everywhere but the one audited call that loads cached compiled code.
 #![deny(unsafe_code)]
 
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod proto;
 pub mod queue;
+pub mod resources;
 pub mod server;
 pub mod session;
 pub mod spool;

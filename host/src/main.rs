@@ -3,8 +3,11 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
-use wasmtp::config::Config;
+use wasmtp::config::{Config, ConfigError};
+use wasmtp::plugin::kv::EmbeddedKv;
+use wasmtp::resources::Resources;
 
 /// How long transactions in flight may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -75,25 +78,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve => serve(cli.config),
-        Command::CheckConfig => match Config::load(cli.config.as_deref()) {
-            Ok(c) => {
-                if let Err(e) = compile_plugins(&c) {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-                println!(
-                    "config OK: {} listener(s), {} route(s), {} plugin(s)",
-                    c.listen.len(),
-                    c.route.len(),
-                    c.plugin.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig => check_config(cli.config),
         Command::Plugin(PluginCommand::Test(test)) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             report(runtime.block_on(wasmtp::plugin::offline::run(&test)))
@@ -108,7 +93,7 @@ fn main() -> ExitCode {
             };
             let spool = match wasmtp::spool::Spool::attach(&config.spool.path) {
                 Ok(s) => s,
-                Err(e) => return report::<String>(Err(e.to_string())),
+                Err(e) => return report(Err::<String, _>(e)),
             };
             report(match command {
                 QueueCommand::List { json } => wasmtp::queue::list(&spool, json),
@@ -148,30 +133,46 @@ fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     }
 }
 
-/// `check-config` compiles and initializes every plugin, naming the one that fails.
-fn compile_plugins(config: &Config) -> Result<(), String> {
-    if config.plugin.is_empty() {
-        return Ok(());
+/// Validates the config and loads what it names (TLS files, plugins: compiled and
+/// initialized), listing every problem at once with its key path.
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let (source, config) = match Config::read(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems = config.validate();
+    // Loading runs even when validation found problems, so that one run names them all.
+    match load_resources(&config) {
+        Ok(Err(e)) => problems.extend(e.problems()),
+        Ok(Ok(_)) => {}
+        Err(e) => problems.push(format!("{e:#}")),
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let kv: std::sync::Arc<dyn wasmtp::plugin::kv::KvStore> = std::sync::Arc::new(
-            wasmtp::plugin::kv::EmbeddedKv::open(
-                &std::env::temp_dir().join("wasmtp-check-config-kv.json"),
-            )
-            .map_err(|e| e.to_string())?,
-        );
-        let metrics = std::sync::Arc::new(wasmtp::metrics::Metrics::default());
-        wasmtp::plugin::PluginSet::load(
-            config,
-            &wasmtp::plugin::cache_dir(config),
-            kv,
-            None,
-            metrics,
-        )
-        .await
-        .map(|_| ())
-    })
+    if !problems.is_empty() {
+        eprint!("{}", ConfigError { source, problems });
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "config OK: {} listener(s), {} route(s), {} plugin(s)",
+        config.listen.len(),
+        config.route.len(),
+        config.plugin.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `check-config`'s load, with a throwaway kv store.
+fn load_resources(
+    config: &Config,
+) -> anyhow::Result<Result<Resources, wasmtp::resources::ResourceErrors>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let kv = Arc::new(EmbeddedKv::open(
+        &std::env::temp_dir().join("wasmtp-check-config-kv.json"),
+    )?);
+    let metrics = Arc::new(wasmtp::metrics::Metrics::default());
+    Ok(runtime.block_on(Resources::load(config, kv, metrics)))
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {

@@ -5,6 +5,22 @@
 
 use crate::spool::{QueueState, RecipientStatus, Spool, SpoolId};
 use std::fmt::Write as _;
+use std::io;
+
+/// Why a queue command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{0:?} is not a queue id")]
+    NotAnId(String),
+    #[error("no message {0} in the queue")]
+    NoSuchMessage(SpoolId),
+    #[error("spool: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn parse_id(id: &str) -> Result<SpoolId, QueueError> {
+    SpoolId::parse(id).ok_or_else(|| QueueError::NotAnId(id.to_string()))
+}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -32,9 +48,9 @@ fn recipient_state(state: &QueueState, status: &RecipientStatus) -> (&'static st
 }
 
 /// One line per message: id, age, size, sender, recipients with their state.
-pub fn list(spool: &Spool, json: bool) -> Result<String, String> {
+pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
     let mut out = String::new();
-    for id in spool.list().map_err(|e| e.to_string())? {
+    for id in spool.list()? {
         // A message delivered (and removed) while we list is simply gone.
         let Ok((envelope, state)) = spool.load_envelope(&id) else {
             continue;
@@ -87,26 +103,28 @@ pub fn list(spool: &Spool, json: bool) -> Result<String, String> {
     Ok(out)
 }
 
-fn with_state(spool: &Spool, id: &str, f: impl FnOnce(&mut QueueState)) -> Result<SpoolId, String> {
-    let id = SpoolId::parse(id).ok_or_else(|| format!("{id:?} is not a queue id"))?;
+fn with_state(
+    spool: &Spool,
+    id: &str,
+    f: impl FnOnce(&mut QueueState),
+) -> Result<SpoolId, QueueError> {
+    let id = parse_id(id)?;
     let (_, mut state) = spool
         .load_envelope(&id)
-        .map_err(|_| format!("no message {id} in the queue"))?;
+        .map_err(|_| QueueError::NoSuchMessage(id.clone()))?;
     f(&mut state);
-    spool
-        .save_state_sync(&id, &state)
-        .map_err(|e| e.to_string())?;
+    spool.save_state_sync(&id, &state)?;
     Ok(id)
 }
 
-fn request(spool: &Spool, name: &str, content: &str) -> Result<(), String> {
-    std::fs::write(spool.control_dir().join(name), content).map_err(|e| e.to_string())
+fn request(spool: &Spool, name: &str, content: &str) -> Result<(), QueueError> {
+    Ok(std::fs::write(spool.control_dir().join(name), content)?)
 }
 
 /// Retries deferred mail now (all, or that with recipients in `domain`).
-pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, String> {
+pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, QueueError> {
     let mut count = 0;
-    for id in spool.list().map_err(|e| e.to_string())? {
+    for id in spool.list()? {
         let Ok((envelope, state)) = spool.load_envelope(&id) else {
             continue;
         };
@@ -131,15 +149,15 @@ pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, String> {
     Ok(format!("flush requested for {count} message(s)\n"))
 }
 
-pub fn remove(spool: &Spool, id: &str) -> Result<String, String> {
-    let parsed = SpoolId::parse(id).ok_or_else(|| format!("{id:?} is not a queue id"))?;
+pub fn remove(spool: &Spool, id: &str) -> Result<String, QueueError> {
+    let parsed = parse_id(id)?;
     spool
         .remove_sync(&parsed)
-        .map_err(|_| format!("no message {id} in the queue"))?;
+        .map_err(|_| QueueError::NoSuchMessage(parsed.clone()))?;
     Ok(format!("removed {id}\n"))
 }
 
-pub fn hold(spool: &Spool, id: &str) -> Result<String, String> {
+pub fn hold(spool: &Spool, id: &str) -> Result<String, QueueError> {
     let id = with_state(spool, id, |s| {
         s.held = true;
         s.hold_reason
@@ -148,7 +166,7 @@ pub fn hold(spool: &Spool, id: &str) -> Result<String, String> {
     Ok(format!("held {id}\n"))
 }
 
-pub fn release(spool: &Spool, id: &str) -> Result<String, String> {
+pub fn release(spool: &Spool, id: &str) -> Result<String, QueueError> {
     let id = with_state(spool, id, |s| {
         s.held = false;
         s.hold_reason = None;

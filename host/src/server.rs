@@ -3,13 +3,13 @@
 use crate::config::{Config, Mode};
 use crate::delivery::{self, QueueHandle};
 use crate::metrics::Metrics;
-use crate::plugin::PluginSet;
 use crate::plugin::kv::EmbeddedKv;
 use crate::proto::replies;
-use crate::session::{Outcome, Session};
+use crate::resources::Resources;
+use crate::session::{Context, Outcome, Session};
 use crate::spool::Spool;
-use anyhow::Context as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -20,16 +20,32 @@ use tokio::task::JoinHandle;
 /// A client that has not finished the TLS handshake in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What every session shares.
-pub struct Context {
-    pub config: Arc<Config>,
-    pub spool: Spool,
-    pub queue: QueueHandle,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub shutdown: watch::Receiver<bool>,
-    pub metrics: Arc<Metrics>,
-    /// The loaded plugins; `None` without `[[plugin]]`.
-    pub plugins: Option<Arc<PluginSet>>,
+/// Why the server could not start, or a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("spool.path {}: {source}", path.display())]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kv store under {}: {source}", path.display())]
+    Kv {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `key` is the config key of the address (`listen[0].address`, `metrics.address`).
+    #[error("{key} {address}: {source}")]
+    Bind {
+        key: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("delivery queue: {0}")]
+    Queue(std::io::Error),
+    #[error("{0}")]
+    Resources(#[from] crate::resources::ResourceErrors),
+    #[error("spool.path cannot change while running; restart to move the spool")]
+    SpoolMoved,
 }
 
 /// A running server.
@@ -59,35 +75,10 @@ struct Fixed {
     kv: Arc<EmbeddedKv>,
 }
 
-/// Builds what sessions share from a config: TLS and plugins are loaded here.
-async fn context(config: Arc<Config>, fixed: &Fixed) -> anyhow::Result<Context> {
-    let tls = match &config.tls {
-        Some(t) => {
-            Some(crate::tls::load_server_config(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
-        }
-        None => None,
-    };
-    let plugins = if config.plugin.is_empty() {
-        None
-    } else {
-        let dns = match crate::dns::Dns::new(&config.dns.nameservers) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail");
-                None
-            }
-        };
-        let set = PluginSet::load(
-            &config,
-            &crate::plugin::cache_dir(&config),
-            fixed.kv.clone(),
-            dns,
-            fixed.metrics.clone(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-        Some(Arc::new(set))
-    };
+/// Builds what sessions share from a config, loading its TLS files and plugins.
+async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerError> {
+    let Resources { tls, plugins } =
+        Resources::load(&config, fixed.kv.clone(), fixed.metrics.clone()).await?;
     Ok(Context {
         config,
         spool: fixed.spool.clone(),
@@ -101,30 +92,31 @@ async fn context(config: Arc<Config>, fixed: &Fixed) -> anyhow::Result<Context> 
 
 impl Server {
     /// Opens the spool, binds every listener, recovers the queue and starts serving.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
-        let spool = Spool::open(&config.spool.path)
-            .with_context(|| format!("spool.path {}", config.spool.path.display()))?;
+        let spool = Spool::open(&config.spool.path).map_err(|source| ServerError::Spool {
+            path: config.spool.path.clone(),
+            source,
+        })?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kv = Arc::new(
-            EmbeddedKv::open(&config.spool.path.join("kv.json"))
-                .with_context(|| format!("kv store under {}", config.spool.path.display()))?,
+            EmbeddedKv::open(&config.spool.path.join("kv.json")).map_err(|source| {
+                ServerError::Kv {
+                    path: config.spool.path.clone(),
+                    source,
+                }
+            })?,
         );
         let mut listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
-            let listener = TcpListener::bind(l.address)
-                .await
-                .with_context(|| format!("listen[{i}].address {}", l.address))?;
-            listeners.push((listener, l.mode));
+            let (listener, addr) = bind(format!("listen[{i}].address"), l.address).await?;
+            listeners.push((listener, addr, l.mode));
         }
         let mut tasks = Vec::new();
         let metrics_addr = match &config.metrics {
             Some(m) => {
-                let listener = TcpListener::bind(m.address)
-                    .await
-                    .with_context(|| format!("metrics.address {}", m.address))?;
-                let addr = listener.local_addr()?;
+                let (listener, addr) = bind("metrics.address".into(), m.address).await?;
                 tasks.push(tokio::spawn(crate::metrics::serve(
                     listener,
                     metrics.clone(),
@@ -135,7 +127,8 @@ impl Server {
         };
         let (config_tx, config_rx) = watch::channel(config.clone());
         let (queue, queue_task) =
-            delivery::start(config_rx, spool.clone(), metrics.clone(), shutdown.clone())?;
+            delivery::start(config_rx, spool.clone(), metrics.clone(), shutdown.clone())
+                .map_err(ServerError::Queue)?;
         let fixed = Fixed {
             spool,
             queue,
@@ -149,8 +142,7 @@ impl Server {
         let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
         let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let mut listen_addrs = Vec::new();
-        for (listener, mode) in listeners {
-            let addr = listener.local_addr()?;
+        for (listener, addr, mode) in listeners {
             tracing::info!(%addr, ?mode, "listening");
             listen_addrs.push(addr);
             tasks.push(tokio::spawn(accept_loop(
@@ -181,10 +173,10 @@ impl Server {
     /// loads, switches new sessions and the next delivery attempts to it. Sessions already
     /// running keep what they started with. Listeners, the spool and limits.connections
     /// stay as they are until a restart.
-    pub async fn reload(&self, config: Config) -> anyhow::Result<()> {
+    pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
         let old = self.current.borrow().config.clone();
         if config.spool.path != old.spool.path {
-            anyhow::bail!("spool.path cannot change while running; restart to move the spool");
+            return Err(ServerError::SpoolMoved);
         }
         let listen = |c: &Config| {
             c.listen
@@ -218,6 +210,19 @@ impl Server {
             t.abort();
         }
     }
+}
+
+/// Binds the address of config key `key`; returns the listener and its bound address (port
+/// 0 resolved).
+async fn bind(key: String, address: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let failed = |source| ServerError::Bind {
+        key: key.clone(),
+        address,
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(&failed)?;
+    let bound = listener.local_addr().map_err(&failed)?;
+    Ok((listener, bound))
 }
 
 /// Persists the kv store once a second while it changes, and once more at shutdown.

@@ -241,10 +241,17 @@ impl Spool {
         .await
     }
 
-    fn load_state(&self, id: &SpoolId, envelope: &Envelope) -> io::Result<QueueState> {
+    /// Reads the delivery state of a message whose envelope is in hand, without parsing
+    /// the envelope again. NotFound once the message is removed.
+    pub fn load_state(&self, id: &SpoolId, envelope: &Envelope) -> io::Result<QueueState> {
         match fs::read(self.state_path(id)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(QueueState::new(envelope)),
+            // No state file: every recipient still queued, if the message is still there
+            // (removal deletes the state first).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::metadata(self.message_path(id))?;
+                Ok(QueueState::new(envelope))
+            }
             Err(e) => Err(e),
         }
     }

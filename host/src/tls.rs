@@ -7,41 +7,72 @@ use crate::config::Tls;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why the `[tls]` files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key} {}: {source}", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{key} {}: no PEM {what} found", path.display())]
+    Missing {
+        key: &'static str,
+        path: PathBuf,
+        what: &'static str,
+    },
+    #[error("certificate and private_key do not form a usable pair: {0}")]
+    Pair(rustls::Error),
+}
+
+fn read_failed<'a>(
+    key: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> TlsError + 'a {
+    move |source| TlsError::Read {
+        key,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Loads the certificate chain and key named by `[tls]`.
-pub fn load_server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String> {
-    let cert_pem = std::fs::read(&tls.certificate)
-        .map_err(|e| format!("certificate {}: {e}", tls.certificate.display()))?;
-    let key_pem = std::fs::read(&tls.private_key)
-        .map_err(|e| format!("private_key {}: {e}", tls.private_key.display()))?;
+pub fn load_server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_pem =
+        std::fs::read(&tls.certificate).map_err(read_failed("certificate", &tls.certificate))?;
+    let key_pem =
+        std::fs::read(&tls.private_key).map_err(read_failed("private_key", &tls.private_key))?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {}: {e}", tls.certificate.display()))?;
+        .map_err(read_failed("certificate", &tls.certificate))?;
     if certs.is_empty() {
-        return Err(format!(
-            "certificate {}: no PEM certificate found",
-            tls.certificate.display()
-        ));
+        return Err(TlsError::Missing {
+            key: "certificate",
+            path: tls.certificate.clone(),
+            what: "certificate",
+        });
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("private_key {}: {e}", tls.private_key.display()))?
-        .ok_or_else(|| {
-            format!(
-                "private_key {}: no PEM private key found",
-                tls.private_key.display()
-            )
+        .map_err(read_failed("private_key", &tls.private_key))?
+        .ok_or_else(|| TlsError::Missing {
+            key: "private_key",
+            path: tls.private_key.clone(),
+            what: "private key",
         })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Pair)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and private_key do not form a usable pair: {e}"))?;
+        .map_err(TlsError::Pair)?;
     Ok(Arc::new(config))
 }
 

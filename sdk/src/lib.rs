@@ -294,44 +294,7 @@ macro_rules! export {
     };
 }
 
-/// Parses sizes such as `"10KiB"`, `"25MiB"` or `"1000"` (bytes), as the server's config does.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a size such as \"10MiB\""))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        u => return Err(format!("{s:?}: unknown unit {u:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?}: too large"))
-}
-
-/// Parses durations such as `"30s"`, `"5m"`, `"1h"`, `"5d"` or `"200ms"`, as the server's
-/// config does.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration such as \"30s\" or \"5m\""))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
-    })
-}
+pub use wasmtp_units::{UnitError, parse_duration, parse_size};
 
 /// Seconds since the Unix epoch (the guest clock is the host's).
 pub fn now_unix() -> u64 {

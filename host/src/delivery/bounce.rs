@@ -3,7 +3,7 @@
 //! NOTIFY=DELAY asked for it and the message is older than `delivery.delay_warning`
 //! (RFC 3461 4.1). Never for the null sender, so reports cannot loop; never for NOTIFY=NEVER.
 
-use crate::proto::command::{self, Ret};
+use crate::proto::params::{MailParams, Ret, decode_xtext};
 use crate::spool::{Envelope, Recipient, Spool, SpoolId};
 
 /// Which report.
@@ -42,28 +42,6 @@ fn status_of(reply: &str, kind: Kind) -> String {
                 "4.0.0".into()
             }
         })
-}
-
-/// xtext decoding (RFC 3461 4): `+HH` is the octet HH.
-fn decode_xtext(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        if b[i] == b'+'
-            && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Builds and spools the report for `failed` (index, last reply) recipients of `envelope`;
@@ -157,7 +135,7 @@ pub async fn send(
         id: id.clone(),
         received_at: chrono::Utc::now().timestamp(),
         sender: None,
-        params: command::MailParams::default(),
+        params: MailParams::default(),
         recipients: vec![Recipient {
             address: sender,
             params: Default::default(),
@@ -175,11 +153,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_and_xtext() {
+    fn statuses() {
         assert_eq!(status_of("550 5.1.1 no such user", Kind::Failed), "5.1.1");
         assert_eq!(status_of("connection refused", Kind::Failed), "5.0.0");
         assert_eq!(status_of("451 4.4.4 later", Kind::Delayed), "4.4.4");
-        assert_eq!(decode_xtext("a+2Bb+40c"), "a+b@c");
-        assert_eq!(decode_xtext("tail+4"), "tail+4");
     }
 }

@@ -5,12 +5,11 @@
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::TlsPolicy;
 use crate::proto::Reply;
-use crate::proto::command::Body;
-use crate::proto::reply::EnhancedCode;
+use crate::proto::params::{Body, Keyword};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -18,23 +17,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Which dialect the next hop speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    /// RFC 2033: LHLO, and one reply per recipient after the data.
+    Lmtp,
+}
+
 pub struct SmtpTransport {
     host: String,
     port: u16,
     tls: TlsPolicy,
-    lmtp: bool,
+    protocol: Protocol,
     hostname: String,
     tls_config: Arc<rustls::ClientConfig>,
 }
 
 impl SmtpTransport {
     /// `hostname` is ours, for EHLO; `host`/`port` the next hop.
-    pub fn new(hostname: &str, host: &str, port: u16, tls: TlsPolicy, lmtp: bool) -> SmtpTransport {
+    pub fn new(
+        hostname: &str,
+        host: &str,
+        port: u16,
+        tls: TlsPolicy,
+        protocol: Protocol,
+    ) -> SmtpTransport {
         SmtpTransport {
             host: host.to_string(),
             port,
             tls,
-            lmtp,
+            protocol,
             hostname: hostname.to_string(),
             tls_config: crate::tls::delivery_client_config(),
         }
@@ -68,7 +81,7 @@ impl SmtpTransport {
             return Err(greeting);
         }
         let ext = conn
-            .hello(&self.hostname, self.lmtp)
+            .hello(&self.hostname, self.protocol)
             .await
             .map_err(|e| self.transient("EHLO to", e))?;
         let ext = ext?;
@@ -93,7 +106,7 @@ impl SmtpTransport {
                     .map_err(|e| self.transient("TLS handshake with", e))?;
                 let mut conn = Client::new(tls);
                 let ext = conn
-                    .hello(&self.hostname, self.lmtp)
+                    .hello(&self.hostname, self.protocol)
                     .await
                     .map_err(|e| self.transient("EHLO to", e))??;
                 return self.transaction(&mut conn, &ext, msg).await;
@@ -138,6 +151,7 @@ impl SmtpTransport {
                 format!("{}:{} does not support SMTPUTF8", self.host, self.port),
             ));
         }
+        let dsn = ext.has("DSN");
         let mut mail = format!(
             "MAIL FROM:<{}>",
             env.sender
@@ -148,22 +162,16 @@ impl SmtpTransport {
         if ext.has("SIZE") {
             mail.push_str(&format!(" SIZE={}", msg.content.len()));
         }
-        if env.params.body == Some(Body::EightBitMime) && ext.has("8BITMIME") {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if utf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        let dsn = ext.has("DSN");
-        if dsn {
-            if let Some(ret) = env.params.ret {
-                mail.push_str(match ret {
-                    crate::proto::command::Ret::Full => " RET=FULL",
-                    crate::proto::command::Ret::Hdrs => " RET=HDRS",
-                });
-            }
-            if let Some(envid) = &env.params.envid {
-                mail.push_str(&format!(" ENVID={envid}"));
+        for param in env.params.to_wire() {
+            let pass_on = match param.keyword {
+                Keyword::Body => env.params.body == Some(Body::EightBitMime) && ext.has("8BITMIME"),
+                Keyword::SmtpUtf8 => true,
+                Keyword::Ret | Keyword::Envid => dsn,
+                // SIZE is the size we send (above); AUTH= is the client's claim to us.
+                _ => false,
+            };
+            if pass_on {
+                mail.push_str(&format!(" {param}"));
             }
         }
         mail.push_str("\r\n");
@@ -174,11 +182,8 @@ impl SmtpTransport {
                 let r = &env.recipients[i];
                 let mut line = format!("RCPT TO:<{}>", r.address);
                 if dsn {
-                    if let Some(n) = &r.params.notify {
-                        line.push_str(&format!(" NOTIFY={}", n.to_param()));
-                    }
-                    if let Some(o) = &r.params.orcpt {
-                        line.push_str(&format!(" ORCPT={o}"));
+                    for param in r.params.to_wire() {
+                        line.push_str(&format!(" {param}"));
                     }
                 }
                 line.push_str("\r\n");
@@ -259,7 +264,7 @@ impl SmtpTransport {
             return Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect());
         }
         conn.send(&dot_stuff(msg.content)).await.map_err(io_err)?;
-        if self.lmtp {
+        if self.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {
                 let r = conn.reply(DATA_END_TIMEOUT).await.map_err(io_err)?;
@@ -318,29 +323,42 @@ impl Extensions {
     }
 }
 
+/// The connection to the next hop: replies are read into `buf` and parsed by
+/// `Reply::parse`.
 struct Client<S> {
-    stream: BufReader<S>,
+    stream: S,
+    buf: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     fn new(stream: S) -> Self {
         Client {
-            stream: BufReader::new(stream),
+            stream,
+            buf: Vec::new(),
         }
     }
 
+    /// The stream for the TLS handshake; anything the server sent ahead is dropped with
+    /// the buffer (RFC 3207 4.2 on the client side).
     fn into_inner(self) -> S {
-        self.stream.into_inner()
+        self.stream
     }
 
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.get_mut().write_all(bytes).await?;
-        self.stream.get_mut().flush().await
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// EHLO, or LHLO for LMTP; falls back to HELO when EHLO is refused (RFC 5321 3.2).
-    async fn hello(&mut self, name: &str, lmtp: bool) -> io::Result<Result<Extensions, Reply>> {
-        let verb = if lmtp { "LHLO" } else { "EHLO" };
+    async fn hello(
+        &mut self,
+        name: &str,
+        protocol: Protocol,
+    ) -> io::Result<Result<Extensions, Reply>> {
+        let verb = match protocol {
+            Protocol::Smtp => "EHLO",
+            Protocol::Lmtp => "LHLO",
+        };
         self.send(format!("{verb} {name}\r\n").as_bytes()).await?;
         let reply = self.reply(REPLY_TIMEOUT).await?;
         if reply.code == 250 {
@@ -348,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 reply.text.lines().skip(1).map(String::from).collect(),
             )));
         }
-        if lmtp || !(500..=504).contains(&reply.code) {
+        if protocol == Protocol::Lmtp || !(500..=504).contains(&reply.code) {
             return Ok(Err(reply));
         }
         self.send(format!("HELO {name}\r\n").as_bytes()).await?;
@@ -368,57 +386,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     async fn read_reply(&mut self) -> io::Result<Reply> {
-        let mut lines = Vec::new();
-        let mut code;
         loop {
-            let mut line = String::new();
-            let n = (&mut self.stream).take(4096).read_line(&mut line).await?;
+            match Reply::parse(&self.buf) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed",
                 ));
             }
-            let line = line.trim_end_matches(['\r', '\n']);
-            let bad = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad reply line {line:?}"),
-                )
-            };
-            if line.len() < 3 || !line.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                return Err(bad());
-            }
-            code = line[..3].parse().map_err(|_| bad())?;
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if !more || lines.len() > 100 {
-                break;
-            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
-        // Keep the enhanced code separate when the first line has one (RFC 2034).
-        let mut enhanced = None;
-        if let Some((first, rest)) = lines[0].split_once(' ') {
-            let parts: Vec<_> = first.split('.').collect();
-            if let [a, b, c] = parts[..]
-                && let (Ok(a), Ok(b), Ok(c)) = (a.parse(), b.parse(), c.parse())
-            {
-                enhanced = Some(EnhancedCode(a, b, c));
-                lines[0] = rest.to_string();
-            }
-        }
-        if enhanced.is_some() {
-            for l in lines.iter_mut().skip(1) {
-                if let Some((_, rest)) = l.split_once(' ') {
-                    *l = rest.to_string();
-                }
-            }
-        }
-        Ok(Reply {
-            code,
-            enhanced,
-            text: lines.join("\n").into(),
-        })
     }
 
     async fn quit(&mut self) {
@@ -427,8 +413,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 #[cfg(test)]
 mod tests {
@@ -453,7 +437,7 @@ mod tests {
         let mut c = Client::new(a);
         let r = c.reply(REPLY_TIMEOUT).await.unwrap();
         assert_eq!(r.code, 250);
-        assert_eq!(r.enhanced, Some(EnhancedCode(2, 0, 0)));
+        assert_eq!(r.enhanced, Some(crate::proto::EnhancedCode(2, 0, 0)));
         assert_eq!(r.text, "mx.test greets\nPIPELINING\nSIZE 100");
     }
 }

@@ -4,10 +4,10 @@
 //! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
 //! Lookups use the server's resolver (`[dns] nameservers`).
 
-use super::client::SmtpTransport;
+use super::client::{Protocol, SmtpTransport};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::{Config, TlsPolicy};
-use crate::dns::{Dns, DnsError};
+use crate::dns::{Dns, DnsError, ResolverError};
 use crate::proto::Reply;
 use std::net::IpAddr;
 
@@ -17,7 +17,7 @@ pub struct MxTransport {
     tls: TlsPolicy,
     hostname: String,
     /// The delivery's shared resolver, or why there is none.
-    dns: Result<Dns, String>,
+    dns: Result<Dns, ResolverError>,
 }
 
 /// Where to go: MX hosts in order, or why there is nowhere.
@@ -31,7 +31,7 @@ impl MxTransport {
         config: &Config,
         domain: &str,
         tls: TlsPolicy,
-        dns: Result<Dns, String>,
+        dns: Result<Dns, ResolverError>,
     ) -> MxTransport {
         MxTransport {
             domain: domain.to_string(),
@@ -104,8 +104,13 @@ impl MxTransport {
             };
             nowhere = false;
             for ip in addresses {
-                let hop =
-                    SmtpTransport::new(&self.hostname, &ip.to_string(), self.port, self.tls, false);
+                let hop = SmtpTransport::new(
+                    &self.hostname,
+                    &ip.to_string(),
+                    self.port,
+                    self.tls,
+                    Protocol::Smtp,
+                );
                 match hop.run(msg).await {
                     Ok(outcomes) => return outcomes,
                     Err(reply) if reply.is_transient() => {

@@ -2,11 +2,32 @@
 //! them, and reports each verdict and the changes asked for. A refusal ends the run where
 //! it would end the session or the transaction.
 
-use super::{Call, Decision, PluginSet, SessionInfo};
-use crate::config::Config;
+use super::{Call, Decision, LoadError, PluginSet, SessionInfo};
+use crate::config::{Config, ConfigError};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Why the offline run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{}: {source}", path.display())]
+    PluginConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    PluginConfigParse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{}", .0.to_string().trim_end())]
+    Config(#[from] ConfigError),
+    #[error("kv store: {0}")]
+    Kv(std::io::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
 
 /// What to run: the arguments of `wasmtp plugin test`.
 #[derive(clap::Args)]
@@ -46,12 +67,19 @@ fn ends(d: &Decision) -> bool {
 }
 
 /// Builds a one-plugin config (spool, compile cache and kv under `work`).
-fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, String> {
+fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineError> {
     let plugin_config: toml::Table = match &t.plugin_config {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )
-        .map_err(|e| format!("{}: {e}", p.display()))?,
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| OfflineError::PluginConfigRead {
+                    path: path.clone(),
+                    source,
+                })?;
+            toml::from_str(&text).map_err(|source| OfflineError::PluginConfigParse {
+                path: path.clone(),
+                source,
+            })?
+        }
         None => toml::Table::new(),
     };
     let mut plugin = toml::Table::new();
@@ -68,16 +96,16 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, String> {
     root.insert("listen".into(), toml::Value::Array(vec![listen.into()]));
     root.insert("spool".into(), spool.into());
     root.insert("plugin".into(), toml::Value::Array(vec![plugin.into()]));
-    let text = toml::to_string(&root).map_err(|e| e.to_string())?;
-    Config::parse("plugin test", &text).map_err(|e| e.to_string().trim_end().to_string())
+    let text = toml::to_string(&root).expect("a table of strings and tables serializes");
+    Ok(Config::parse("plugin test", &text)?)
 }
 
 /// Runs the hooks; returns the report, one line per hook.
-pub async fn run(t: &OfflineTest) -> Result<String, String> {
+pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     let work = std::env::temp_dir().join(format!("wasmtp-plugin-test-{}", std::process::id()));
     let config = config(t, &work)?;
     let kv =
-        Arc::new(super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(|e| e.to_string())?);
+        Arc::new(super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(OfflineError::Kv)?);
     let dns = crate::dns::Dns::new(&[]).ok();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     // Compiled code is cached across runs (large components take seconds to compile).
@@ -85,7 +113,7 @@ pub async fn run(t: &OfflineTest) -> Result<String, String> {
     let set = Arc::new(PluginSet::load(&config, &cache, kv, dns, metrics).await?);
     let mut session = set.session();
     let mut out = String::new();
-    let hooks: Vec<&str> = set.hooks(0).into_iter().map(super::hook_name).collect();
+    let hooks: Vec<&str> = set.hooks(0).iter().map(super::Hook::name).collect();
     writeln!(out, "hooks wanted: {}", hooks.join(", ")).ok();
     let mut info = SessionInfo {
         client_ip: t.client_ip.to_string(),

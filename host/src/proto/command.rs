@@ -1,10 +1,9 @@
-//! SMTP command lines (RFC 5321 4.1.1) and ESMTP parameters: SIZE (RFC 1870), BODY (RFC 6152),
-//! SMTPUTF8 (RFC 6531), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461), AUTH= (RFC 4954 5).
+//! SMTP command lines (RFC 5321 4.1.1); their ESMTP parameters are parsed in `params`.
 
 use super::address::{AddressError, Mailbox, parse_path};
+use super::params::{MailParams, ParamError, RcptParams};
 use super::replies;
 use super::reply::{EnhancedCode as E, Reply};
-use serde::{Deserialize, Serialize};
 
 /// RFC 5321 4.5.3.1.4: 512 octets for a command line including CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -47,69 +46,6 @@ pub enum RcptPath {
     Postmaster,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Body {
-    #[serde(rename = "7BIT")]
-    SevenBit,
-    #[serde(rename = "8BITMIME")]
-    EightBitMime,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ret {
-    #[serde(rename = "FULL")]
-    Full,
-    #[serde(rename = "HDRS")]
-    Hdrs,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailParams {
-    pub size: Option<u64>,
-    pub body: Option<Body>,
-    pub smtputf8: bool,
-    pub ret: Option<Ret>,
-    /// ENVID as xtext, exactly as received (RFC 3461 4.4).
-    pub envid: Option<String>,
-    /// AUTH= mailbox as xtext (RFC 4954 5); recorded, not trusted.
-    pub auth: Option<String>,
-}
-
-/// NOTIFY values (RFC 3461 4.1).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl Notify {
-    pub fn to_param(&self) -> String {
-        if self.never {
-            return "NEVER".into();
-        }
-        let mut v = Vec::new();
-        if self.success {
-            v.push("SUCCESS");
-        }
-        if self.failure {
-            v.push("FAILURE");
-        }
-        if self.delay {
-            v.push("DELAY");
-        }
-        v.join(",")
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RcptParams {
-    pub notify: Option<Notify>,
-    /// ORCPT as `addr-type;xtext`, exactly as received (RFC 3461 4.2).
-    pub orcpt: Option<String>,
-}
-
 /// Why a command line was refused, and the reply it becomes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -125,6 +61,15 @@ pub enum ParseError {
     UnknownParam(String),
     #[error("invalid parameter {0}")]
     InvalidParam(String),
+}
+
+impl From<ParamError> for ParseError {
+    fn from(e: ParamError) -> ParseError {
+        match e {
+            ParamError::Unknown(key) => ParseError::UnknownParam(key),
+            ParamError::Invalid(what) => ParseError::InvalidParam(what),
+        }
+    }
 }
 
 impl ParseError {
@@ -235,60 +180,7 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
     const USAGE: &str = "MAIL FROM:<address> [parameters]";
     let rest = strip_keyword(arg, "FROM:").ok_or(ParseError::Syntax(USAGE))?;
     let (from, params) = parse_path(rest).map_err(ParseError::Sender)?;
-    let mut p = MailParams::default();
-    for (key, value) in split_params(params)? {
-        let dup = || ParseError::InvalidParam(format!("{key} (duplicate)"));
-        let bad = || ParseError::InvalidParam(key.clone());
-        match (key.as_str(), value) {
-            ("SIZE", Some(v)) => {
-                if p.size.is_some() {
-                    return Err(dup());
-                }
-                if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                p.size = Some(v.parse().map_err(|_| bad())?);
-            }
-            ("BODY", Some(v)) => {
-                if p.body.is_some() {
-                    return Err(dup());
-                }
-                p.body = Some(match v.to_ascii_uppercase().as_str() {
-                    "7BIT" => Body::SevenBit,
-                    "8BITMIME" => Body::EightBitMime,
-                    _ => return Err(bad()),
-                });
-            }
-            ("SMTPUTF8", None) => p.smtputf8 = true,
-            ("RET", Some(v)) => {
-                if p.ret.is_some() {
-                    return Err(dup());
-                }
-                p.ret = Some(match v.to_ascii_uppercase().as_str() {
-                    "FULL" => Ret::Full,
-                    "HDRS" => Ret::Hdrs,
-                    _ => return Err(bad()),
-                });
-            }
-            ("ENVID", Some(v)) => {
-                if p.envid.is_some() {
-                    return Err(dup());
-                }
-                // RFC 3461 4.4: at most 100 characters, xtext.
-                if v.len() > 100 || !is_xtext(v) {
-                    return Err(bad());
-                }
-                p.envid = Some(v.to_string());
-            }
-            ("AUTH", Some(v)) => {
-                if !is_xtext(v) && v != "<>" {
-                    return Err(bad());
-                }
-                p.auth = Some(v.to_string());
-            }
-            _ => return Err(ParseError::UnknownParam(key)),
-        }
-    }
+    let p = MailParams::parse(params)?;
     Ok(Command::Mail(from, p))
 }
 
@@ -306,88 +198,8 @@ fn parse_rcpt(arg: &str) -> Result<Command, ParseError> {
             (None, _) => return Err(ParseError::Recipient(AddressError::Syntax)),
         },
     };
-    let mut p = RcptParams::default();
-    for (key, value) in split_params(params)? {
-        let dup = || ParseError::InvalidParam(format!("{key} (duplicate)"));
-        let bad = || ParseError::InvalidParam(key.clone());
-        match (key.as_str(), value) {
-            ("NOTIFY", Some(v)) => {
-                if p.notify.is_some() {
-                    return Err(dup());
-                }
-                let mut n = Notify::default();
-                for item in v.split(',') {
-                    match item.to_ascii_uppercase().as_str() {
-                        "NEVER" => n.never = true,
-                        "SUCCESS" => n.success = true,
-                        "FAILURE" => n.failure = true,
-                        "DELAY" => n.delay = true,
-                        _ => return Err(bad()),
-                    }
-                }
-                // RFC 3461 4.1: NEVER excludes the others.
-                if n.never && (n.success || n.failure || n.delay) {
-                    return Err(bad());
-                }
-                p.notify = Some(n);
-            }
-            ("ORCPT", Some(v)) => {
-                if p.orcpt.is_some() {
-                    return Err(dup());
-                }
-                let (addr_type, addr) = v.split_once(';').ok_or_else(bad)?;
-                let atom_ok = !addr_type.is_empty()
-                    && addr_type
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                // RFC 3461 4.2: at most 500 characters.
-                if !atom_ok || v.len() > 500 || addr.is_empty() || !is_xtext(addr) {
-                    return Err(bad());
-                }
-                p.orcpt = Some(v.to_string());
-            }
-            _ => return Err(ParseError::UnknownParam(key)),
-        }
-    }
+    let p = RcptParams::parse(params)?;
     Ok(Command::Rcpt(path, p))
-}
-
-/// Splits `SP key[=value]` parameters; keys are returned upper-cased.
-fn split_params(s: &str) -> Result<Vec<(String, Option<&str>)>, ParseError> {
-    let mut out = Vec::new();
-    for item in s.split(' ').filter(|p| !p.is_empty()) {
-        let (key, value) = match item.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (item, None),
-        };
-        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(ParseError::InvalidParam(item.to_string()));
-        }
-        out.push((key.to_ascii_uppercase(), value));
-    }
-    Ok(out)
-}
-
-/// xtext of RFC 3461 4: printable ASCII but `+` and `=`, with `+HH` (upper-case hex) escapes.
-pub fn is_xtext(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
-                if i + 2 >= b.len() || !(hex(b[i + 1]) && hex(b[i + 2])) {
-                    return false;
-                }
-                i += 3;
-            }
-            b'=' => return false,
-            33..=126 => i += 1,
-            _ => return false,
-        }
-    }
-    true
 }
 
 fn parse_bdat(arg: &str) -> Result<Command, ParseError> {
@@ -411,6 +223,7 @@ fn parse_bdat(arg: &str) -> Result<Command, ParseError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::params::{Body, Ret};
     use super::*;
 
     fn mailbox(s: &str) -> Mailbox {

@@ -118,17 +118,92 @@ impl DataReceiver {
     }
 }
 
+/// Receives a message sent in BDAT chunks (RFC 3030): the content is taken as is (no
+/// dot-stuffing), up to the size cap; bare CR/LF are tracked across chunks.
+#[derive(Debug)]
+pub struct BdatReceiver {
+    message: Vec<u8>,
+    size: u64,
+    max_size: u64,
+    bare: BareNewlineCheck,
+}
+
+impl BdatReceiver {
+    pub fn new(max_size: u64) -> BdatReceiver {
+        BdatReceiver {
+            message: Vec::new(),
+            size: 0,
+            max_size,
+            bare: BareNewlineCheck::default(),
+        }
+    }
+
+    /// Takes octets of the current chunk; beyond the cap they are counted, not kept.
+    pub fn ingest(&mut self, octets: &[u8]) {
+        self.size += octets.len() as u64;
+        self.bare.scan(octets);
+        if self.size <= self.max_size {
+            self.message.extend_from_slice(octets);
+        }
+    }
+
+    /// More octets than allowed arrived: the message will be refused (RFC 3030 4.2).
+    pub fn too_large(&self) -> bool {
+        self.size > self.max_size
+    }
+
+    /// After the LAST chunk. Content that does not end in CRLF gets one, as relaying uses
+    /// DATA, where content must end so (RFC 5321 4.1.1.4).
+    pub fn finish(mut self) -> Received {
+        if !self.message.is_empty() && !self.message.ends_with(b"\r\n") {
+            self.message.extend_from_slice(b"\r\n");
+        }
+        Received {
+            too_large: self.too_large(),
+            bare_newline: self.bare.finish(),
+            message: self.message,
+        }
+    }
+}
+
+/// The octets of one BDAT chunk, counted off the input as they arrive: they are always
+/// consumed, even when the command is refused, so that they are never taken for commands
+/// (RFC 3030 2).
+#[derive(Debug)]
+pub struct BdatChunk {
+    remaining: u64,
+}
+
+impl BdatChunk {
+    pub fn new(size: u64) -> BdatChunk {
+        BdatChunk { remaining: size }
+    }
+
+    /// The part of `input` that belongs to this chunk.
+    pub fn take<'a>(&mut self, input: &'a [u8]) -> &'a [u8] {
+        let n = input
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        self.remaining -= n as u64;
+        &input[..n]
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
 /// Tracks bare CR/LF across BDAT chunks (RFC 3030 has no dot-stuffing; the content is taken
 /// as is, but a bare CR or LF is refused as for DATA, so that relaying it later by DATA can
 /// never smuggle a message to the next hop).
 #[derive(Debug, Default)]
-pub struct BareNewlineCheck {
+struct BareNewlineCheck {
     pending_cr: bool,
-    pub found: bool,
+    found: bool,
 }
 
 impl BareNewlineCheck {
-    pub fn scan(&mut self, chunk: &[u8]) {
+    fn scan(&mut self, chunk: &[u8]) {
         for &b in chunk {
             match (self.pending_cr, b) {
                 (true, b'\n') => self.pending_cr = false,
@@ -145,7 +220,7 @@ impl BareNewlineCheck {
     }
 
     /// At the last chunk: a trailing CR without LF is bare too.
-    pub fn finish(&mut self) -> bool {
+    fn finish(&mut self) -> bool {
         if self.pending_cr {
             self.found = true;
         }
@@ -239,6 +314,27 @@ mod tests {
         input.extend_from_slice(b"\r\n.\r\n");
         let (_, got) = run(&input);
         assert_eq!(got.message.len(), 5002);
+    }
+
+    #[test]
+    fn bdat_chunks_and_cap() {
+        let mut chunk = BdatChunk::new(5);
+        assert_eq!(chunk.take(b"abc"), b"abc");
+        assert_eq!(chunk.take(b"deMAIL"), b"de");
+        assert!(chunk.is_complete());
+        assert_eq!(chunk.take(b"more"), b"");
+        let mut r = BdatReceiver::new(4);
+        r.ingest(b"ab\r\n");
+        assert!(!r.too_large());
+        let done = r.finish();
+        assert_eq!(done.message, b"ab\r\n");
+        let mut r = BdatReceiver::new(4);
+        r.ingest(b"abc");
+        r.ingest(b"de");
+        assert!(r.too_large());
+        let mut r = BdatReceiver::new(100);
+        r.ingest(b"no end");
+        assert_eq!(r.finish().message, b"no end\r\n");
     }
 
     #[test]

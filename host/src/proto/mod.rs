@@ -4,9 +4,12 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod line;
+pub mod params;
 pub mod replies;
 pub mod reply;
 
 pub use address::Mailbox;
-pub use command::{Command, MailParams, RcptParams, RcptPath};
+pub use command::{Command, RcptPath};
+pub use params::{MailParams, RcptParams};
 pub use reply::{EnhancedCode, Reply};

@@ -98,3 +98,18 @@ pub const BARE_NEWLINE_DATA: Reply = Reply::new(
     E(5, 5, 2),
     "Message refused: bare CR or LF in message data (RFC 5321 2.3.8)",
 );
+
+/// A plugin failed and its `on_error` is `tempfail` (SPEC.md: 451 4.3.0).
+pub const PLUGIN_TEMPFAIL: Reply = Reply::new(
+    451,
+    E(4, 3, 0),
+    "Temporary local problem, please try again later",
+);
+/// A plugin failed and its `on_error` is `reject`.
+pub const PLUGIN_REJECT: Reply = Reply::new(554, E(5, 3, 0), "Local policy error");
+
+/// The 250 after the end of data, naming the queue id (also for discarded messages, which
+/// the client must not be able to tell apart).
+pub fn queued_as(id: impl std::fmt::Display) -> Reply {
+    Reply::dynamic(250, 0, 0, format!("Ok: queued as {id}"))
+}

@@ -82,6 +82,87 @@ impl Reply {
     }
 }
 
+/// Why a next hop's reply could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("bad reply line {0:?}")]
+    BadLine(String),
+    #[error("reply line longer than {MAX_REPLY_LINE} octets")]
+    LineTooLong,
+    #[error("reply of more than {MAX_REPLY_LINES} lines")]
+    TooManyLines,
+}
+
+/// Longest reply line taken from a server (RFC 5321 4.5.3.1.5 says 512; servers send more).
+pub const MAX_REPLY_LINE: usize = 4096;
+/// Most lines of one reply (an EHLO reply has one per extension).
+pub const MAX_REPLY_LINES: usize = 100;
+
+impl Reply {
+    /// Parses one reply from the start of `input` (RFC 5321 4.2.1): `Ok(None)` until its last
+    /// line is complete, then the reply and the number of octets it took. An enhanced code on
+    /// the first line (RFC 2034) is kept apart, and stripped from the other lines.
+    pub fn parse(input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        let mut lines: Vec<String> = Vec::new();
+        let mut used = 0;
+        loop {
+            let rest = &input[used..];
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                if rest.len() > MAX_REPLY_LINE {
+                    return Err(ReplyError::LineTooLong);
+                }
+                return Ok(None);
+            };
+            if end > MAX_REPLY_LINE {
+                return Err(ReplyError::LineTooLong);
+            }
+            used += end + 1;
+            let raw = &rest[..end];
+            let line = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw));
+            let digits = line.as_bytes().get(..3);
+            let Some(code) = digits
+                .filter(|d| d.iter().all(u8::is_ascii_digit))
+                .and_then(|_| line[..3].parse::<u16>().ok())
+            else {
+                return Err(ReplyError::BadLine(line.into_owned()));
+            };
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if !more {
+                return Ok(Some((Reply::from_lines(code, lines), used)));
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(ReplyError::TooManyLines);
+            }
+        }
+    }
+
+    fn from_lines(code: u16, mut lines: Vec<String>) -> Reply {
+        let mut enhanced = None;
+        if let Some((first, rest)) = lines[0].split_once(' ') {
+            let parts: Vec<_> = first.split('.').collect();
+            if let [a, b, c] = parts[..]
+                && let (Ok(a), Ok(b), Ok(c)) = (a.parse(), b.parse(), c.parse())
+            {
+                enhanced = Some(EnhancedCode(a, b, c));
+                lines[0] = rest.to_string();
+            }
+        }
+        if enhanced.is_some() {
+            for l in lines.iter_mut().skip(1) {
+                if let Some((_, rest)) = l.split_once(' ') {
+                    *l = rest.to_string();
+                }
+            }
+        }
+        Reply {
+            code,
+            enhanced,
+            text: lines.join("\n").into(),
+        }
+    }
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.enhanced {
@@ -103,5 +184,45 @@ mod tests {
         out.clear();
         Reply::dynamic(250, 0, 0, "a\nb\nc").write_to(&mut out);
         assert_eq!(out, b"250-2.0.0 a\r\n250-2.0.0 b\r\n250 2.0.0 c\r\n");
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        let input =
+            b"250-2.0.0 mx.test greets\r\n250-2.0.0 PIPELINING\r\n250 2.0.0 SIZE 100\r\nNEXT";
+        let (r, used) = Reply::parse(input).unwrap().unwrap();
+        assert_eq!(used, input.len() - 4);
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, Some(EnhancedCode(2, 0, 0)));
+        assert_eq!(r.text, "mx.test greets\nPIPELINING\nSIZE 100");
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        assert_eq!(Reply::parse(&out).unwrap().unwrap().0, r);
+    }
+
+    #[test]
+    fn parse_table() {
+        for (input, expect) in [
+            (&b"220 mx ready\r\n"[..], Ok(Some((220, None, "mx ready")))),
+            (b"250 ok", Ok(None)),
+            (b"250-a\r\n", Ok(None)),
+            (b"421\n", Ok(Some((421, None, "")))),
+            (
+                b"550 5.1.1 no such user\n",
+                Ok(Some((550, Some(EnhancedCode(5, 1, 1)), "no such user"))),
+            ),
+            (b"hello\r\n", Err(ReplyError::BadLine("hello".into()))),
+            (b"25\r\n", Err(ReplyError::BadLine("25".into()))),
+        ] {
+            let got = Reply::parse(input)
+                .map(|r| r.map(|(r, _)| (r.code, r.enhanced, r.text.into_owned())));
+            let expect = expect.map(|r| {
+                r.map(|(c, e, t): (u16, Option<EnhancedCode>, &str)| (c, e, t.to_string()))
+            });
+            assert_eq!(got, expect, "{input:?}");
+        }
+        assert_eq!(Reply::parse(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
+        let many = b"250-x\r\n".repeat(200);
+        assert_eq!(Reply::parse(&many), Err(ReplyError::TooManyLines));
     }
 }

@@ -4,19 +4,11 @@
 use super::{Conn, Session, read_more};
 use crate::metrics::Metrics;
 use crate::plugin::{Decision, PluginChange};
-use crate::proto::data::{BareNewlineCheck, DataReceiver};
+use crate::proto::data::{BdatChunk, BdatReceiver, DataReceiver, Received};
 use crate::proto::{Reply, replies};
 use crate::spool::{Envelope, QueueState, Recipient, SpoolId};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
-
-/// Content gathered from BDAT chunks so far.
-#[derive(Debug, Default)]
-pub(super) struct BdatContent {
-    message: Vec<u8>,
-    size: u64,
-    bare: BareNewlineCheck,
-}
 
 impl Session {
     pub(super) fn check_data(&self) -> Result<(), Reply> {
@@ -54,19 +46,7 @@ impl Session {
                 return Ok(None);
             }
         }
-        let received = receiver.finish();
-        let refusal = if received.bare_newline {
-            Some(replies::BARE_NEWLINE_DATA)
-        } else if received.too_large {
-            // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
-            Some(replies::SIZE_EXCEEDED)
-        } else {
-            None
-        };
-        Ok(Some(match refusal {
-            Some(reply) => self.refuse_message(reply),
-            None => self.complete_message(received.message).await,
-        }))
+        Ok(Some(self.end_of_content(receiver.finish()).await))
     }
 
     /// Reads one BDAT chunk. The chunk's octets are always consumed, even when the command
@@ -88,36 +68,29 @@ impl Session {
                 Some(_) => None,
             }
         };
-        let mut content = match (&refusal, &mut self.tx) {
-            (None, Some(tx)) => Some(tx.bdat.get_or_insert_with(BdatContent::default)),
+        let mut receiver = match (&refusal, &mut self.tx) {
+            (None, Some(tx)) => Some(tx.bdat.get_or_insert_with(|| BdatReceiver::new(max))),
             _ => None,
         };
-        let mut remaining = size;
-        while remaining > 0 {
+        let mut chunk = BdatChunk::new(size);
+        while !chunk.is_complete() {
             if conn.pending().is_empty() && !read_more(conn, timeout).await? {
                 self.tx = None;
                 return Ok(None);
             }
-            let take = conn.pending().len().min(remaining as usize);
-            let chunk = &conn.buf[conn.start..conn.start + take];
-            if let Some(c) = content.as_mut() {
-                c.size += take as u64;
-                c.bare.scan(chunk);
-                if c.size <= max {
-                    c.message.extend_from_slice(chunk);
-                }
+            let octets = chunk.take(&conn.buf[conn.start..]);
+            if let Some(r) = receiver.as_mut() {
+                r.ingest(octets);
             }
-            conn.start += take;
-            remaining -= take as u64;
+            conn.start += octets.len();
         }
         if let Some(reply) = refusal {
             return Ok(Some(reply));
         }
-        let content = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut());
-        let Some(content) = content else {
+        let Some(tx) = self.tx.as_mut() else {
             return Ok(Some(replies::NEED_MAIL));
         };
-        if content.size > max {
+        if tx.bdat.as_ref().is_some_and(BdatReceiver::too_large) {
             return Ok(Some(self.refuse_message(replies::SIZE_EXCEEDED)));
         }
         if !last {
@@ -128,15 +101,23 @@ impl Session {
                 format!("{size} octets received"),
             )));
         }
-        if content.bare.finish() {
-            return Ok(Some(self.refuse_message(replies::BARE_NEWLINE_DATA)));
+        let Some(receiver) = tx.bdat.take() else {
+            return Ok(Some(replies::NEED_MAIL));
+        };
+        Ok(Some(self.end_of_content(receiver.finish()).await))
+    }
+
+    /// The whole message is in (DATA's end or the last BDAT chunk): refused if it broke a
+    /// rule on the way, else handed on.
+    async fn end_of_content(&mut self, received: Received) -> Reply {
+        if received.bare_newline {
+            self.refuse_message(replies::BARE_NEWLINE_DATA)
+        } else if received.too_large {
+            // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
+            self.refuse_message(replies::SIZE_EXCEEDED)
+        } else {
+            self.complete_message(received.message).await
         }
-        let mut message = std::mem::take(&mut content.message);
-        // Relaying uses DATA, where content must end in CRLF (RFC 5321 4.1.1.4).
-        if !message.is_empty() && !message.ends_with(b"\r\n") {
-            message.extend_from_slice(b"\r\n");
-        }
-        Ok(Some(self.complete_message(message).await))
     }
 
     /// Ends the transaction with a refusal (RFC 5321 4.1.1.4: the transaction is over).
@@ -172,12 +153,7 @@ impl Session {
                 }
                 Decision::Discard => {
                     tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
-                    return Reply::dynamic(
-                        250,
-                        0,
-                        0,
-                        format!("Ok: queued as {}", SpoolId::generate()),
-                    );
+                    return replies::queued_as(SpoolId::generate());
                 }
                 Decision::Quarantine(reason) => hold_reason = Some(reason),
                 Decision::Continue | Decision::Accept => {}
@@ -188,7 +164,7 @@ impl Session {
             apply_recipient_changes(&mut tx.recipients, &outcome.changes);
             if tx.recipients.is_empty() {
                 tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
-                return Reply::dynamic(250, 0, 0, format!("Ok: queued as {}", SpoolId::generate()));
+                return replies::queued_as(SpoolId::generate());
             }
         }
         let helo = self
@@ -227,7 +203,7 @@ impl Session {
         match stored {
             Ok(()) if hold_reason.is_some() => {
                 tracing::warn!(id = %envelope.id, reason = hold_reason.as_deref().unwrap_or(""), "message quarantined");
-                Reply::dynamic(250, 0, 0, format!("Ok: queued as {}", envelope.id))
+                replies::queued_as(&envelope.id)
             }
             Ok(()) => {
                 Metrics::inc(&self.ctx.metrics.messages_accepted_total);
@@ -239,9 +215,9 @@ impl Session {
                     size = content.len(),
                     "message queued"
                 );
-                let id = envelope.id.clone();
+                let reply = replies::queued_as(&envelope.id);
                 self.ctx.queue.submit(envelope.id);
-                Reply::dynamic(250, 0, 0, format!("Ok: queued as {id}"))
+                reply
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; message refused with 451");

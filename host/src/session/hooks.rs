@@ -5,7 +5,7 @@ use super::Session;
 use crate::plugin::{
     Call, Decision, PluginChange, PluginParam, PluginSender, SessionInfo, TlsInfo,
 };
-use crate::proto::command::{Body, Ret};
+use crate::proto::params::Param;
 use crate::proto::{MailParams, Mailbox, RcptParams, Reply};
 
 impl Session {
@@ -60,67 +60,27 @@ impl Session {
     }
 }
 
-/// The sender and its parameters as plugins see them (names as on the wire).
-pub(super) fn sender_record(from: &Option<Mailbox>, params: &MailParams) -> PluginSender {
-    let mut p = Vec::new();
-    let mut push = |name: &str, value: Option<String>| {
-        p.push(PluginParam {
-            name: name.into(),
-            value,
+/// Parameters as plugins see them: names and values as on the wire.
+fn plugin_params(params: Vec<Param>) -> Vec<PluginParam> {
+    params
+        .into_iter()
+        .map(|p| PluginParam {
+            name: p.keyword.as_str().into(),
+            value: p.value,
         })
-    };
-    if let Some(size) = params.size {
-        push("SIZE", Some(size.to_string()));
-    }
-    if let Some(body) = params.body {
-        push(
-            "BODY",
-            Some(
-                if body == Body::EightBitMime {
-                    "8BITMIME"
-                } else {
-                    "7BIT"
-                }
-                .into(),
-            ),
-        );
-    }
-    if params.smtputf8 {
-        push("SMTPUTF8", None);
-    }
-    if let Some(ret) = params.ret {
-        push(
-            "RET",
-            Some(if ret == Ret::Full { "FULL" } else { "HDRS" }.into()),
-        );
-    }
-    if let Some(envid) = &params.envid {
-        push("ENVID", Some(envid.clone()));
-    }
-    if let Some(auth) = &params.auth {
-        push("AUTH", Some(auth.clone()));
-    }
+        .collect()
+}
+
+/// The sender and its parameters as plugins see them.
+pub(super) fn sender_record(from: &Option<Mailbox>, params: &MailParams) -> PluginSender {
     PluginSender {
         address: from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
-        params: p,
+        params: plugin_params(params.to_wire()),
     }
 }
 
 pub(super) fn rcpt_params(params: &RcptParams) -> Vec<PluginParam> {
-    let mut p = Vec::new();
-    if let Some(n) = &params.notify {
-        p.push(PluginParam {
-            name: "NOTIFY".into(),
-            value: Some(n.to_param()),
-        });
-    }
-    if let Some(o) = &params.orcpt {
-        p.push(PluginParam {
-            name: "ORCPT".into(),
-            value: Some(o.clone()),
-        });
-    }
-    p
+    plugin_params(params.to_wire())
 }
 
 /// Header fields to add and names to remove, from the plugins' changes.

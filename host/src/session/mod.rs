@@ -7,6 +7,8 @@
 
 mod auth;
 pub use auth::hash_password;
+mod context;
+pub use context::Context;
 mod data;
 mod ehlo;
 mod hooks;
@@ -15,9 +17,9 @@ mod mail;
 mod tests;
 
 use crate::config::Mode;
-use crate::proto::command::{Command, MAX_AUTH_LINE, line_limit};
+use crate::proto::command::Command;
+use crate::proto::line::{Line, LineReader};
 use crate::proto::{MailParams, Mailbox, Reply, replies};
-use crate::server::Context;
 use crate::spool::Recipient;
 use std::io;
 use std::net::SocketAddr;
@@ -59,7 +61,7 @@ struct Transaction {
     params: MailParams,
     recipients: Vec<Recipient>,
     /// Set once the first BDAT arrived; DATA is then out of sequence (RFC 3030 4.1).
-    bdat: Option<data::BdatContent>,
+    bdat: Option<crate::proto::data::BdatReceiver>,
 }
 
 pub struct Session {
@@ -85,13 +87,7 @@ struct Conn<'a, S> {
     buf: Vec<u8>,
     start: usize,
     out: Vec<u8>,
-    discarding: bool,
-}
-
-enum Line {
-    Text(String),
-    Bad(Reply),
-    Incomplete,
+    lines: LineReader,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -99,35 +95,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         &self.buf[self.start..]
     }
 
-    /// Takes the next complete command line, checking CRLF and length (RFC 5321 2.3.8,
-    /// 4.5.3.1.4). A line over the limit is skipped to its end and answered 500 5.5.2.
+    /// Takes the next complete command line from the buffer.
     fn take_line(&mut self) -> Line {
-        let Some(pos) = self.pending().iter().position(|&b| b == b'\n') else {
-            if self.pending().len() > MAX_AUTH_LINE {
-                self.discarding = true;
-                self.start = self.buf.len();
-            }
-            return Line::Incomplete;
-        };
-        let line = &self.buf[self.start..self.start + pos + 1];
-        self.start += pos + 1;
-        if std::mem::take(&mut self.discarding) {
-            return Line::Bad(replies::LINE_TOO_LONG);
-        }
-        let body = &line[..line.len() - 1];
-        let Some(body) = body.strip_suffix(b"\r") else {
-            return Line::Bad(replies::BARE_NEWLINE);
-        };
-        if body.contains(&b'\r') {
-            return Line::Bad(replies::BARE_NEWLINE);
-        }
-        if line.len() > line_limit(body) {
-            return Line::Bad(replies::LINE_TOO_LONG);
-        }
-        match std::str::from_utf8(body) {
-            Ok(s) => Line::Text(s.to_string()),
-            Err(_) => Line::Bad(replies::UNKNOWN_COMMAND.with_text("Invalid UTF-8 in command")),
-        }
+        let (line, used) = self.lines.take(&self.buf[self.start..]);
+        self.start += used;
+        line
     }
 
     /// Reads more bytes; Ok(0) at end of stream.
@@ -206,7 +178,7 @@ impl Session {
             buf: Vec::with_capacity(16 * 1024),
             start: 0,
             out: Vec::new(),
-            discarding: false,
+            lines: LineReader::default(),
         };
         if let Some(g) = greeting {
             // The connect hook decides whether the client is greeted at all.

@@ -3,7 +3,7 @@
 use super::{Outcome, Session};
 use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
-use crate::server::Context;
+use crate::session::Context;
 use crate::spool::Spool;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};

@@ -1,5 +1,10 @@
 //! The TOML configuration of SPEC.md: serde structs with `deny_unknown_fields` and named
 //! defaults, then one `validate()` pass that reports every problem with its key path.
+//! Pure data and checks: what the config names outside itself (TLS files, plugins) is
+//! loaded at start-up by `crate::resources`.
+
+mod values;
+pub use values::{Dur, Network, Size, Target};
 
 use serde::Deserialize;
 use std::fmt;
@@ -167,53 +172,6 @@ pub struct Route {
     pub tls: TlsPolicy,
 }
 
-/// Where a route sends mail.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum Target {
-    /// MX lookup of the recipient domain (RFC 5321 5.1).
-    #[default]
-    Mx,
-    Smtp(String, u16),
-    Lmtp(String, u16),
-    Maildir(PathBuf),
-}
-
-impl TryFrom<String> for Target {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let host_port = |rest: &str| -> Result<(String, u16), String> {
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
-            let port = port
-                .parse()
-                .map_err(|_| format!("{s:?}: bad port {port:?}"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if host.is_empty() {
-                return Err(format!("{s:?}: empty host"));
-            }
-            Ok((host.to_string(), port))
-        };
-        if s == "mx" {
-            Ok(Target::Mx)
-        } else if let Some(rest) = s.strip_prefix("smtp:") {
-            host_port(rest).map(|(h, p)| Target::Smtp(h, p))
-        } else if let Some(rest) = s.strip_prefix("lmtp:") {
-            host_port(rest).map(|(h, p)| Target::Lmtp(h, p))
-        } else if let Some(path) = s.strip_prefix("maildir:") {
-            if path.is_empty() {
-                return Err("maildir: needs a path".into());
-            }
-            Ok(Target::Maildir(PathBuf::from(path)))
-        } else {
-            Err(format!(
-                "{s:?}: expected \"mx\", \"smtp:HOST:PORT\", \"lmtp:HOST:PORT\" or \"maildir:PATH\""
-            ))
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
@@ -320,64 +278,6 @@ pub enum OnError {
     Reject,
 }
 
-/// A byte size: `"25MiB"`, `"10KiB"`, `"1GiB"` or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "toml::Value")]
-pub struct Size(pub u64);
-
-impl TryFrom<toml::Value> for Size {
-    type Error = String;
-    fn try_from(v: toml::Value) -> Result<Self, String> {
-        match v {
-            toml::Value::Integer(n) if n >= 0 => Ok(Size(n as u64)),
-            toml::Value::String(s) => parse_size(&s).map(Size),
-            other => Err(format!("expected a size such as \"10MiB\", got {other}")),
-        }
-    }
-}
-
-pub use wasmtp_sdk::parse_size;
-
-/// A duration: `"30s"`, `"5m"`, `"1h"`, `"5d"`, `"200ms"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Dur(pub Duration);
-
-impl TryFrom<String> for Dur {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        wasmtp_sdk::parse_duration(&s).map(Dur)
-    }
-}
-
-/// A client network in CIDR form (`"10.0.0.0/8"`) or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Network(pub ipnet::IpNet);
-
-impl TryFrom<String> for Network {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if let Ok(net) = s.parse::<ipnet::IpNet>() {
-            return Ok(Network(net));
-        }
-        s.parse::<IpAddr>()
-            .map(|ip| Network(ipnet::IpNet::from(ip)))
-            .map_err(|_| format!("{s:?}: expected a network such as \"192.0.2.0/24\""))
-    }
-}
-
-impl Network {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // An IPv4 client over an IPv6 socket arrives as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.0.contains(&ip)
-    }
-}
-
 /// Every problem found in a config, each with its key path.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -401,8 +301,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads `--config FILE`, else `./wasmtp.toml`, else the embedded default.
+    /// Reads `--config FILE`, else `./wasmtp.toml`, else the embedded default, and
+    /// validates it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (source, config) = Config::read(path)?;
+        config.checked(&source)
+    }
+
+    /// Reads and deserializes the config without `validate()`; returns it with the name of
+    /// its source (the file, or "embedded default").
+    pub fn read(path: Option<&Path>) -> Result<(String, Config), ConfigError> {
         let (source, text) = match path {
             Some(p) => (p.display().to_string(), read(p)?),
             None if Path::new("wasmtp.toml").exists() => {
@@ -410,10 +318,28 @@ impl Config {
             }
             None => ("embedded default".to_string(), EMBEDDED_DEFAULT.to_string()),
         };
-        Config::parse(&source, &text)
+        let config = Config::deserialize(&source, &text)?;
+        Ok((source, config))
     }
 
+    /// Deserializes and validates `text`; `source` names it in errors.
     pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
+        Config::deserialize(source, text)?.checked(source)
+    }
+
+    fn checked(self, source: &str) -> Result<Config, ConfigError> {
+        let problems = self.validate();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError {
+                source: source.to_string(),
+                problems,
+            })
+        }
+    }
+
+    fn deserialize(source: &str, text: &str) -> Result<Config, ConfigError> {
         // serde_path_to_error names the key (`route[0].to`); toml adds line and column.
         let deserializer = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -432,19 +358,12 @@ impl Config {
                 }],
             }
         })?;
-        let problems = config.validate();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                source: source.to_string(),
-                problems,
-            })
-        }
+        Ok(config)
     }
 
-    /// Checks what serde cannot: cross-field rules, files, hashes. Returns every problem.
-    fn validate(&self) -> Vec<String> {
+    /// Checks what serde cannot: cross-field rules, names, hashes. Returns every problem.
+    /// Reads no file: `check-config` adds what loading the TLS files and plugins finds.
+    pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !crate::proto::address::is_domain(&self.hostname) {
             p.push(format!(
@@ -462,11 +381,6 @@ impl Config {
                     l.mode
                 ));
             }
-        }
-        if let Some(tls) = &self.tls
-            && let Err(e) = crate::tls::load_server_config(tls)
-        {
-            p.push(format!("tls: {e}"));
         }
         if self.limits.message_size.0 == 0 {
             p.push("limits.message_size: must be greater than 0".into());
@@ -509,9 +423,6 @@ impl Config {
         for (i, pl) in self.plugin.iter().enumerate() {
             if self.plugin[..i].iter().any(|o| o.name == pl.name) {
                 p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));
-            }
-            if let Err(e) = crate::plugin::read_wasm(&pl.path) {
-                p.push(format!("plugin[{i}].path: {e}"));
             }
         }
         p
@@ -558,22 +469,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("10KiB"), Ok(10240));
-        assert_eq!(parse_size("25MiB"), Ok(25 << 20));
-        assert!(parse_size("10 parsecs").is_err());
-        assert_eq!(
-            Dur::try_from("5m".to_string()).unwrap().0,
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            Dur::try_from("200ms".to_string()).unwrap().0,
-            Duration::from_millis(200)
-        );
-        assert!(Dur::try_from("5y".to_string()).is_err());
-    }
-
-    #[test]
     fn unknown_keys_and_every_problem() {
         let e = Config::parse("t", "hostname = \"a\"\nbogus = 1\n").unwrap_err();
         assert!(e.problems[0].contains("bogus"), "{e}");
@@ -601,27 +496,5 @@ password_hash = "plain"
         ] {
             assert!(all.contains(key), "{key} missing from {all}");
         }
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            Target::try_from("smtp:127.0.0.1:2526".to_string()),
-            Ok(Target::Smtp("127.0.0.1".into(), 2526))
-        );
-        assert_eq!(
-            Target::try_from("lmtp:[::1]:24".to_string()),
-            Ok(Target::Lmtp("::1".into(), 24))
-        );
-        assert!(Target::try_from("smtp:host".to_string()).is_err());
-        assert!(Target::try_from("ftp:x".to_string()).is_err());
-    }
-
-    #[test]
-    fn networks() {
-        let n = Network::try_from("127.0.0.0/8".to_string()).unwrap();
-        assert!(n.contains("127.0.0.5".parse().unwrap()));
-        assert!(n.contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!n.contains("10.0.0.1".parse().unwrap()));
     }
 }

@@ -1,0 +1,75 @@
+//! Why a plugin call failed, and whose fault it was (HOUSE_STYLE: say guest or host). Set
+//! where the failure happens, never guessed later from a message's text.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The plugin misbehaved: trap, deadline, bad reply. Answered per its `on_error`.
+    #[error(transparent)]
+    Guest(#[from] GuestFault),
+    /// The host could not run it: the instance pool is full, a resource could not be made.
+    #[error(transparent)]
+    Host(#[from] HostFault),
+}
+
+impl Fault {
+    /// `guest` or `host`, for logs.
+    pub fn side(&self) -> &'static str {
+        match self {
+            Fault::Guest(_) => "guest",
+            Fault::Host(_) => "host",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestFault {
+    /// The tokio timer fired before the epoch deadline did (a guest blocked in a host call).
+    #[error("took longer than {0:?}")]
+    NoAnswer(Duration),
+    #[error("ran past its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("trapped: {0}")]
+    Trap(wasmtime::Trap),
+    #[error("failed: {0:#}")]
+    Failed(wasmtime::Error),
+    /// `init` returned an error for the plugin's `[plugin.config]`.
+    #[error("refused its config: {0}")]
+    ConfigRefused(String),
+    /// A verdict whose reply does not fit it (a reject with 250).
+    #[error("bad reply {code} {enhanced} {text:?}: {why}")]
+    BadReply {
+        code: u16,
+        enhanced: String,
+        text: String,
+        why: &'static str,
+    },
+    /// A change the host will not apply (bad header name, too many octets).
+    #[error("{0}")]
+    BadChange(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostFault {
+    #[error("plugin instance pool is full: {0}")]
+    PoolFull(String),
+    #[error("resource table: {0}")]
+    Table(#[from] wasmtime::component::ResourceTableError),
+}
+
+impl Fault {
+    /// Classifies an error from a guest call: a trap (the epoch interrupt is the deadline),
+    /// or another failure.
+    pub fn from_call(e: wasmtime::Error, timeout: Duration) -> Fault {
+        if let Some(pool) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            return HostFault::PoolFull(pool.to_string()).into();
+        }
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => GuestFault::Deadline(timeout),
+            Some(&trap) => GuestFault::Trap(trap),
+            None => GuestFault::Failed(e),
+        }
+        .into()
+    }
+}

@@ -1,0 +1,204 @@
+//! One SMTP session's plugin instances: created lazily at the first hook a plugin wants,
+//! dropped with the session, or at once after a fault.
+
+use super::bindings::types::{DataResult, EnvelopeFrom, Hook, Verdict};
+use super::fault::{Fault, GuestFault};
+use super::hooks::Call;
+use super::host::HostState;
+use super::verdict::{DataOutcome, Decision, validate, validate_changes};
+use super::{Instance, PluginSet, SessionInfo, engine};
+use crate::config::OnError;
+use crate::proto::replies;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::Store;
+
+/// Runs one guest call under its deadline: the epoch deadline traps a guest that computes
+/// too long, a tokio timer (a little later) ends one that waits in a host call, and what
+/// the guest printed goes to the log whatever happened.
+pub(super) async fn guarded<T>(
+    store: &mut Store<HostState>,
+    timeout: Duration,
+    call: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
+) -> Result<T, Fault> {
+    store.set_epoch_deadline(engine::ticks(timeout));
+    let result = tokio::time::timeout(timeout + engine::EPOCH_TICK * 10, call(store)).await;
+    store.data_mut().flush_output();
+    match result {
+        Err(_) => Err(GuestFault::NoAnswer(timeout).into()),
+        Ok(Err(e)) => Err(Fault::from_call(e, timeout)),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+pub struct PluginSession {
+    set: Arc<PluginSet>,
+    instances: Vec<Option<Instance>>,
+}
+
+impl PluginSession {
+    pub(super) fn new(set: Arc<PluginSet>) -> PluginSession {
+        let instances = set.plugins.iter().map(|_| None).collect();
+        PluginSession { set, instances }
+    }
+
+    pub fn wants(&self, hook: Hook) -> bool {
+        self.set.plugins.iter().any(|p| p.hooks.contains(hook))
+    }
+
+    /// Runs the hook through every plugin that wants it, in config order.
+    pub async fn run(&mut self, session: &SessionInfo, call: Call<'_>) -> Decision {
+        let hook = call.hook();
+        for i in 0..self.set.plugins.len() {
+            if !self.set.plugins[i].hooks.contains(hook) {
+                continue;
+            }
+            let decision = match self.call(i, session, &call).await {
+                Ok(verdict) => validate(verdict.into()).map_err(Fault::from),
+                Err(fault) => Err(fault),
+            };
+            match decision {
+                Ok(Decision::Continue) => {}
+                Ok(d) => return d,
+                Err(fault) => {
+                    if let Some(d) = self.fault(i, hook, fault) {
+                        return d;
+                    }
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    /// The data hook: like `run`, collecting the changes of every plugin that ran.
+    pub async fn data(
+        &mut self,
+        session: &SessionInfo,
+        sender: &EnvelopeFrom,
+        recipients: &[String],
+        message: Arc<Vec<u8>>,
+    ) -> DataOutcome {
+        let mut changes = Vec::new();
+        for i in 0..self.set.plugins.len() {
+            if !self.set.plugins[i].hooks.contains(Hook::Data) {
+                continue;
+            }
+            let result = self
+                .call_data(i, session, sender, recipients, message.clone())
+                .await;
+            let decision = result.and_then(|r| {
+                let d = validate(r.verdict)?;
+                validate_changes(&r.changes)?;
+                changes.extend(r.changes);
+                Ok(d)
+            });
+            match decision {
+                Ok(Decision::Continue) => {}
+                Ok(decision) => return DataOutcome { decision, changes },
+                Err(fault) => {
+                    if let Some(decision) = self.fault(i, Hook::Data, fault) {
+                        return DataOutcome { decision, changes };
+                    }
+                }
+            }
+        }
+        DataOutcome {
+            decision: Decision::Continue,
+            changes,
+        }
+    }
+
+    async fn instance(&mut self, i: usize) -> Result<&mut Instance, Fault> {
+        if self.instances[i].is_none() {
+            let (instance, _) = self.set.instantiate(&self.set.plugins[i]).await?;
+            self.instances[i] = Some(instance);
+        }
+        Ok(self.instances[i].as_mut().expect("just created"))
+    }
+
+    async fn call(
+        &mut self,
+        i: usize,
+        session: &SessionInfo,
+        call: &Call<'_>,
+    ) -> Result<Verdict, Fault> {
+        let timeout = self.set.plugins[i].timeout;
+        let Instance { store, bindings } = self.instance(i).await?;
+        let hooks = bindings.wasmtp_plugin_hooks();
+        guarded(store, timeout, async |store| match call {
+            Call::Connect => hooks.call_on_connect(store, session).await,
+            Call::Helo { name, extended } => {
+                hooks.call_on_helo(store, session, name, *extended).await
+            }
+            Call::Auth {
+                mechanism,
+                user,
+                success,
+            } => {
+                hooks
+                    .call_on_auth(store, session, mechanism, user, *success)
+                    .await
+            }
+            Call::Mail { sender } => hooks.call_on_mail(store, session, sender).await,
+            Call::Rcpt {
+                sender,
+                recipient,
+                params,
+                accepted,
+            } => {
+                hooks
+                    .call_on_rcpt(store, session, sender, recipient, params, accepted)
+                    .await
+            }
+            Call::Vrfy(arg) => hooks.call_on_vrfy(store, session, arg).await,
+            Call::Expn(arg) => hooks.call_on_expn(store, session, arg).await,
+        })
+        .await
+    }
+
+    async fn call_data(
+        &mut self,
+        i: usize,
+        session: &SessionInfo,
+        sender: &EnvelopeFrom,
+        recipients: &[String],
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<DataResult, Fault> {
+        let timeout = self.set.plugins[i].timeout;
+        let Instance { store, bindings } = self.instance(i).await?;
+        let handle = store
+            .data_mut()
+            .table
+            .push(super::message::MessageData { bytes })
+            .map_err(super::fault::HostFault::from)?;
+        let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
+        let hooks = bindings.wasmtp_plugin_hooks();
+        let result = guarded(store, timeout, async |store| {
+            hooks
+                .call_on_data(store, session, sender, recipients, borrowed)
+                .await
+        })
+        .await;
+        let _ = store.data_mut().table.delete(handle);
+        result
+    }
+
+    /// Drops the instance, logs and counts the fault, and answers per `on_error`.
+    fn fault(&mut self, i: usize, hook: Hook, fault: Fault) -> Option<Decision> {
+        let p = &self.set.plugins[i];
+        self.instances[i] = None;
+        crate::metrics::Metrics::inc(&self.set.metrics.plugin_faults_total);
+        tracing::error!(
+            plugin = %p.name,
+            hook = hook.name(),
+            fault = fault.side(),
+            on_error = ?p.on_error,
+            "plugin failed: {fault}"
+        );
+        match p.on_error {
+            OnError::Continue => None,
+            OnError::Tempfail => Some(Decision::Refuse(replies::PLUGIN_TEMPFAIL)),
+            OnError::Reject => Some(Decision::Refuse(replies::PLUGIN_REJECT)),
+        }
+    }
+}

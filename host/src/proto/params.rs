@@ -1,0 +1,382 @@
+//! ESMTP parameters of MAIL and RCPT and their wire form: SIZE (RFC 1870), BODY (RFC 6152),
+//! SMTPUTF8 (RFC 6531), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461), AUTH= (RFC 4954 5). Parsed
+//! for the session; rendered back for plugins (as received) and for the delivery client.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a parameter was refused; `command::ParseError` turns it into its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamError {
+    /// A parameter we do not advertise (555).
+    Unknown(String),
+    /// A known parameter with a bad value, or given twice (501).
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    #[serde(rename = "7BIT")]
+    SevenBit,
+    #[serde(rename = "8BITMIME")]
+    EightBitMime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ret {
+    #[serde(rename = "FULL")]
+    Full,
+    #[serde(rename = "HDRS")]
+    Hdrs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: Option<Body>,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    /// ENVID as xtext, exactly as received (RFC 3461 4.4).
+    pub envid: Option<String>,
+    /// AUTH= mailbox as xtext (RFC 4954 5); recorded, not trusted.
+    pub auth: Option<String>,
+}
+
+/// NOTIFY values (RFC 3461 4.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    pub fn to_param(&self) -> String {
+        if self.never {
+            return "NEVER".into();
+        }
+        let mut v = Vec::new();
+        if self.success {
+            v.push("SUCCESS");
+        }
+        if self.failure {
+            v.push("FAILURE");
+        }
+        if self.delay {
+            v.push("DELAY");
+        }
+        v.join(",")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptParams {
+    pub notify: Option<Notify>,
+    /// ORCPT as `addr-type;xtext`, exactly as received (RFC 3461 4.2).
+    pub orcpt: Option<String>,
+}
+
+/// The ESMTP keywords we know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyword {
+    Size,
+    Body,
+    SmtpUtf8,
+    Ret,
+    Envid,
+    Auth,
+    Notify,
+    Orcpt,
+}
+
+impl Keyword {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keyword::Size => "SIZE",
+            Keyword::Body => "BODY",
+            Keyword::SmtpUtf8 => "SMTPUTF8",
+            Keyword::Ret => "RET",
+            Keyword::Envid => "ENVID",
+            Keyword::Auth => "AUTH",
+            Keyword::Notify => "NOTIFY",
+            Keyword::Orcpt => "ORCPT",
+        }
+    }
+}
+
+/// One parameter in its wire form: `KEYWORD` or `KEYWORD=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub keyword: Keyword,
+    pub value: Option<String>,
+}
+
+impl Param {
+    fn new(keyword: Keyword, value: Option<String>) -> Param {
+        Param { keyword, value }
+    }
+}
+
+impl fmt::Display for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword.as_str())?;
+        match &self.value {
+            Some(v) => write!(f, "={v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Body {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Body::SevenBit => "7BIT",
+            Body::EightBitMime => "8BITMIME",
+        }
+    }
+}
+
+impl Ret {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        }
+    }
+}
+
+impl MailParams {
+    /// Parses the parameters after `MAIL FROM:<path>`.
+    pub fn parse(params: &str) -> Result<MailParams, ParamError> {
+        let mut p = MailParams::default();
+        for (key, value) in split_params(params)? {
+            let dup = || ParamError::Invalid(format!("{key} (duplicate)"));
+            let bad = || ParamError::Invalid(key.clone());
+            match (key.as_str(), value) {
+                ("SIZE", Some(v)) => {
+                    if p.size.is_some() {
+                        return Err(dup());
+                    }
+                    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad());
+                    }
+                    p.size = Some(v.parse().map_err(|_| bad())?);
+                }
+                ("BODY", Some(v)) => {
+                    if p.body.is_some() {
+                        return Err(dup());
+                    }
+                    p.body = Some(match v.to_ascii_uppercase().as_str() {
+                        "7BIT" => Body::SevenBit,
+                        "8BITMIME" => Body::EightBitMime,
+                        _ => return Err(bad()),
+                    });
+                }
+                ("SMTPUTF8", None) => p.smtputf8 = true,
+                ("RET", Some(v)) => {
+                    if p.ret.is_some() {
+                        return Err(dup());
+                    }
+                    p.ret = Some(match v.to_ascii_uppercase().as_str() {
+                        "FULL" => Ret::Full,
+                        "HDRS" => Ret::Hdrs,
+                        _ => return Err(bad()),
+                    });
+                }
+                ("ENVID", Some(v)) => {
+                    if p.envid.is_some() {
+                        return Err(dup());
+                    }
+                    // RFC 3461 4.4: at most 100 characters, xtext.
+                    if v.len() > 100 || !is_xtext(v) {
+                        return Err(bad());
+                    }
+                    p.envid = Some(v.to_string());
+                }
+                ("AUTH", Some(v)) => {
+                    if !is_xtext(v) && v != "<>" {
+                        return Err(bad());
+                    }
+                    p.auth = Some(v.to_string());
+                }
+                _ => return Err(ParamError::Unknown(key)),
+            }
+        }
+        Ok(p)
+    }
+
+    /// The parameters as received, in wire form and wire order.
+    pub fn to_wire(&self) -> Vec<Param> {
+        let mut out = Vec::new();
+        if let Some(size) = self.size {
+            out.push(Param::new(Keyword::Size, Some(size.to_string())));
+        }
+        if let Some(body) = self.body {
+            out.push(Param::new(Keyword::Body, Some(body.as_str().into())));
+        }
+        if self.smtputf8 {
+            out.push(Param::new(Keyword::SmtpUtf8, None));
+        }
+        if let Some(ret) = self.ret {
+            out.push(Param::new(Keyword::Ret, Some(ret.as_str().into())));
+        }
+        if let Some(envid) = &self.envid {
+            out.push(Param::new(Keyword::Envid, Some(envid.clone())));
+        }
+        if let Some(auth) = &self.auth {
+            out.push(Param::new(Keyword::Auth, Some(auth.clone())));
+        }
+        out
+    }
+}
+
+impl RcptParams {
+    /// Parses the parameters after `RCPT TO:<path>`.
+    pub fn parse(params: &str) -> Result<RcptParams, ParamError> {
+        let mut p = RcptParams::default();
+        for (key, value) in split_params(params)? {
+            let dup = || ParamError::Invalid(format!("{key} (duplicate)"));
+            let bad = || ParamError::Invalid(key.clone());
+            match (key.as_str(), value) {
+                ("NOTIFY", Some(v)) => {
+                    if p.notify.is_some() {
+                        return Err(dup());
+                    }
+                    let mut n = Notify::default();
+                    for item in v.split(',') {
+                        match item.to_ascii_uppercase().as_str() {
+                            "NEVER" => n.never = true,
+                            "SUCCESS" => n.success = true,
+                            "FAILURE" => n.failure = true,
+                            "DELAY" => n.delay = true,
+                            _ => return Err(bad()),
+                        }
+                    }
+                    // RFC 3461 4.1: NEVER excludes the others.
+                    if n.never && (n.success || n.failure || n.delay) {
+                        return Err(bad());
+                    }
+                    p.notify = Some(n);
+                }
+                ("ORCPT", Some(v)) => {
+                    if p.orcpt.is_some() {
+                        return Err(dup());
+                    }
+                    let (addr_type, addr) = v.split_once(';').ok_or_else(bad)?;
+                    let atom_ok = !addr_type.is_empty()
+                        && addr_type
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    // RFC 3461 4.2: at most 500 characters.
+                    if !atom_ok || v.len() > 500 || addr.is_empty() || !is_xtext(addr) {
+                        return Err(bad());
+                    }
+                    p.orcpt = Some(v.to_string());
+                }
+                _ => return Err(ParamError::Unknown(key)),
+            }
+        }
+        Ok(p)
+    }
+
+    /// The parameters as received, in wire form and wire order.
+    pub fn to_wire(&self) -> Vec<Param> {
+        let mut out = Vec::new();
+        if let Some(n) = &self.notify {
+            out.push(Param::new(Keyword::Notify, Some(n.to_param())));
+        }
+        if let Some(o) = &self.orcpt {
+            out.push(Param::new(Keyword::Orcpt, Some(o.clone())));
+        }
+        out
+    }
+}
+
+/// Splits `SP key[=value]` parameters; keys are returned upper-cased.
+fn split_params(s: &str) -> Result<Vec<(String, Option<&str>)>, ParamError> {
+    let mut out = Vec::new();
+    for item in s.split(' ').filter(|p| !p.is_empty()) {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (item, None),
+        };
+        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ParamError::Invalid(item.to_string()));
+        }
+        out.push((key.to_ascii_uppercase(), value));
+    }
+    Ok(out)
+}
+
+/// xtext of RFC 3461 4: printable ASCII but `+` and `=`, with `+HH` (upper-case hex) escapes.
+pub fn is_xtext(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
+                if i + 2 >= b.len() || !(hex(b[i + 1]) && hex(b[i + 2])) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'=' => return false,
+            33..=126 => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// xtext decoding (RFC 3461 4): `+HH` is the octet HH.
+pub fn decode_xtext(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if b[i] == b'+'
+            && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xtext() {
+        assert_eq!(decode_xtext("a+2Bb+40c"), "a+b@c");
+        assert_eq!(decode_xtext("tail+4"), "tail+4");
+        assert!(is_xtext("a+2Bb") && !is_xtext("a=b") && !is_xtext("a+2"));
+    }
+
+    #[test]
+    fn wire_form_round_trips() {
+        for line in [
+            "SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2B1 AUTH=<>",
+            "BODY=7BIT",
+            "",
+        ] {
+            let p = MailParams::parse(line).unwrap();
+            let wire: Vec<String> = p.to_wire().iter().map(ToString::to_string).collect();
+            assert_eq!(wire.join(" "), line);
+        }
+        let r = RcptParams::parse("NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+40y.z").unwrap();
+        let wire: Vec<String> = r.to_wire().iter().map(ToString::to_string).collect();
+        assert_eq!(wire.join(" "), "NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+40y.z");
+    }
+}

@@ -1,0 +1,83 @@
+//! What a config names outside itself, loaded in one place: the `[tls]` certificate and
+//! key, and the plugins (read, compiled, probed) with the resolver they use. The server
+//! loads them at start-up and on SIGHUP; `check-config` loads them to report every problem.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugin::kv::KvStore;
+use crate::plugin::{self, PluginSet};
+use crate::tls::{self, TlsError};
+use std::sync::Arc;
+
+/// The loaded form of a config's outside parts.
+pub struct Resources {
+    /// The server's TLS config; `None` without `[tls]`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The loaded plugins; `None` without `[[plugin]]`.
+    pub plugins: Option<Arc<PluginSet>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Plugins(#[from] plugin::LoadError),
+}
+
+/// Every problem found while loading (a bad certificate and a bad plugin are both named).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.problems().join("\n"))]
+pub struct ResourceErrors(pub Vec<ResourceError>);
+
+impl ResourceErrors {
+    /// One line per problem, each starting with its key path, as `check-config` lists them.
+    pub fn problems(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|e| match e {
+                ResourceError::Plugins(plugin::LoadError::Plugins(each)) => {
+                    each.iter().map(ToString::to_string).collect()
+                }
+                other => vec![other.to_string()],
+            })
+            .collect()
+    }
+}
+
+impl Resources {
+    pub async fn load(
+        config: &Config,
+        kv: Arc<dyn KvStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Resources, ResourceErrors> {
+        let mut errors = Vec::new();
+        let tls = config.tls.as_ref().and_then(|t| {
+            tls::load_server_config(t)
+                .map_err(|e| errors.push(e.into()))
+                .ok()
+        });
+        let plugins = if config.plugin.is_empty() {
+            None
+        } else {
+            let dns = crate::dns::Dns::new(&config.dns.nameservers)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail"),
+                )
+                .ok();
+            let cache = plugin::cache_dir(config);
+            match PluginSet::load(config, &cache, kv, dns, metrics).await {
+                Ok(set) => Some(Arc::new(set)),
+                Err(e) => {
+                    errors.push(e.into());
+                    None
+                }
+            }
+        };
+        if errors.is_empty() {
+            Ok(Resources { tls, plugins })
+        } else {
+            Err(ResourceErrors(errors))
+        }
+    }
+}

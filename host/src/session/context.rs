@@ -1,0 +1,21 @@
+//! What every session shares: the config it started with, the spool, the queue, TLS and
+//! plugins. Built by the server; replaced for new sessions on reload.
+
+use crate::config::Config;
+use crate::delivery::QueueHandle;
+use crate::metrics::Metrics;
+use crate::plugin::PluginSet;
+use crate::spool::Spool;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct Context {
+    pub config: Arc<Config>,
+    pub spool: Spool,
+    pub queue: QueueHandle,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    /// The loaded plugins; `None` without `[[plugin]]`.
+    pub plugins: Option<Arc<PluginSet>>,
+}
