@@ -126,9 +126,14 @@ impl Server {
             None => None,
         };
         let (config_tx, config_rx) = watch::channel(config.clone());
-        let (queue, queue_task) =
-            delivery::start(config_rx, spool.clone(), metrics.clone(), shutdown.clone())
-                .map_err(ServerError::Queue)?;
+        let (queue, queue_task) = delivery::start(
+            config_rx,
+            spool.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            listeners.iter().map(|(_, addr, _)| *addr).collect(),
+        )
+        .map_err(ServerError::Queue)?;
         let fixed = Fixed {
             spool,
             queue,

@@ -1,14 +1,18 @@
-//! rustls configuration: the server side from the `[tls]` PEM files, and the client side used
-//! for delivery. Delivery TLS is opportunistic or mandatory encryption without certificate
-//! authentication (RFC 7435; Postfix's "may" and "encrypt" levels): MX hosts rarely have
-//! certificates for the names we reach them by, and DANE/MTA-STS are not implemented.
+//! rustls configuration: the server side from the `[tls]` PEM files, and the client sides
+//! used for delivery:
+//! - `tls = "opportunistic"`: encryption without authentication (RFC 7435, Postfix's "may"
+//!   level): MX hosts rarely have certificates for the names we reach them by, and a failed
+//!   check would only make us send in the clear instead.
+//! - `tls = "required"`: the certificate chain must lead to a trust anchor (Mozilla's roots
+//!   from `webpki-roots`, or the route's `ca` file) and name the host we connect to
+//!   (Postfix's "secure" level). DANE and MTA-STS are not implemented.
 
 use crate::config::Tls;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -31,6 +35,12 @@ pub enum TlsError {
     },
     #[error("certificate and private_key do not form a usable pair: {0}")]
     Pair(rustls::Error),
+    #[error("{key} {}: not a usable trust anchor: {source}", path.display())]
+    Anchor {
+        key: &'static str,
+        path: PathBuf,
+        source: rustls::Error,
+    },
 }
 
 fn read_failed<'a>(
@@ -76,14 +86,59 @@ pub fn load_server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
-/// Client config for delivery: encryption without authentication (see module docs).
+/// Client config for opportunistic delivery: encryption without authentication (see
+/// module docs). Built once.
 pub fn delivery_client_config() -> Arc<rustls::ClientConfig> {
-    let provider = provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = provider();
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Client config for `tls = "required"`: the chain is verified against the trust anchors in
+/// `ca` (PEM), or against Mozilla's roots without one.
+pub fn verifying_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let Some(ca) = ca else {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        return Ok(SYSTEM.get_or_init(|| verifying(roots)).clone());
+    };
+    let pem = std::fs::read(ca).map_err(read_failed("ca", ca))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(read_failed("ca", ca))?;
+        roots.add(cert).map_err(|source| TlsError::Anchor {
+            key: "ca",
+            path: ca.to_path_buf(),
+            source,
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Missing {
+            key: "ca",
+            path: ca.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(verifying(roots))
+}
+
+fn verifying(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(config)
 }

@@ -3,7 +3,9 @@
 //! Pure data and checks: what the config names outside itself (TLS files, plugins) is
 //! loaded at start-up by `crate::resources`.
 
+mod delivery;
 mod values;
+pub use delivery::Delivery;
 pub use values::{Dur, Network, Size, Target};
 
 use serde::Deserialize;
@@ -88,6 +90,10 @@ pub struct Limits {
     pub command_timeout: Dur,
     #[serde(default = "Limits::default_data_timeout")]
     pub data_timeout: Dur,
+    /// More `Received:` fields than this and the message is refused as looping (RFC 5321
+    /// 6.3; Postfix's hopcount_limit).
+    #[serde(default = "Limits::default_hop_limit")]
+    pub hop_limit: usize,
 }
 
 impl Limits {
@@ -106,6 +112,9 @@ impl Limits {
     fn default_data_timeout() -> Dur {
         Dur(Duration::from_secs(600))
     }
+    fn default_hop_limit() -> usize {
+        50
+    }
 }
 
 impl Default for Limits {
@@ -116,6 +125,7 @@ impl Default for Limits {
             connections: Self::default_connections(),
             command_timeout: Self::default_command_timeout(),
             data_timeout: Self::default_data_timeout(),
+            hop_limit: Self::default_hop_limit(),
         }
     }
 }
@@ -170,6 +180,8 @@ pub struct Route {
     pub to: Target,
     #[serde(default)]
     pub tls: TlsPolicy,
+    /// With `tls = "required"`: trust anchors (PEM) for this route instead of the system's.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -188,55 +200,6 @@ pub enum TlsPolicy {
 pub struct Dns {
     #[serde(default)]
     pub nameservers: Vec<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Delivery {
-    #[serde(default = "Delivery::default_smtp_port")]
-    pub smtp_port: u16,
-    #[serde(default = "Delivery::default_retry")]
-    pub retry: Vec<Dur>,
-    #[serde(default = "Delivery::default_max_age")]
-    pub max_age: Dur,
-    #[serde(default = "Delivery::default_delay_warning")]
-    pub delay_warning: Dur,
-    /// Deliveries in flight at once (beyond SPEC.md).
-    #[serde(default = "Delivery::default_concurrency")]
-    pub concurrency: usize,
-}
-
-impl Delivery {
-    fn default_smtp_port() -> u16 {
-        25
-    }
-    fn default_retry() -> Vec<Dur> {
-        [60, 300, 900, 3600, 14400]
-            .into_iter()
-            .map(|s| Dur(Duration::from_secs(s)))
-            .collect()
-    }
-    fn default_max_age() -> Dur {
-        Dur(Duration::from_secs(5 * 86400))
-    }
-    fn default_delay_warning() -> Dur {
-        Dur(Duration::from_secs(4 * 3600))
-    }
-    fn default_concurrency() -> usize {
-        64
-    }
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            smtp_port: Self::default_smtp_port(),
-            retry: Self::default_retry(),
-            max_age: Self::default_max_age(),
-            delay_warning: Self::default_delay_warning(),
-            concurrency: Self::default_concurrency(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -413,13 +376,13 @@ impl Config {
                     r.domain
                 ));
             }
+            if r.ca.is_some() && r.tls != TlsPolicy::Required {
+                p.push(format!(
+                    "route[{i}].ca: only used with tls = \"required\" (opportunistic TLS does not verify)"
+                ));
+            }
         }
-        if self.delivery.retry.is_empty() {
-            p.push("delivery.retry: needs at least one interval".into());
-        }
-        if self.delivery.concurrency == 0 {
-            p.push("delivery.concurrency: must be at least 1".into());
-        }
+        self.delivery.validate(&mut p);
         for (i, pl) in self.plugin.iter().enumerate() {
             if self.plugin[..i].iter().any(|o| o.name == pl.name) {
                 p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));
@@ -429,12 +392,17 @@ impl Config {
     }
 
     /// The route for a recipient domain: first match wins, `*` matches all; default MX.
-    pub fn route_for(&self, domain: &str) -> (Target, TlsPolicy) {
+    pub fn route_for(&self, domain: &str) -> Route {
         self.route
             .iter()
             .find(|r| r.domain == "*" || r.domain.eq_ignore_ascii_case(domain))
-            .map(|r| (r.to.clone(), r.tls))
-            .unwrap_or_default()
+            .cloned()
+            .unwrap_or_else(|| Route {
+                domain: "*".into(),
+                to: Target::Mx,
+                tls: TlsPolicy::default(),
+                ca: None,
+            })
     }
 
     pub fn accepts_domain(&self, domain: &str) -> bool {
@@ -465,7 +433,7 @@ mod tests {
         let c = Config::parse("embedded", EMBEDDED_DEFAULT).unwrap();
         assert_eq!(c.listen[0].address.to_string(), "127.0.0.1:2525");
         assert!(c.accepts_domain("LOCALHOST"));
-        assert!(matches!(c.route_for("localhost").0, Target::Maildir(_)));
+        assert!(matches!(c.route_for("localhost").to, Target::Maildir(_)));
     }
 
     #[test]

@@ -44,6 +44,14 @@ fn status_of(reply: &str, kind: Kind) -> String {
         })
 }
 
+/// Text from elsewhere (a next hop's reply, a stored parameter) as one header-safe line: every
+/// CR, LF or other control becomes a space, so nothing can start a field of its own.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Builds and spools the report for `failed` (index, last reply) recipients of `envelope`;
 /// returns its id, or `None` when nobody is to be told.
 pub async fn send(
@@ -81,11 +89,8 @@ pub async fn send(
     };
     let mut text = format!("This is the mail system at {hostname}.\r\n\r\n{intro}\r\n\r\n");
     let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
-    if let Some(envid) = &envelope.params.envid {
-        status.push_str(&format!(
-            "Original-Envelope-Id: {}\r\n",
-            decode_xtext(envid)
-        ));
+    if let Some(envid) = envelope.params.envid.as_deref().and_then(decode_xtext) {
+        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
     }
     let arrival = chrono::DateTime::from_timestamp(envelope.received_at, 0)
         .map(|d| d.to_rfc2822())
@@ -93,19 +98,21 @@ pub async fn send(
     status.push_str(&format!("Arrival-Date: {arrival}\r\n"));
     for (i, reply) in &chosen {
         let r = &envelope.recipients[*i];
-        text.push_str(&format!("<{}>: {reply}\r\n", r.address));
+        text.push_str(&format!("<{}>: {}\r\n", r.address, one_line(reply)));
         status.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
         if let Some(orcpt) = &r.params.orcpt
             && let Some((kind, addr)) = orcpt.split_once(';')
+            && let Some(addr) = decode_xtext(addr)
         {
             status.push_str(&format!(
-                "Original-Recipient: {kind}; {}\r\n",
-                decode_xtext(addr)
+                "Original-Recipient: {}; {addr}\r\n",
+                one_line(kind)
             ));
         }
         status.push_str(&format!(
-            "Action: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {reply}\r\n",
-            status_of(reply, kind)
+            "Action: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            status_of(reply, kind),
+            one_line(reply)
         ));
     }
     // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message.
@@ -151,6 +158,11 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_safe() {
+        assert_eq!(one_line("550 no\r\nX-Evil: 1"), "550 no  X-Evil: 1");
+    }
 
     #[test]
     fn statuses() {

@@ -1,117 +1,166 @@
 //! The SMTP (RFC 5321) and LMTP (RFC 2033) client that relays to a next hop: EHLO (HELO
-//! fallback), STARTTLS per route policy, PIPELINING (RFC 2920) when offered, SIZE, BODY,
-//! SMTPUTF8 and DSN parameters passed on, per-recipient outcomes.
+//! fallback), STARTTLS per route policy (verified when required), PIPELINING (RFC 2920) when
+//! offered, SIZE, BODY, SMTPUTF8 and DSN parameters passed on, per-recipient outcomes. Every
+//! step has a deadline (`conn::Timeouts`), and a hop that turns out to be this server is a
+//! routing loop, not a delivery.
 
+pub use super::conn::Protocol;
+use super::conn::{Client, Extensions, Timeouts, dot_stuff, within};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
-use crate::config::TlsPolicy;
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
+use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// RFC 5321 4.5.3.2 suggests 5 minutes for most replies and 10 for the end of data.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
-const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+/// How a hop uses TLS.
+#[derive(Clone)]
+pub enum TlsMode {
+    Off,
+    /// STARTTLS when offered, certificate not checked (RFC 7435).
+    Opportunistic,
+    /// STARTTLS or no delivery; the certificate verified with this config.
+    Required(Arc<rustls::ClientConfig>),
+}
 
-/// Which dialect the next hop speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Smtp,
-    /// RFC 2033: LHLO, and one reply per recipient after the data.
-    Lmtp,
+/// What the connections of the delivery engine share.
+pub struct ClientSettings {
+    /// Ours, for EHLO and the loop check.
+    pub hostname: String,
+    pub timeouts: Timeouts,
+    /// The addresses our own listeners are bound to: a hop there is a loop.
+    pub own_addrs: Vec<SocketAddr>,
+}
+
+impl ClientSettings {
+    /// Is `peer` one of our listeners? A wildcard listener (0.0.0.0:25) owns its port on every
+    /// local address; `local` is our side of the connection, which for a connection to one of
+    /// our own addresses is that same address.
+    fn is_own(&self, peer: SocketAddr, local: Option<SocketAddr>) -> bool {
+        self.own_addrs.iter().any(|own| {
+            own.port() == peer.port()
+                && (own.ip() == peer.ip()
+                    || (own.ip().is_unspecified()
+                        && (peer.ip().is_loopback() || local.is_some_and(|l| l.ip() == peer.ip()))))
+        })
+    }
+}
+
+/// One next hop: where to connect, the name its certificate must show, how to use TLS.
+pub struct Hop {
+    /// A host name or an address.
+    pub host: String,
+    pub port: u16,
+    /// The name a required certificate must show (the MX name for MX delivery).
+    pub tls_name: String,
+    pub tls: TlsMode,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 pub struct SmtpTransport {
-    host: String,
-    port: u16,
-    tls: TlsPolicy,
-    protocol: Protocol,
-    hostname: String,
-    tls_config: Arc<rustls::ClientConfig>,
+    hop: Hop,
+    settings: Arc<ClientSettings>,
+}
+
+/// RFC 3463 X.4.6: routing loop detected.
+fn loop_reply(hop: &Hop) -> Reply {
+    Reply::dynamic(554, 4, 6, format!("mail for {hop} loops back to myself"))
 }
 
 impl SmtpTransport {
-    /// `hostname` is ours, for EHLO; `host`/`port` the next hop.
-    pub fn new(
-        hostname: &str,
-        host: &str,
-        port: u16,
-        tls: TlsPolicy,
-        protocol: Protocol,
-    ) -> SmtpTransport {
-        SmtpTransport {
-            host: host.to_string(),
-            port,
-            tls,
-            protocol,
-            hostname: hostname.to_string(),
-            tls_config: crate::tls::delivery_client_config(),
-        }
+    pub fn new(hop: Hop, settings: Arc<ClientSettings>) -> SmtpTransport {
+        SmtpTransport { hop, settings }
     }
 
-    fn transient(&self, what: &str, e: impl std::fmt::Display) -> Reply {
-        Reply::dynamic(
-            451,
-            4,
-            4,
-            format!("{what} {}:{}: {e}", self.host, self.port),
-        )
+    fn transient(&self, what: &str, e: impl fmt::Display) -> Reply {
+        Reply::dynamic(451, 4, 4, format!("{what} {}: {e}", self.hop))
     }
 
     /// One delivery; `Err` is a reply for every recipient (connection or MAIL failure).
     pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((self.host.as_str(), self.port)),
+        let t = self.settings.timeouts;
+        let hop = &self.hop;
+        let addrs: Vec<SocketAddr> = within(
+            "address lookup",
+            t.connect,
+            tokio::net::lookup_host((hop.host.as_str(), hop.port)),
         )
         .await
-        .map_err(|_| self.transient("connect to", "timed out"))?
-        .map_err(|e| self.transient("connect to", e))?;
+        .map_err(|e| self.transient("cannot resolve", e))?
+        .collect();
+        if addrs.iter().any(|&a| self.settings.is_own(a, None)) {
+            return Err(loop_reply(hop));
+        }
+        let tcp = within("connect", t.connect, TcpStream::connect(&addrs[..]))
+            .await
+            .map_err(|e| self.transient("connect to", e))?;
+        if let Ok(peer) = tcp.peer_addr()
+            && self.settings.is_own(peer, tcp.local_addr().ok())
+        {
+            return Err(loop_reply(hop));
+        }
         let _ = tcp.set_nodelay(true);
-        let mut conn = Client::new(tcp);
+        let mut conn = Client::new(tcp, t);
         let greeting = conn
-            .reply(REPLY_TIMEOUT)
+            .reply_within(t.greeting)
             .await
             .map_err(|e| self.transient("greeting from", e))?;
         if greeting.code != 220 {
             return Err(greeting);
         }
+        // Postfix's check: a hop that greets with our own name is ourselves (a loop through
+        // an address we do not know as ours: NAT, a proxy).
+        if greeting
+            .text
+            .split_whitespace()
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case(&self.settings.hostname))
+        {
+            return Err(loop_reply(hop));
+        }
         let ext = conn
-            .hello(&self.hostname, self.protocol)
+            .hello(&self.settings.hostname, hop.protocol)
             .await
-            .map_err(|e| self.transient("EHLO to", e))?;
-        let ext = ext?;
-        let starttls = ext.has("STARTTLS");
-        if self.tls != TlsPolicy::None && starttls {
-            conn.send(b"STARTTLS\r\n")
-                .await
-                .map_err(|e| self.transient("STARTTLS to", e))?;
-            let reply = conn
-                .reply(REPLY_TIMEOUT)
-                .await
-                .map_err(|e| self.transient("STARTTLS to", e))?;
-            if reply.code == 220 {
-                let tcp = conn.into_inner();
-                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .unwrap_or_else(|_| {
-                        rustls::pki_types::ServerName::try_from("localhost").expect("valid name")
-                    });
-                let tls = tokio_rustls::TlsConnector::from(self.tls_config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| self.transient("TLS handshake with", e))?;
-                let mut conn = Client::new(tls);
-                let ext = conn
-                    .hello(&self.hostname, self.protocol)
-                    .await
-                    .map_err(|e| self.transient("EHLO to", e))??;
-                return self.transaction(&mut conn, &ext, msg).await;
+            .map_err(|e| self.transient("EHLO to", e))??;
+        let config = match &hop.tls {
+            TlsMode::Off => None,
+            TlsMode::Opportunistic => Some(crate::tls::delivery_client_config()),
+            TlsMode::Required(config) => Some(config.clone()),
+        };
+        let required = matches!(hop.tls, TlsMode::Required(_));
+        let Some(config) = config.filter(|_| ext.has("STARTTLS")) else {
+            if required {
+                return Err(Reply::dynamic(
+                    451,
+                    7,
+                    10,
+                    format!("TLS required but {hop} does not offer STARTTLS"),
+                ));
             }
-            if self.tls == TlsPolicy::Required {
+            return self.transaction(&mut conn, &ext, msg).await;
+        };
+        conn.send(b"STARTTLS\r\n")
+            .await
+            .map_err(|e| self.transient("STARTTLS to", e))?;
+        let reply = conn
+            .reply()
+            .await
+            .map_err(|e| self.transient("STARTTLS to", e))?;
+        if reply.code != 220 {
+            if required {
                 return Err(Reply::dynamic(
                     451,
                     7,
@@ -119,17 +168,38 @@ impl SmtpTransport {
                     format!("TLS required but STARTTLS refused: {reply}"),
                 ));
             }
-        } else if self.tls == TlsPolicy::Required {
-            return Err(Reply::dynamic(
-                451,
-                7,
-                10,
-                format!(
-                    "TLS required but {}:{} does not offer STARTTLS",
-                    self.host, self.port
-                ),
-            ));
+            return self.transaction(&mut conn, &ext, msg).await;
         }
+        let name = rustls::pki_types::ServerName::try_from(hop.tls_name.clone());
+        let name = match (name, required) {
+            (Ok(name), _) => name,
+            (Err(_), false) => {
+                rustls::pki_types::ServerName::try_from("localhost").expect("valid name")
+            }
+            (Err(e), true) => {
+                return Err(self.transient("TLS name of", e));
+            }
+        };
+        let tls = within(
+            "TLS handshake",
+            t.tls,
+            tokio_rustls::TlsConnector::from(config).connect(name, conn.into_inner()),
+        )
+        .await
+        .map_err(|e| {
+            // A certificate that does not verify: RFC 3463 X.7.5 (cryptographic failure).
+            let reply = self.transient("TLS handshake with", e);
+            if required {
+                Reply::dynamic(451, 7, 5, reply.text)
+            } else {
+                reply
+            }
+        })?;
+        let mut conn = Client::new(tls, t);
+        let ext = conn
+            .hello(&self.settings.hostname, hop.protocol)
+            .await
+            .map_err(|e| self.transient("EHLO to", e))??;
         self.transaction(&mut conn, &ext, msg).await
     }
 
@@ -148,7 +218,7 @@ impl SmtpTransport {
                 553,
                 6,
                 7,
-                format!("{}:{} does not support SMTPUTF8", self.host, self.port),
+                format!("{} does not support SMTPUTF8", self.hop),
             ));
         }
         let dsn = ext.has("DSN");
@@ -203,9 +273,9 @@ impl SmtpTransport {
             }
             batch.extend_from_slice(b"DATA\r\n");
             conn.send(&batch).await.map_err(io_err)?;
-            mail_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+            mail_reply = conn.reply().await.map_err(io_err)?;
             for (i, slot) in outcomes.iter_mut().enumerate() {
-                let r = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+                let r = conn.reply().await.map_err(io_err)?;
                 if mail_reply.is_positive() && r.is_positive() {
                     accepted.push(i);
                 } else {
@@ -216,17 +286,17 @@ impl SmtpTransport {
                     }));
                 }
             }
-            data_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+            data_reply = conn.reply().await.map_err(io_err)?;
         } else {
             conn.send(mail.as_bytes()).await.map_err(io_err)?;
-            mail_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+            mail_reply = conn.reply().await.map_err(io_err)?;
             if !mail_reply.is_positive() {
                 conn.quit().await;
                 return Err(mail_reply);
             }
             for (i, line) in rcpts.iter().enumerate() {
                 conn.send(line.as_bytes()).await.map_err(io_err)?;
-                let r = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+                let r = conn.reply().await.map_err(io_err)?;
                 if r.is_positive() {
                     accepted.push(i);
                 } else {
@@ -241,13 +311,13 @@ impl SmtpTransport {
                     .collect());
             }
             conn.send(b"DATA\r\n").await.map_err(io_err)?;
-            data_reply = conn.reply(REPLY_TIMEOUT).await.map_err(io_err)?;
+            data_reply = conn.reply().await.map_err(io_err)?;
         }
         if !mail_reply.is_positive() {
             if data_reply.code == 354 {
                 // RFC 2920 3.1: nothing valid to send; end the data at once.
                 conn.send(b".\r\n").await.map_err(io_err)?;
-                let _ = conn.reply(DATA_END_TIMEOUT).await;
+                let _ = conn.reply_within(conn.timeouts.data_end).await;
             }
             conn.quit().await;
             return Err(mail_reply);
@@ -255,7 +325,7 @@ impl SmtpTransport {
         if data_reply.code != 354 || accepted.is_empty() {
             if data_reply.code == 354 {
                 conn.send(b".\r\n").await.map_err(io_err)?;
-                let _ = conn.reply(DATA_END_TIMEOUT).await;
+                let _ = conn.reply_within(conn.timeouts.data_end).await;
             }
             for &i in &accepted {
                 outcomes[i] = Some(DeliveryOutcome::from_reply(data_reply.clone()));
@@ -263,15 +333,23 @@ impl SmtpTransport {
             conn.quit().await;
             return Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect());
         }
-        conn.send(&dot_stuff(msg.content)).await.map_err(io_err)?;
-        if self.protocol == Protocol::Lmtp {
+        conn.send_data(&dot_stuff(msg.content))
+            .await
+            .map_err(io_err)?;
+        if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {
-                let r = conn.reply(DATA_END_TIMEOUT).await.map_err(io_err)?;
+                let r = conn
+                    .reply_within(conn.timeouts.data_end)
+                    .await
+                    .map_err(io_err)?;
                 outcomes[i] = Some(DeliveryOutcome::from_reply(r));
             }
         } else {
-            let r = conn.reply(DATA_END_TIMEOUT).await.map_err(io_err)?;
+            let r = conn
+                .reply_within(conn.timeouts.data_end)
+                .await
+                .map_err(io_err)?;
             for &i in &accepted {
                 outcomes[i] = Some(DeliveryOutcome::from_reply(r.clone()));
             }
@@ -289,155 +367,5 @@ impl Transport for SmtpTransport {
                 Err(reply) => vec![DeliveryOutcome::from_reply(reply); msg.recipients.len()],
             }
         })
-    }
-}
-
-/// RFC 5321 4.5.2: a leading dot gets another; the content ends with CRLF `.` CRLF.
-pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut line_start = true;
-    for &b in content {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-/// EHLO keywords of the next hop.
-struct Extensions(Vec<String>);
-
-impl Extensions {
-    fn has(&self, keyword: &str) -> bool {
-        self.0.iter().any(|l| {
-            l.split_ascii_whitespace()
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
-        })
-    }
-}
-
-/// The connection to the next hop: replies are read into `buf` and parsed by
-/// `Reply::parse`.
-struct Client<S> {
-    stream: S,
-    buf: Vec<u8>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    fn new(stream: S) -> Self {
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// The stream for the TLS handshake; anything the server sent ahead is dropped with
-    /// the buffer (RFC 3207 4.2 on the client side).
-    fn into_inner(self) -> S {
-        self.stream
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    /// EHLO, or LHLO for LMTP; falls back to HELO when EHLO is refused (RFC 5321 3.2).
-    async fn hello(
-        &mut self,
-        name: &str,
-        protocol: Protocol,
-    ) -> io::Result<Result<Extensions, Reply>> {
-        let verb = match protocol {
-            Protocol::Smtp => "EHLO",
-            Protocol::Lmtp => "LHLO",
-        };
-        self.send(format!("{verb} {name}\r\n").as_bytes()).await?;
-        let reply = self.reply(REPLY_TIMEOUT).await?;
-        if reply.code == 250 {
-            return Ok(Ok(Extensions(
-                reply.text.lines().skip(1).map(String::from).collect(),
-            )));
-        }
-        if protocol == Protocol::Lmtp || !(500..=504).contains(&reply.code) {
-            return Ok(Err(reply));
-        }
-        self.send(format!("HELO {name}\r\n").as_bytes()).await?;
-        let reply = self.reply(REPLY_TIMEOUT).await?;
-        Ok(if reply.code == 250 {
-            Ok(Extensions(Vec::new()))
-        } else {
-            Err(reply)
-        })
-    }
-
-    /// Reads one (possibly multi-line) reply (RFC 5321 4.2.1).
-    async fn reply(&mut self, timeout: Duration) -> io::Result<Reply> {
-        tokio::time::timeout(timeout, self.read_reply())
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply in time"))?
-    }
-
-    async fn read_reply(&mut self) -> io::Result<Reply> {
-        loop {
-            match Reply::parse(&self.buf) {
-                Ok(Some((reply, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(reply);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn quit(&mut self) {
-        if self.send(b"QUIT\r\n").await.is_ok() {
-            let _ = self.reply(Duration::from_secs(10)).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stuffing() {
-        assert_eq!(
-            dot_stuff(b".a\r\nb\r\n..c\r\n"),
-            b"..a\r\nb\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
-    }
-
-    #[tokio::test]
-    async fn multiline_reply_with_enhanced_codes() {
-        let (a, mut b) = tokio::io::duplex(1024);
-        b.write_all(b"250-2.0.0 mx.test greets\r\n250-2.0.0 PIPELINING\r\n250 2.0.0 SIZE 100\r\n")
-            .await
-            .unwrap();
-        let mut c = Client::new(a);
-        let r = c.reply(REPLY_TIMEOUT).await.unwrap();
-        assert_eq!(r.code, 250);
-        assert_eq!(r.enhanced, Some(crate::proto::EnhancedCode(2, 0, 0)));
-        assert_eq!(r.text, "mx.test greets\nPIPELINING\nSIZE 100");
     }
 }

@@ -5,6 +5,7 @@
 
 mod bounce;
 mod client;
+mod conn;
 mod maildir;
 mod mx;
 mod queue;

@@ -4,18 +4,21 @@
 //! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
 //! Lookups use the server's resolver (`[dns] nameservers`).
 
-use super::client::{Protocol, SmtpTransport};
+use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
-use crate::config::{Config, TlsPolicy};
+use crate::config::Config;
 use crate::dns::{Dns, DnsError, ResolverError};
 use crate::proto::Reply;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub struct MxTransport {
     domain: String,
     port: u16,
-    tls: TlsPolicy,
-    hostname: String,
+    tls: TlsMode,
+    settings: Arc<ClientSettings>,
+    /// Addresses tried per attempt, over all MX hosts.
+    address_limit: usize,
     /// The delivery's shared resolver, or why there is none.
     dns: Result<Dns, ResolverError>,
 }
@@ -30,14 +33,16 @@ impl MxTransport {
     pub fn new(
         config: &Config,
         domain: &str,
-        tls: TlsPolicy,
+        tls: TlsMode,
+        settings: Arc<ClientSettings>,
         dns: Result<Dns, ResolverError>,
     ) -> MxTransport {
         MxTransport {
             domain: domain.to_string(),
             port: config.delivery.smtp_port,
             tls,
-            hostname: config.hostname.clone(),
+            settings,
+            address_limit: config.delivery.mx_address_limit,
             dns,
         }
     }
@@ -94,6 +99,7 @@ impl MxTransport {
         };
         let mut last = None;
         let mut nowhere = true;
+        let mut tried = 0;
         for host in &hosts {
             let addresses = match self.addresses(dns, host).await {
                 Ok(a) => a,
@@ -104,12 +110,21 @@ impl MxTransport {
             };
             nowhere = false;
             for ip in addresses {
+                // Postfix's smtp_mx_address_limit: a domain with many MX addresses that all
+                // hang cannot hold a delivery slot for all of their timeouts.
+                if tried == self.address_limit {
+                    break;
+                }
+                tried += 1;
                 let hop = SmtpTransport::new(
-                    &self.hostname,
-                    &ip.to_string(),
-                    self.port,
-                    self.tls,
-                    Protocol::Smtp,
+                    Hop {
+                        host: ip.to_string(),
+                        port: self.port,
+                        tls_name: host.clone(),
+                        tls: self.tls.clone(),
+                        protocol: Protocol::Smtp,
+                    },
+                    self.settings.clone(),
                 );
                 match hop.run(msg).await {
                     Ok(outcomes) => return outcomes,

@@ -16,6 +16,7 @@ pub fn start(
     spool: Spool,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    own_addrs: Vec<std::net::SocketAddr>,
 ) -> std::io::Result<(QueueHandle, tokio::task::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let concurrency = config.borrow().delivery.concurrency;
@@ -31,6 +32,8 @@ pub fn start(
         flush: broadcast::channel(64).0,
         shutdown,
         queue: QueueHandle::new(tx.clone()),
+        own_addrs,
+        destinations: Default::default(),
         resolver: Default::default(),
     });
     let task = tokio::spawn(async move {

@@ -106,11 +106,6 @@ pub(super) async fn run_message(d: Arc<Delivery>, id: SpoolId) {
         if !refresh(&d.spool, &envelope, &mut state) {
             return;
         }
-        let permit = tokio::select! {
-            p = d.permits.acquire() => p,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let Ok(_permit) = permit else { return };
         // Read once per attempt; the reports below return it to the sender.
         let content = match d.spool.load_content(&id).await {
             Ok(content) => content,

@@ -1,42 +1,68 @@
 //! One delivery attempt: pending recipients grouped by route (one connection per next hop,
 //! MX routes per domain), each group handed to its transport, outcomes recorded.
 
-use super::client::{self, Protocol};
+use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
+use super::conn::Timeouts;
 use super::shared::Delivery;
-use super::{DeliveryOutcome, Outgoing, Transport, maildir, mx};
-use crate::config::{Config, Target, TlsPolicy};
+use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, maildir, mx};
+use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Metrics;
+use crate::proto::Reply;
 use crate::spool::{Envelope, QueueState, RecipientStatus};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A route that cannot be used now (its `ca` file is unreadable): every recipient deferred.
+struct Unavailable(Reply);
+
+impl Transport for Unavailable {
+    fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
+        let outcome = DeliveryOutcome::from_reply(self.0.clone());
+        Box::pin(std::future::ready(vec![outcome; msg.recipients.len()]))
+    }
+}
+
+fn tls_mode(route: &Route) -> Result<TlsMode, Reply> {
+    Ok(match route.tls {
+        TlsPolicy::None => TlsMode::Off,
+        TlsPolicy::Opportunistic => TlsMode::Opportunistic,
+        TlsPolicy::Required => crate::tls::verifying_client_config(route.ca.as_deref())
+            .map(TlsMode::Required)
+            .map_err(|e| Reply::dynamic(451, 7, 5, format!("TLS required: {e}")))?,
+    })
+}
 
 /// Builds the transport for a route; `domain` is the recipients' domain (for MX routes).
 fn transport_for(
     d: &Delivery,
     config: &Config,
-    target: &Target,
-    tls: TlsPolicy,
+    route: &Route,
     domain: &str,
+    settings: &Arc<ClientSettings>,
 ) -> Box<dyn Transport> {
-    match target {
-        Target::Smtp(host, port) => Box::new(client::SmtpTransport::new(
-            &config.hostname,
-            host,
-            *port,
-            tls,
-            Protocol::Smtp,
-        )),
-        Target::Lmtp(host, port) => Box::new(client::SmtpTransport::new(
-            &config.hostname,
-            host,
-            *port,
-            tls,
-            Protocol::Lmtp,
-        )),
+    let tls = match tls_mode(route) {
+        Ok(tls) => tls,
+        Err(reply) => return Box::new(Unavailable(reply)),
+    };
+    let hop = |host: &str, port: u16, protocol| {
+        let hop = Hop {
+            host: host.to_string(),
+            port,
+            tls_name: host.to_string(),
+            tls: tls.clone(),
+            protocol,
+        };
+        Box::new(SmtpTransport::new(hop, settings.clone()))
+    };
+    match &route.to {
+        Target::Smtp(host, port) => hop(host, *port, Protocol::Smtp),
+        Target::Lmtp(host, port) => hop(host, *port, Protocol::Lmtp),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
         Target::Mx => Box::new(mx::MxTransport::new(
             config,
             domain,
             tls,
+            settings.clone(),
             d.resolver(config),
         )),
     }
@@ -50,23 +76,31 @@ pub(super) async fn attempt(
     state: &mut QueueState,
 ) {
     let config = d.config.borrow().clone();
-    let mut groups: BTreeMap<String, (Target, TlsPolicy, Vec<usize>)> = BTreeMap::new();
+    let settings = Arc::new(ClientSettings {
+        hostname: config.hostname.clone(),
+        timeouts: Timeouts::from_config(&config.delivery),
+        own_addrs: d.own_addrs.clone(),
+    });
+    let mut groups: BTreeMap<String, (Route, Vec<usize>)> = BTreeMap::new();
     for i in state.pending() {
-        let (target, tls) = config.route_for(&envelope.recipients[i].address.domain);
+        let route = config.route_for(&envelope.recipients[i].address.domain);
         // One connection per next hop; MX routes group per domain.
-        let key = match &target {
+        let key = match &route.to {
             Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
-            other => format!("{other:?}{tls:?}"),
+            other => format!("{other:?}"),
         };
-        groups
-            .entry(key)
-            .or_insert((target, tls, Vec::new()))
-            .2
-            .push(i);
+        groups.entry(key).or_insert((route, Vec::new())).1.push(i);
     }
-    for (target, tls, recipients) in groups.into_values() {
+    for (destination, (route, recipients)) in groups {
+        // The destination's slot first, then a global one: an attempt waiting for a busy
+        // destination holds nothing that other destinations need.
+        let _destination = d.destination_permit(&destination, &config).await;
+        let Ok(_global) = d.permits.acquire().await else {
+            return;
+        };
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
-        let transport = transport_for(d, &config, &target, tls, &domain);
+        let transport = transport_for(d, &config, &route, &domain, &settings);
+        let target = &route.to;
         let outgoing = Outgoing {
             envelope,
             content,

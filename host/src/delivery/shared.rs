@@ -4,8 +4,10 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolId};
-use std::sync::Arc;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
 pub(super) enum QueueEvent {
     Submit(SpoolId),
@@ -46,6 +48,10 @@ pub(super) struct Delivery {
     pub(super) queue: QueueHandle,
     /// The resolver for MX routes and the nameservers it was built for; rebuilt only when
     /// a reload changes `[dns] nameservers`, so its cache lives across deliveries.
+    /// Where our listeners are bound: a next hop there is a loop.
+    pub(super) own_addrs: Vec<SocketAddr>,
+    /// One semaphore per destination in use (`delivery.destination_concurrency`).
+    pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
 }
 
@@ -62,6 +68,51 @@ impl Delivery {
                 *cached = Some((config.dns.nameservers.clone(), dns.clone()));
                 Ok(dns)
             }
+        }
+    }
+}
+
+/// A slot of one destination; the destination's entry goes when its last user does.
+pub(super) struct DestinationPermit<'a> {
+    delivery: &'a Delivery,
+    key: &'a str,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Delivery {
+    /// Waits for a slot of `destination` (a next hop, or `mx:DOMAIN`).
+    pub(super) async fn destination_permit<'a>(
+        &'a self,
+        destination: &'a str,
+        config: &Config,
+    ) -> DestinationPermit<'a> {
+        let semaphore = self
+            .destinations
+            .lock()
+            .expect("destinations lock")
+            .entry(destination.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(config.delivery.destination_concurrency)))
+            .clone();
+        let permit = semaphore.acquire_owned().await.expect("never closed");
+        DestinationPermit {
+            delivery: self,
+            key: destination,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl Drop for DestinationPermit<'_> {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut map = self
+            .delivery
+            .destinations
+            .lock()
+            .expect("destinations lock");
+        // Nobody else holds or waits for it (clones are only made under this lock).
+        if map.get(self.key).is_some_and(|s| Arc::strong_count(s) == 1) {
+            map.remove(self.key);
         }
     }
 }

@@ -188,8 +188,8 @@ impl MailParams {
                     if p.envid.is_some() {
                         return Err(dup());
                     }
-                    // RFC 3461 4.4: at most 100 characters, xtext.
-                    if v.len() > 100 || !is_xtext(v) {
+                    // RFC 3461 4.4: at most 100 characters, xtext of printable US-ASCII.
+                    if v.len() > 100 || decode_xtext(v).is_none() {
                         return Err(bad());
                     }
                     p.envid = Some(v.to_string());
@@ -268,8 +268,9 @@ impl RcptParams {
                         && addr_type
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                    // RFC 3461 4.2: at most 500 characters.
-                    if !atom_ok || v.len() > 500 || addr.is_empty() || !is_xtext(addr) {
+                    // RFC 3461 4.2: at most 500 characters, xtext of printable US-ASCII.
+                    if !atom_ok || v.len() > 500 || addr.is_empty() || decode_xtext(addr).is_none()
+                    {
                         return Err(bad());
                     }
                     p.orcpt = Some(v.to_string());
@@ -331,26 +332,30 @@ pub fn is_xtext(s: &str) -> bool {
     true
 }
 
-/// xtext decoding (RFC 3461 4): `+HH` is the octet HH.
-pub fn decode_xtext(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        if b[i] == b'+'
-            && let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
+/// Decodes xtext (RFC 3461 4: `+HH` is the octet HH); `None` unless it is xtext and decodes
+/// to printable US-ASCII, as ENVID and ORCPT must (RFC 3461 4.2, 4.4). What it returns is
+/// safe to write into a header field: no CR, LF or other control.
+pub fn decode_xtext(s: &str) -> Option<String> {
+    if !is_xtext(s) {
+        return None;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        let byte = if c == '+' {
+            let v = u8::from_str_radix(rest.get(1..3)?, 16).ok()?;
+            rest = &rest[3..];
+            v
+        } else {
+            rest = &rest[1..];
+            c as u8
+        };
+        if !(b' '..=b'~').contains(&byte) {
+            return None;
+        }
+        out.push(byte as char);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -359,8 +364,12 @@ mod tests {
 
     #[test]
     fn xtext() {
-        assert_eq!(decode_xtext("a+2Bb+40c"), "a+b@c");
-        assert_eq!(decode_xtext("tail+4"), "tail+4");
+        assert_eq!(decode_xtext("a+2Bb+40c").as_deref(), Some("a+b@c"));
+        assert_eq!(decode_xtext("tail+4"), None);
+        // RFC 3461 4.2, 4.4: what decodes to a control is refused (header injection).
+        assert_eq!(decode_xtext("x+0D+0AX-Injected:+20yes"), None);
+        assert_eq!(decode_xtext("a+7F"), None);
+        assert_eq!(decode_xtext("a+20b").as_deref(), Some("a b"));
         assert!(is_xtext("a+2Bb") && !is_xtext("a=b") && !is_xtext("a+2"));
     }
 

@@ -93,6 +93,12 @@ pub const UTF8_NEEDS_SMTPUTF8: Reply = Reply::new(
     E(5, 6, 7),
     "Non-ASCII address requires the SMTPUTF8 parameter",
 );
+/// RFC 5321 6.3: a message with too many trace fields is looping; RFC 3463 X.4.6.
+pub const TOO_MANY_HOPS: Reply = Reply::new(
+    554,
+    E(5, 4, 6),
+    "Too many hops (Received: fields): mail loop suspected",
+);
 pub const BARE_NEWLINE_DATA: Reply = Reply::new(
     554,
     E(5, 5, 2),

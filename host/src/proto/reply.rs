@@ -127,7 +127,13 @@ impl Reply {
                 return Err(ReplyError::BadLine(line.into_owned()));
             };
             let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line.get(4..).unwrap_or("").to_string());
+            // The text reaches logs, `queue list` and delivery reports: no controls in it.
+            let text = line.get(4..).unwrap_or("");
+            lines.push(
+                text.chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
+            );
             if !more {
                 return Ok(Some((Reply::from_lines(code, lines), used)));
             }
@@ -212,6 +218,7 @@ mod tests {
                 Ok(Some((550, Some(EnhancedCode(5, 1, 1)), "no such user"))),
             ),
             (b"hello\r\n", Err(ReplyError::BadLine("hello".into()))),
+            (b"451 a\x1b[2Jb\0c\r\n", Ok(Some((451, None, "a [2Jb c")))),
             (b"25\r\n", Err(ReplyError::BadLine("25".into()))),
         ] {
             let got = Reply::parse(input)

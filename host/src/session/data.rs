@@ -115,6 +115,8 @@ impl Session {
         } else if received.too_large {
             // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
             self.refuse_message(replies::SIZE_EXCEEDED)
+        } else if trace_fields(&received.message) > self.ctx.config.limits.hop_limit {
+            self.refuse_message(replies::TOO_MANY_HOPS)
         } else {
             self.complete_message(received.message).await
         }
@@ -291,5 +293,28 @@ fn apply_recipient_changes(recipients: &mut Vec<Recipient>, changes: &[PluginCha
             }
             _ => {}
         }
+    }
+}
+
+/// The number of `Received:` fields in the header section (RFC 5321 4.4).
+fn trace_fields(message: &[u8]) -> usize {
+    message
+        .split(|&b| b == b'\n')
+        .take_while(|line| !matches!(line, [] | [b'\r']))
+        .filter(|line| {
+            line.get(..9)
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"received:"))
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_trace_fields_in_the_header_only() {
+        let msg =
+            b"Received: a\r\n\tcontinued\r\nRECEIVED: b\r\nSubject: x\r\n\r\nReceived: body\r\n";
+        assert_eq!(super::trace_fields(msg), 2);
+        assert_eq!(super::trace_fields(b""), 0);
     }
 }

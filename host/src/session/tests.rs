@@ -31,6 +31,7 @@ impl Harness {
             spool.clone(),
             metrics.clone(),
             shutdown.clone(),
+            Vec::new(),
         )
         .unwrap();
         let ctx = Arc::new(Context {
