@@ -265,12 +265,17 @@ async fn bdat_chunks() {
 }
 
 #[tokio::test]
-async fn etrn_is_accepted() {
+async fn etrn_only_for_relay_clients() {
     let s = server().await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
-    c.cmd("ETRN example.test", "250").await;
+    // RFC 1985: 459 for a node the client may not start.
+    c.cmd("ETRN example.test", "459 4.7.1").await;
     c.cmd("ETRN", "501").await;
+    let s = TestServer::start(&format!("{ACCEPT}[relay]\nnetworks = [\"127.0.0.0/8\"]\n")).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("ETRN example.test", "250").await;
 }
 
 #[tokio::test]

@@ -114,7 +114,7 @@ async fn next_hop_down_keeps_mail_until_it_is_up() {
         .port();
     // A retry interval of an hour: only ETRN can bring the second attempt forward.
     let s = TestServer::start(&format!(
-        "[accept]\ndomains = [\"example.test\"]\n[delivery]\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"smtp:127.0.0.1:{port}\"\n"
+        "[accept]\ndomains = [\"example.test\"]\n[relay]\nnetworks = [\"127.0.0.1\"]\n[delivery]\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"smtp:127.0.0.1:{port}\"\n"
     ))
     .await;
     let mut c = s.send_one(&["u@example.test"], "wait").await;

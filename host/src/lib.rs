@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod metrics;

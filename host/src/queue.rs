@@ -1,8 +1,8 @@
-//! `wasmtp queue`: lists and acts on the spool, whether or not the server runs. Changes are
-//! written to the messages' state files, which delivery re-reads before every attempt;
-//! `flush` and `release` also leave a request in `spool/control/` that a running server
-//! picks up within a second.
+//! `wasmtp queue`: lists and acts on the spool, whether or not the server runs. A running
+//! server is the only writer of delivery state, so changes are asked of it (`control`);
+//! without one, they are made here under the spool's lock.
 
+use crate::control::{self, Request};
 use crate::spool::{QueueState, RecipientStatus, Spool, SpoolId};
 use std::fmt::Write as _;
 use std::io;
@@ -14,6 +14,9 @@ pub enum QueueError {
     NotAnId(String),
     #[error("no message {0} in the queue")]
     NoSuchMessage(SpoolId),
+    /// The request was refused (by the running server, or the spool).
+    #[error("{0}")]
+    Refused(String),
     #[error("spool: {0}")]
     Io(#[from] io::Error),
 }
@@ -103,27 +106,54 @@ pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
     Ok(out)
 }
 
-fn with_state(
-    spool: &Spool,
-    id: &str,
-    f: impl FnOnce(&mut QueueState),
-) -> Result<SpoolId, QueueError> {
-    let id = parse_id(id)?;
-    let (_, mut state) = spool
-        .load_envelope(&id)
-        .map_err(|_| QueueError::NoSuchMessage(id.clone()))?;
-    f(&mut state);
-    spool.save_state_sync(&id, &state)?;
-    Ok(id)
+/// Carries out `request`: through the running server when there is one (it holds the
+/// spool's lock and is then the only writer), else on the spool directly, under the lock.
+fn carry_out(spool: &Spool, request: Request) -> Result<String, QueueError> {
+    let answer = match spool.try_lock()? {
+        None => control::ask(spool, &request)?,
+        Some(_lock) => apply_offline(spool, &request)?,
+    };
+    answer.map(|text| text + "\n").map_err(QueueError::Refused)
 }
 
-fn request(spool: &Spool, name: &str, content: &str) -> Result<(), QueueError> {
-    Ok(std::fs::write(spool.control_dir().join(name), content)?)
+/// Without a server: changes the state files itself.
+fn apply_offline(spool: &Spool, request: &Request) -> Result<control::Answer, QueueError> {
+    let with_state = |id: &SpoolId, f: &dyn Fn(&mut QueueState) -> control::Answer| {
+        let Ok((_, mut state)) = spool.load_envelope(id) else {
+            return Ok(Err(QueueError::NoSuchMessage(id.clone()).to_string()));
+        };
+        let answer = f(&mut state);
+        if answer.is_ok() {
+            spool.save_state_sync(id, &state)?;
+        }
+        Ok::<_, QueueError>(answer)
+    };
+    match request {
+        Request::Flush { domain } => {
+            for (id, mut state) in due(spool, domain.as_deref())? {
+                state.next_attempt = now();
+                spool.save_state_sync(&id, &state)?;
+            }
+            Ok(Ok("flush requested".into()))
+        }
+        Request::Hold { id } => with_state(id, &|s| {
+            s.hold();
+            Ok(format!("held {id}"))
+        }),
+        Request::Release { id } => with_state(id, &|s| {
+            s.release(now())?;
+            Ok(format!("released {id}"))
+        }),
+        Request::Remove { id } => Ok(match spool.remove_sync(id) {
+            Ok(()) => Ok(format!("removed {id}")),
+            Err(_) => Err(QueueError::NoSuchMessage(id.clone()).to_string()),
+        }),
+    }
 }
 
-/// Retries deferred mail now (all, or that with recipients in `domain`).
-pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, QueueError> {
-    let mut count = 0;
+/// Messages a flush would retry: not held, with pending recipients (in `domain`).
+fn due(spool: &Spool, domain: Option<&str>) -> Result<Vec<(SpoolId, QueueState)>, QueueError> {
+    let mut out = Vec::new();
     for id in spool.list()? {
         let Ok((envelope, state)) = spool.load_envelope(&id) else {
             continue;
@@ -137,41 +167,33 @@ pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, QueueError> 
             })
         });
         if matches && !state.held && state.pending().next().is_some() {
-            with_state(spool, id.as_str(), |s| s.next_attempt = now())?;
-            count += 1;
+            out.push((id, state));
         }
     }
-    request(
+    Ok(out)
+}
+
+/// Retries deferred mail now (all, or that with recipients in `domain`).
+pub fn flush(spool: &Spool, domain: Option<&str>) -> Result<String, QueueError> {
+    let count = due(spool, domain)?.len();
+    carry_out(
         spool,
-        &format!("flush-{}", SpoolId::generate()),
-        domain.unwrap_or(""),
+        Request::Flush {
+            domain: domain.map(str::to_string),
+        },
     )?;
     Ok(format!("flush requested for {count} message(s)\n"))
 }
 
 pub fn remove(spool: &Spool, id: &str) -> Result<String, QueueError> {
-    let parsed = parse_id(id)?;
-    spool
-        .remove_sync(&parsed)
-        .map_err(|_| QueueError::NoSuchMessage(parsed.clone()))?;
-    Ok(format!("removed {id}\n"))
+    carry_out(spool, Request::Remove { id: parse_id(id)? })
 }
 
 pub fn hold(spool: &Spool, id: &str) -> Result<String, QueueError> {
-    let id = with_state(spool, id, |s| {
-        s.held = true;
-        s.hold_reason
-            .get_or_insert_with(|| "held by the operator".into());
-    })?;
-    Ok(format!("held {id}\n"))
+    carry_out(spool, Request::Hold { id: parse_id(id)? })
 }
 
+/// Releases a held message (only a held one).
 pub fn release(spool: &Spool, id: &str) -> Result<String, QueueError> {
-    let id = with_state(spool, id, |s| {
-        s.held = false;
-        s.hold_reason = None;
-        s.next_attempt = now();
-    })?;
-    request(spool, &format!("release-{id}"), "")?;
-    Ok(format!("released {id}\n"))
+    carry_out(spool, Request::Release { id: parse_id(id)? })
 }

@@ -7,7 +7,7 @@ use crate::plugin::kv::EmbeddedKv;
 use crate::proto::replies;
 use crate::resources::Resources;
 use crate::session::{Context, Outcome, Session};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolLock};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +73,8 @@ struct Fixed {
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     kv: Arc<EmbeddedKv>,
+    /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
+    _spool_lock: SpoolLock,
 }
 
 /// Builds what sessions share from a config, loading its TLS files and plugins.
@@ -94,10 +96,11 @@ impl Server {
     /// Opens the spool, binds every listener, recovers the queue and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
-        let spool = Spool::open(&config.spool.path).map_err(|source| ServerError::Spool {
-            path: config.spool.path.clone(),
-            source,
-        })?;
+        let (spool, spool_lock) =
+            Spool::open(&config.spool.path).map_err(|source| ServerError::Spool {
+                path: config.spool.path.clone(),
+                source,
+            })?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kv = Arc::new(
@@ -140,6 +143,7 @@ impl Server {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             kv: kv.clone(),
+            _spool_lock: spool_lock,
         };
         let ctx = context(config.clone(), &fixed).await?;
         let kv_task = tokio::spawn(flush_kv(kv, shutdown.clone()));

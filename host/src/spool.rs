@@ -118,10 +118,39 @@ impl QueueState {
         }
     }
 
+    /// Keeps it from delivery until released (the reason stays if a plugin gave one).
+    pub fn hold(&mut self) {
+        self.held = true;
+        self.hold_reason
+            .get_or_insert_with(|| "held by the operator".into());
+    }
+
+    /// Lets a held message go, due now; a message that is not held stays as it is.
+    pub fn release(&mut self, now: i64) -> Result<(), String> {
+        if !self.held {
+            return Err("the message is not held".into());
+        }
+        self.held = false;
+        self.hold_reason = None;
+        self.next_attempt = now;
+        Ok(())
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = usize> + '_ {
         self.recipients.iter().enumerate().filter_map(|(i, s)| {
             matches!(s, RecipientStatus::Queued | RecipientStatus::Deferred(_)).then_some(i)
         })
+    }
+}
+
+/// The spool's lock, held as long as this lives (an advisory `flock`, released by the
+/// kernel when the process dies).
+#[derive(Debug)]
+pub struct SpoolLock(File);
+
+impl Drop for SpoolLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -131,18 +160,48 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Creates the directories and removes half-written files left by a crash.
-    pub fn open(path: &Path) -> io::Result<Spool> {
+    /// Creates the directories, takes the spool's lock (one server per spool), and removes
+    /// what a crash can leave half done: files in `tmp/`, and state files whose message
+    /// was never committed (the state of a quarantined message is written first).
+    pub fn open(path: &Path) -> io::Result<(Spool, SpoolLock)> {
         let spool = Spool {
             root: Arc::new(path.to_path_buf()),
         };
         fs::create_dir_all(spool.queue_dir())?;
         fs::create_dir_all(spool.tmp_dir())?;
         fs::create_dir_all(spool.control_dir())?;
+        let lock = spool.try_lock()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another wasmtp server is using this spool",
+            )
+        })?;
         for entry in fs::read_dir(spool.tmp_dir())? {
             let _ = fs::remove_file(entry?.path());
         }
-        Ok(spool)
+        for entry in fs::read_dir(spool.queue_dir())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "state")
+                && !path.with_extension("msg").exists()
+            {
+                let _ = fs::remove_file(path);
+            }
+        }
+        Ok((spool, lock))
+    }
+
+    /// Takes the spool's lock, held by a running server: `None` when someone holds it.
+    pub fn try_lock(&self) -> io::Result<Option<SpoolLock>> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(SpoolLock(file))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// Requests from `wasmtp queue` to a running server (flush, release).
@@ -182,15 +241,26 @@ impl Spool {
         self.queue_dir().join(format!("{id}.state"))
     }
 
-    /// Commits a message durably. When this returns Ok the message survives a crash.
-    pub async fn store(&self, envelope: &Envelope, message: Vec<u8>) -> io::Result<()> {
+    /// Commits a message durably. When this returns Ok the message survives a crash. A
+    /// first `state` (a quarantine hold) is committed before the message, so the message
+    /// can never exist without it.
+    pub async fn store(
+        &self,
+        envelope: &Envelope,
+        message: Vec<u8>,
+        state: Option<&QueueState>,
+    ) -> io::Result<()> {
         let spool = self.clone();
         let mut header = serde_json::to_vec(envelope)?;
         header.push(b'\n');
         let id = envelope.id.clone();
+        let state = state.map(serde_json::to_vec).transpose()?;
         blocking(move || {
             let tmp = spool.tmp_dir().join(format!("{id}.msg"));
             let result = (|| {
+                if let Some(state) = state {
+                    spool.write_state_file(&id, &state)?;
+                }
                 let mut f = File::create(&tmp)?;
                 f.write_all(&header)?;
                 f.write_all(&message)?;
@@ -241,17 +311,11 @@ impl Spool {
         .await
     }
 
-    /// Reads the delivery state of a message whose envelope is in hand, without parsing
-    /// the envelope again. NotFound once the message is removed.
-    pub fn load_state(&self, id: &SpoolId, envelope: &Envelope) -> io::Result<QueueState> {
+    /// The delivery state; no state file means every recipient still queued.
+    fn load_state(&self, id: &SpoolId, envelope: &Envelope) -> io::Result<QueueState> {
         match fs::read(self.state_path(id)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
-            // No state file: every recipient still queued, if the message is still there
-            // (removal deletes the state first).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::metadata(self.message_path(id))?;
-                Ok(QueueState::new(envelope))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(QueueState::new(envelope)),
             Err(e) => Err(e),
         }
     }
@@ -264,18 +328,19 @@ impl Spool {
         blocking(move || spool.save_state_sync(&id, &state)).await
     }
 
-    /// `save_state` for callers outside the runtime (`wasmtp queue`).
+    /// `save_state` for callers outside the runtime (`wasmtp queue` holding the lock).
     pub fn save_state_sync(&self, id: &SpoolId, state: &QueueState) -> io::Result<()> {
-        let bytes = serde_json::to_vec(state)?;
-        // A unique temp name: the server and the CLI may both write at once.
-        let tmp = self
-            .tmp_dir()
-            .join(format!("{id}.state.{}", SpoolId::generate()));
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.state_path(id))?;
+        self.write_state_file(id, &serde_json::to_vec(state)?)?;
         sync_dir(&self.queue_dir())
+    }
+
+    /// Replaces `queue/<id>.state` (temp file, fsync, rename); the caller fsyncs the directory.
+    fn write_state_file(&self, id: &SpoolId, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.tmp_dir().join(format!("{id}.state"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.state_path(id))
     }
 
     /// Size of the stored message (envelope line included), for listings.
@@ -344,10 +409,14 @@ mod tests {
     #[tokio::test]
     async fn store_load_state_remove() {
         let dir = std::env::temp_dir().join(format!("wasmtp-spool-{}", SpoolId::generate()));
-        let spool = Spool::open(&dir).unwrap();
+        let (spool, _lock) = Spool::open(&dir).unwrap();
+        assert!(
+            spool.try_lock().unwrap().is_none(),
+            "a second server got the lock"
+        );
         let env = envelope();
         spool
-            .store(&env, b"Subject: x\r\n\r\nhi\r\n".to_vec())
+            .store(&env, b"Subject: x\r\n\r\nhi\r\n".to_vec(), None)
             .await
             .unwrap();
         assert_eq!(spool.list().unwrap(), vec![env.id.clone()]);

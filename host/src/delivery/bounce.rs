@@ -151,7 +151,7 @@ pub async fn send(
         helo: hostname.to_string(),
         auth_user: None,
     };
-    spool.store(&report, message).await?;
+    spool.store(&report, message, None).await?;
     Ok(Some(id))
 }
 

@@ -1,14 +1,18 @@
 //! The queue: recovers every spooled message at start, takes new ones from sessions and
-//! requests from `wasmtp queue`, and runs one task per message (`retry::run_message`).
+//! requests from `wasmtp queue` (`control`), and runs one task per message
+//! (`retry::run_message`), which alone writes that message's state.
 
 use super::retry::run_message;
-use super::shared::{Delivery, QueueEvent, QueueHandle};
+use super::shared::{Delivery, Flush, Order, QueueEvent, QueueHandle};
 use crate::config::Config;
+use crate::control::{self, Pending, Request};
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolId};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// Starts the queue: recovers every spooled message, then serves new ones.
 pub fn start(
@@ -37,68 +41,126 @@ pub fn start(
         resolver: Default::default(),
     });
     let task = tokio::spawn(async move {
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks = Tasks::default();
         for id in recovered {
-            tasks.spawn(run_message(delivery.clone(), id));
+            tasks.spawn(&delivery, id);
         }
+        let mut flushes = Coalesce::default();
         let mut shutdown = delivery.shutdown.clone();
-        let mut control = tokio::time::interval(Duration::from_secs(1));
+        let mut control = tokio::time::interval(CONTROL_POLL);
         loop {
             tokio::select! {
                 _ = control.tick() => {
-                    for request in read_control(&delivery.spool) {
-                        match request {
-                            QueueEvent::Submit(id) => {
-                                tasks.spawn(run_message(delivery.clone(), id));
-                            }
-                            QueueEvent::Flush(domain) => {
-                                let _ = delivery.flush.send(domain);
-                            }
-                        }
+                    for pending in control::take_requests(&delivery.spool) {
+                        tasks.control(&delivery, &mut flushes, pending);
                     }
                 }
                 event = rx.recv() => match event {
-                    Some(QueueEvent::Submit(id)) => {
-                        tasks.spawn(run_message(delivery.clone(), id));
-                    }
-                    Some(QueueEvent::Flush(domain)) => {
-                        let _ = delivery.flush.send(domain);
-                    }
+                    Some(QueueEvent::Submit(id)) => tasks.spawn(&delivery, id),
+                    Some(QueueEvent::Flush(domain)) => flushes.send(&delivery, domain),
                     None => break,
                 },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
+                    let task = match done {
+                        Ok((task, ())) => task,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(id) = tasks.ids.remove(&task) {
+                        tasks.orders.remove(&id);
+                    }
+                }
                 _ = shutdown.wait_for(|s| *s) => break,
             }
         }
         // Attempts in flight get a moment to finish; the spool keeps the rest.
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while tasks.join_next().await.is_some() {}
+            while tasks.set.join_next().await.is_some() {}
         })
         .await;
     });
     Ok((QueueHandle::new(tx), task))
 }
 
-/// Takes the requests `wasmtp queue` left in `spool/control/`: `flush` (its content an
-/// optional domain) and `release-ID`. Each file is removed once read.
-fn read_control(spool: &Spool) -> Vec<QueueEvent> {
-    let Ok(entries) = std::fs::read_dir(spool.control_dir()) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
-        let _ = std::fs::remove_file(&path);
-        if name.starts_with("flush") {
-            let domain = content.trim();
-            out.push(QueueEvent::Flush(
-                (!domain.is_empty()).then(|| domain.to_string()),
-            ));
-        } else if let Some(id) = name.strip_prefix("release-").and_then(SpoolId::parse) {
-            out.push(QueueEvent::Submit(id));
+/// How often the control directory is read for `wasmtp queue` requests.
+const CONTROL_POLL: Duration = Duration::from_millis(200);
+/// Flushes of the same domain closer together than this are one (an ETRN storm is one run).
+const FLUSH_COALESCE: Duration = Duration::from_secs(1);
+/// How long a `wasmtp queue` request waits for a busy message's task before it is answered
+/// as pending.
+const ORDER_WAIT: Duration = Duration::from_secs(10);
+
+/// The message tasks, at most one per message, ever: a message already in hand is not
+/// started twice, whoever asks.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    ids: HashMap<tokio::task::Id, SpoolId>,
+    orders: HashMap<SpoolId, mpsc::UnboundedSender<Order>>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, d: &Arc<Delivery>, id: SpoolId) {
+        if self.orders.contains_key(&id) {
+            return;
         }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = self.set.spawn(run_message(d.clone(), id.clone(), rx));
+        self.ids.insert(handle.id(), id.clone());
+        self.orders.insert(id, tx);
     }
-    out
+
+    /// Carries out one `wasmtp queue` request; the answer goes back once the message's task
+    /// applied it.
+    fn control(&mut self, d: &Arc<Delivery>, flushes: &mut Coalesce, pending: Pending) {
+        let (id, order): (SpoolId, fn(_) -> Order) = match &pending.request {
+            Request::Flush { domain } => {
+                flushes.send(d, domain.clone());
+                pending.answer(&Ok("flush requested".into()));
+                return;
+            }
+            Request::Hold { id } => (id.clone(), Order::Hold),
+            Request::Release { id } => (id.clone(), Order::Release),
+            Request::Remove { id } => (id.clone(), Order::Remove),
+        };
+        let (ack, done) = oneshot::channel();
+        let sent = self.orders.get(&id).map(|task| task.send(order(ack)));
+        if !matches!(sent, Some(Ok(()))) {
+            pending.answer(&Err(format!("no message {id} in the queue")));
+            return;
+        }
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(ORDER_WAIT, done).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(format!("no message {id} in the queue")),
+                Err(_) => Ok(format!(
+                    "{id} is being delivered; the request applies when this attempt ends"
+                )),
+            };
+            pending.answer(&answer);
+        });
+    }
+}
+
+/// Passes flush requests on to the message tasks, one per domain per `FLUSH_COALESCE`.
+#[derive(Default)]
+struct Coalesce {
+    last: HashMap<Option<String>, Instant>,
+}
+
+impl Coalesce {
+    fn send(&mut self, d: &Delivery, domain: Option<String>) {
+        let domain = domain.map(|d| d.to_lowercase());
+        let now = Instant::now();
+        if self
+            .last
+            .get(&domain)
+            .is_some_and(|&at| now.duration_since(at) < FLUSH_COALESCE)
+        {
+            return;
+        }
+        self.last
+            .retain(|_, at| now.duration_since(*at) < FLUSH_COALESCE);
+        self.last.insert(domain.clone(), now);
+        let _ = d.flush.send(Flush { domain, at: now });
+    }
 }

@@ -4,11 +4,11 @@
 
 use super::bounce;
 use super::route::attempt;
-use super::shared::Delivery;
-use crate::spool::{Envelope, QueueState, RecipientStatus, Spool, SpoolId};
+use super::shared::{Delivery, Order};
+use crate::spool::{Envelope, QueueState, RecipientStatus, SpoolId};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::broadcast;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
 
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -52,20 +52,52 @@ async fn report(
     }
 }
 
-/// Re-reads the state `wasmtp queue` may have changed; false when the message was removed
-/// or is held (its task ends; `queue release` starts a new one).
-fn refresh(spool: &Spool, envelope: &Envelope, state: &mut QueueState) -> bool {
-    let id = &envelope.id;
-    match spool.load_state(id, envelope) {
-        Ok(on_disk) => *state = on_disk,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        Err(e) => tracing::warn!(%id, error = %e, "cannot re-read delivery state"),
-    }
-    !state.held
+/// What became of the message after an order.
+enum After {
+    Kept,
+    Removed,
 }
 
-/// Drives one message until every recipient is delivered or failed.
-pub(super) async fn run_message(d: Arc<Delivery>, id: SpoolId) {
+/// Applies a `wasmtp queue` order to the state in hand and saves it (this task is the only
+/// writer of the message's state).
+async fn apply(d: &Delivery, envelope: &Envelope, state: &mut QueueState, order: Order) -> After {
+    let id = &envelope.id;
+    let (ack, answer) = match order {
+        Order::Remove(ack) => {
+            let answer = match d.spool.remove(id).await {
+                Ok(()) => Ok(format!("removed {id}")),
+                Err(e) => Err(format!("cannot remove {id}: {e}")),
+            };
+            let _ = ack.send(answer);
+            return After::Removed;
+        }
+        Order::Hold(ack) => {
+            state.hold();
+            (ack, format!("held {id}"))
+        }
+        Order::Release(ack) => match state.release(unix_now()) {
+            Ok(()) => (ack, format!("released {id}")),
+            Err(why) => {
+                let _ = ack.send(Err(format!("{id}: {why}")));
+                return After::Kept;
+            }
+        },
+    };
+    let answer = match d.spool.save_state(id, state).await {
+        Ok(()) => Ok(answer),
+        Err(e) => Err(format!("cannot save the state of {id}: {e}")),
+    };
+    let _ = ack.send(answer);
+    After::Kept
+}
+
+/// Drives one message until every recipient is delivered or failed, or it is removed. Held,
+/// it waits for a release. `orders` are the `wasmtp queue` requests for it.
+pub(super) async fn run_message(
+    d: Arc<Delivery>,
+    id: SpoolId,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+) {
     let (envelope, mut state) = match d.spool.load_envelope(&id) {
         Ok(v) => v,
         Err(e) => {
@@ -75,37 +107,40 @@ pub(super) async fn run_message(d: Arc<Delivery>, id: SpoolId) {
     };
     let mut flush = d.flush.subscribe();
     let mut shutdown = d.shutdown.clone();
+    // Flushes asked for before this are answered by the attempt that started then.
+    let mut attempted_at: Option<Instant> = None;
     loop {
-        // The state in hand was just loaded or just saved (with any hold merged in).
-        if state.held {
-            return;
-        }
-        let wait = state.next_attempt - unix_now();
-        if wait > 0 {
-            let domains: Vec<String> = state
-                .pending()
-                .map(|i| envelope.recipients[i].address.domain_lower())
-                .collect();
-            let sleep = tokio::time::sleep(Duration::from_secs(wait as u64));
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    event = flush.recv() => match event {
-                        Ok(None) => break,
-                        Ok(Some(domain)) if domains.contains(&domain.to_lowercase()) => break,
-                        Ok(Some(_)) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
+        let domains: Vec<String> = state
+            .pending()
+            .map(|i| envelope.recipients[i].address.domain_lower())
+            .collect();
+        loop {
+            let wait = state.next_attempt - unix_now();
+            if !state.held && wait <= 0 {
+                break;
+            }
+            // Held: no timer, only an order moves it.
+            let sleep = tokio::time::sleep(Duration::from_secs(wait.max(0) as u64));
+            let order = tokio::select! {
+                _ = sleep, if !state.held => break,
+                _ = shutdown.wait_for(|s| *s) => return,
+                order = orders.recv() => order,
+                event = flush.recv() => match event {
+                    Ok(f) if !state.held
+                        && attempted_at.is_none_or(|t| f.at > t)
+                        && f.concerns(&domains) => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) if !state.held => break,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let Some(order) = order else { return };
+            if let After::Removed = apply(&d, &envelope, &mut state, order).await {
+                return;
             }
         }
-        // `wasmtp queue` may have held, removed or rescheduled it meanwhile.
-        if !refresh(&d.spool, &envelope, &mut state) {
-            return;
-        }
+        attempted_at = Some(Instant::now());
         // Read once per attempt; the reports below return it to the sender.
         let content = match d.spool.load_content(&id).await {
             Ok(content) => content,
@@ -162,10 +197,11 @@ pub(super) async fn run_message(d: Arc<Delivery>, id: SpoolId) {
             report(&d, &envelope, &content, &deferred, bounce::Kind::Delayed).await;
             state.delay_warned = true;
         }
-        // A hold placed while the attempt ran survives it.
-        if let Ok(on_disk) = d.spool.load_state(&id, &envelope) {
-            state.held |= on_disk.held;
-            state.hold_reason = state.hold_reason.take().or(on_disk.hold_reason);
+        // Orders that came during the attempt apply now, before the state is saved.
+        while let Ok(order) = orders.try_recv() {
+            if let After::Removed = apply(&d, &envelope, &mut state, order).await {
+                return;
+            }
         }
         if let Err(e) = d.spool.save_state(&id, &state).await {
             tracing::error!(%id, error = %e, "cannot save delivery state");

@@ -2,16 +2,43 @@
 //! concurrency permits, the flush signal, and the way back into the queue.
 
 use crate::config::Config;
+use crate::control::Answer;
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
 pub(super) enum QueueEvent {
     Submit(SpoolId),
     Flush(Option<String>),
+}
+
+/// A request to retry deferred mail now (all, or for one domain), stamped with when it was
+/// made: an attempt that started after that answers it.
+#[derive(Debug, Clone)]
+pub(super) struct Flush {
+    pub domain: Option<String>,
+    pub at: Instant,
+}
+
+impl Flush {
+    /// Is it for a message with pending recipients in `domains` (lower case)?
+    pub fn concerns(&self, domains: &[String]) -> bool {
+        self.domain
+            .as_ref()
+            .is_none_or(|d| domains.contains(&d.to_lowercase()))
+    }
+}
+
+/// A change to one message, sent to its task (the only writer of its state).
+pub(super) enum Order {
+    Hold(oneshot::Sender<Answer>),
+    /// Refused unless held.
+    Release(oneshot::Sender<Answer>),
+    Remove(oneshot::Sender<Answer>),
 }
 
 /// How sessions and commands reach the queue.
@@ -42,7 +69,7 @@ pub(super) struct Delivery {
     pub(super) spool: Spool,
     pub(super) metrics: Arc<Metrics>,
     pub(super) permits: Semaphore,
-    pub(super) flush: broadcast::Sender<Option<String>>,
+    pub(super) flush: broadcast::Sender<Flush>,
     pub(super) shutdown: watch::Receiver<bool>,
     /// For delivery status reports, which are queued like any message.
     pub(super) queue: QueueHandle,

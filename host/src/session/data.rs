@@ -189,19 +189,19 @@ impl Session {
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(added_headers.as_bytes());
         message.extend_from_slice(&content);
-        let stored = match self.ctx.spool.store(&envelope, message).await {
-            Ok(()) => match &hold_reason {
-                // Quarantine: held in the spool, never delivered until released.
-                Some(reason) => {
-                    let mut state = QueueState::new(&envelope);
-                    state.held = true;
-                    state.hold_reason = Some(reason.clone());
-                    self.ctx.spool.save_state(&envelope.id, &state).await
-                }
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
-        };
+        // Quarantine: held in the spool, never delivered until released; the hold is
+        // committed with the message, before the 250.
+        let held = hold_reason.as_ref().map(|reason| {
+            let mut state = QueueState::new(&envelope);
+            state.held = true;
+            state.hold_reason = Some(reason.clone());
+            state
+        });
+        let stored = self
+            .ctx
+            .spool
+            .store(&envelope, message, held.as_ref())
+            .await;
         match stored {
             Ok(()) if hold_reason.is_some() => {
                 tracing::warn!(id = %envelope.id, reason = hold_reason.as_deref().unwrap_or(""), "message quarantined");

@@ -139,7 +139,7 @@ impl Session {
     }
 
     /// Clients in `relay.networks`, and users authenticated on a submission listener.
-    fn relay_allowed(&self) -> bool {
+    pub(super) fn relay_allowed(&self) -> bool {
         self.ctx.config.relay_allowed(self.peer.ip())
             || (self.auth_user.is_some() && self.auth_offered())
     }

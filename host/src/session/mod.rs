@@ -356,6 +356,16 @@ impl Session {
         if self.tx.is_some() {
             return replies::BAD_SEQUENCE;
         }
+        // RFC 1985 5: a server may restrict ETRN; strangers cannot make us work the queue
+        // (repeats are coalesced by the queue as well).
+        if !self.relay_allowed() {
+            return Reply::dynamic(
+                459,
+                7,
+                1,
+                format!("Node {domain} not allowed: ETRN is for relay clients"),
+            );
+        }
         self.ctx.queue.flush(Some(domain));
         replies::ETRN_OK
     }
