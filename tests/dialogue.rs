@@ -6,9 +6,11 @@ use common::{Client, TestServer};
 
 const ACCEPT: &str = "[accept]\ndomains = [\"example.test\"]\n[[route]]\ndomain = \"*\"\nto = \"maildir:{dir}/maildir\"\n";
 
+/// These tests provoke many refusals on purpose: without the growing error delay (which
+/// tests/hostile_clients.rs checks) and with room for all of them.
 async fn server() -> TestServer {
     TestServer::start(&format!(
-        "{ACCEPT}[limits]\nrecipients = 3\nmessage_size = \"10KiB\"\n"
+        "{ACCEPT}[limits]\nrecipients = 3\nmessage_size = \"10KiB\"\nerror_delay = \"0s\"\nerror_limit = 100\n"
     ))
     .await
 }
@@ -176,9 +178,10 @@ async fn long_lines_and_bare_newlines_do_not_end_the_session() {
 
 #[tokio::test]
 async fn too_many_errors_get_421() {
-    let s = server().await;
+    // The default error_limit (20), without the growing delay (tests/hostile_clients.rs).
+    let s = TestServer::start(&format!("{ACCEPT}[limits]\nerror_delay = \"0s\"\n")).await;
     let mut c = Client::connect(s.addr()).await;
-    for _ in 0..24 {
+    for _ in 0..19 {
         c.cmd("BOGUS", "500").await;
     }
     c.send(b"BOGUS\r\n").await;

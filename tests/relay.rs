@@ -186,7 +186,12 @@ async fn next_hop_without_pipelining() {
 async fn two_hundred_concurrent_sessions_all_accepted_and_relayed() {
     const SESSIONS: usize = 200;
     let sink = Sink::start(SinkOptions::default()).await;
-    let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
+    // All from one address: above the default per-client cap of 20.
+    let s = TestServer::start(&accept(&format!(
+        "[limits]\nconnections_per_ip = {SESSIONS}\n{}",
+        sink.config_route("*", "none")
+    )))
+    .await;
     let addr = s.addr();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..SESSIONS {

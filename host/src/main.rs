@@ -9,8 +9,8 @@ use wasmtp::config::{Config, ConfigError};
 use wasmtp::plugin::kv::EmbeddedKv;
 use wasmtp::resources::Resources;
 
-/// How long transactions in flight may take to finish after SIGTERM/SIGINT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// After the grace period: the delivery queue's time to finish attempts and save state.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(12);
 
 #[derive(Parser)]
 #[command(
@@ -184,6 +184,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let config_grace = config.limits.shutdown_grace.0;
     runtime.block_on(async move {
         let server = match wasmtp::server::Server::start(config).await {
             Ok(s) => s,
@@ -196,22 +197,45 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut grace = config_grace;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => match Config::load(config_path.as_deref()) {
                     Err(e) => tracing::error!("reload refused, old configuration kept: {}", e.to_string().trim_end()),
-                    Ok(config) => match server.reload(config).await {
-                        Ok(()) => tracing::info!("configuration reloaded"),
-                        Err(e) => tracing::error!("reload refused, old configuration kept: {e:#}"),
+                    Ok(config) => match (config.limits.shutdown_grace.0, server.reload(config).await) {
+                        (new_grace, Ok(())) => {
+                            grace = new_grace;
+                            tracing::info!("configuration reloaded")
+                        }
+                        (_, Err(e)) => tracing::error!("reload refused, old configuration kept: {e:#}"),
                     },
                 },
             }
         }
         tracing::info!("shutting down");
-        server.shutdown(SHUTDOWN_GRACE).await;
+        // A second SIGTERM or SIGINT stops at once; past the grace period (and the queue's
+        // moment to save its state) nothing stuck can hold the process.
+        let forced = tokio::select! {
+            done = tokio::time::timeout(
+                grace + SHUTDOWN_SLACK,
+                server.shutdown(grace),
+            ) => {
+                if done.is_err() {
+                    tracing::warn!("shutdown did not finish in time; stopping anyway");
+                }
+                false
+            }
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if forced {
+            tracing::warn!("second signal: stopping now");
+        }
         tracing::info!("stopped");
-        ExitCode::SUCCESS
+        // Not the runtime's orderly drop, which would wait for whatever is still stuck in a
+        // plugin or a blocking call; what was acknowledged is on disk already.
+        std::process::exit(if forced { 1 } else { 0 })
     })
 }

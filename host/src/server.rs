@@ -1,5 +1,6 @@
 //! Listeners, connection limits, TLS handshakes and graceful shutdown.
 
+use crate::clients::{Clients, Connection};
 use crate::config::{Config, Mode};
 use crate::delivery::{self, QueueHandle};
 use crate::metrics::Metrics;
@@ -73,6 +74,7 @@ struct Fixed {
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     kv: Arc<EmbeddedKv>,
+    clients: Arc<Clients>,
     /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
     _spool_lock: SpoolLock,
 }
@@ -88,6 +90,7 @@ async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerEr
         tls,
         shutdown: fixed.shutdown.clone(),
         metrics: fixed.metrics.clone(),
+        clients: fixed.clients.clone(),
         plugins,
     })
 }
@@ -143,6 +146,7 @@ impl Server {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
             kv: kv.clone(),
+            clients: Arc::new(Clients::default()),
             _spool_lock: spool_lock,
         };
         let ctx = context(config.clone(), &fixed).await?;
@@ -275,20 +279,25 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let ctx = current.borrow().clone();
         Metrics::inc(&ctx.metrics.connections_total);
-        match sessions.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(serve_connection(ctx, mode, tcp, peer, permit));
-            }
-            Err(_) => {
-                Metrics::inc(&ctx.metrics.connections_refused_total);
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let mut out = Vec::new();
-                    replies::TOO_MANY_CONNECTIONS.write_to(&mut out);
-                    let _ = tcp.write_all(&out).await;
-                });
-            }
-        }
+        let per_ip = ctx.config.limits.connections_per_ip;
+        let refusal = match sessions.clone().try_acquire_owned() {
+            Err(_) => replies::TOO_MANY_CONNECTIONS,
+            Ok(permit) => match ctx.clients.connect(peer.ip(), per_ip) {
+                Some(client) => {
+                    tokio::spawn(serve_connection(ctx, mode, tcp, peer, (permit, client)));
+                    continue;
+                }
+                None => replies::TOO_MANY_FROM_CLIENT,
+            },
+        };
+        Metrics::inc(&ctx.metrics.connections_refused_total);
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            let mut out = Vec::new();
+            refusal.write_to(&mut out);
+            // A client that does not read cannot keep this task.
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.write_all(&out)).await;
+        });
     }
 }
 
@@ -297,7 +306,9 @@ async fn serve_connection(
     mode: Mode,
     mut tcp: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    // Held for the connection's life: a slot of `limits.connections`, and one of the
+    // client's `limits.connections_per_ip`.
+    _slots: (OwnedSemaphorePermit, Connection),
 ) {
     let mut session = Session::new(ctx.clone(), mode, peer);
     let greeting = session.greeting();

@@ -225,6 +225,12 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Free space for unprivileged writers on the spool's filesystem, in octets.
+    pub fn free_space(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(self.root.as_path())?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     fn queue_dir(&self) -> PathBuf {
         self.root.join("queue")
     }

@@ -8,6 +8,7 @@ mod values;
 pub use delivery::Delivery;
 pub use values::{Dur, Network, Size, Target};
 
+use crate::proto::Mailbox;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -78,54 +79,48 @@ pub struct Tls {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    #[serde(default = "Limits::default_message_size")]
+    /// Advertised as SIZE and enforced.
     pub message_size: Size,
-    #[serde(default = "Limits::default_recipients")]
+    /// Per transaction; more get 452 4.5.3.
     pub recipients: usize,
-    #[serde(default = "Limits::default_connections")]
     pub connections: usize,
-    #[serde(default = "Limits::default_command_timeout")]
+    /// Open connections per client address (IPv6 per /64); 421 4.7.0 beyond.
+    pub connections_per_ip: usize,
+    /// For each command, and for each write to a client that does not read.
     pub command_timeout: Dur,
-    #[serde(default = "Limits::default_data_timeout")]
     pub data_timeout: Dur,
     /// More `Received:` fields than this and the message is refused as looping (RFC 5321
     /// 6.3; Postfix's hopcount_limit).
-    #[serde(default = "Limits::default_hop_limit")]
     pub hop_limit: usize,
-}
-
-impl Limits {
-    fn default_message_size() -> Size {
-        Size(25 << 20)
-    }
-    fn default_recipients() -> usize {
-        100
-    }
-    fn default_connections() -> usize {
-        1000
-    }
-    fn default_command_timeout() -> Dur {
-        Dur(Duration::from_secs(300))
-    }
-    fn default_data_timeout() -> Dur {
-        Dur(Duration::from_secs(600))
-    }
-    fn default_hop_limit() -> usize {
-        50
-    }
+    /// Error replies (4xx and 5xx, plugin refusals included) after which each further one
+    /// is delayed by `error_delay` times the excess (Postfix's smtpd_soft_error_limit).
+    pub soft_error_limit: u32,
+    pub error_delay: Dur,
+    /// Error replies after which the client is dropped with 421 (smtpd_hard_error_limit).
+    pub error_limit: u32,
+    /// Failed AUTH attempts per connection before it is closed with 421.
+    pub auth_failures: u32,
+    /// After SIGTERM, how long transactions in flight may take to finish.
+    pub shutdown_grace: Dur,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            message_size: Self::default_message_size(),
-            recipients: Self::default_recipients(),
-            connections: Self::default_connections(),
-            command_timeout: Self::default_command_timeout(),
-            data_timeout: Self::default_data_timeout(),
-            hop_limit: Self::default_hop_limit(),
+            message_size: Size(25 << 20),
+            recipients: 100,
+            connections: 1000,
+            connections_per_ip: 20,
+            command_timeout: Dur(Duration::from_secs(300)),
+            data_timeout: Dur(Duration::from_secs(600)),
+            hop_limit: 50,
+            soft_error_limit: 5,
+            error_delay: Dur(Duration::from_secs(1)),
+            error_limit: 20,
+            auth_failures: 3,
+            shutdown_grace: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -135,11 +130,17 @@ impl Default for Limits {
 pub struct SpoolConfig {
     #[serde(default = "SpoolConfig::default_path")]
     pub path: PathBuf,
+    /// Below this much free space on the spool's filesystem, new mail gets 452 4.3.1.
+    #[serde(default = "SpoolConfig::default_min_free")]
+    pub min_free: Size,
 }
 
 impl SpoolConfig {
     fn default_path() -> PathBuf {
         PathBuf::from("data/spool")
+    }
+    fn default_min_free() -> Size {
+        Size(100 << 20)
     }
 }
 
@@ -147,6 +148,7 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
             path: Self::default_path(),
+            min_free: Self::default_min_free(),
         }
     }
 }
@@ -170,6 +172,32 @@ pub struct Relay {
 pub struct User {
     pub name: String,
     pub password_hash: String,
+    /// What this user may send as after AUTH: addresses, or `@domain` for a whole domain.
+    /// Default: the name where it is an address, else the name at each `accept.domains`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl User {
+    /// May this user send with `sender` as MAIL FROM? (Postfix's
+    /// reject_sender_login_mismatch, with the default above.)
+    pub fn owns(&self, sender: &Mailbox, accept: &Accept) -> bool {
+        let address = sender.to_string();
+        if !self.addresses.is_empty() {
+            return self.addresses.iter().any(|a| match a.strip_prefix('@') {
+                Some(domain) => domain.eq_ignore_ascii_case(&sender.domain),
+                None => a.eq_ignore_ascii_case(&address),
+            });
+        }
+        if crate::proto::address::parse_mailbox(&self.name).is_ok() {
+            return self.name.eq_ignore_ascii_case(&address);
+        }
+        sender.local_unquoted().eq_ignore_ascii_case(&self.name)
+            && accept
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&sender.domain))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -351,8 +379,15 @@ impl Config {
         if self.limits.recipients == 0 {
             p.push("limits.recipients: must be at least 1".into());
         }
-        if self.limits.connections == 0 {
-            p.push("limits.connections: must be at least 1".into());
+        for (key, n) in [
+            ("connections", self.limits.connections),
+            ("connections_per_ip", self.limits.connections_per_ip),
+            ("error_limit", self.limits.error_limit as usize),
+            ("auth_failures", self.limits.auth_failures as usize),
+        ] {
+            if n == 0 {
+                p.push(format!("limits.{key}: must be at least 1"));
+            }
         }
         for (i, d) in self.accept.domains.iter().enumerate() {
             if !crate::proto::address::is_domain(d) {
@@ -362,6 +397,17 @@ impl Config {
         for (i, u) in self.user.iter().enumerate() {
             if u.name.is_empty() {
                 p.push(format!("user[{i}].name: must not be empty"));
+            }
+            for (j, a) in u.addresses.iter().enumerate() {
+                let ok = match a.strip_prefix('@') {
+                    Some(domain) => crate::proto::address::is_domain(domain),
+                    None => crate::proto::address::parse_mailbox(a).is_ok(),
+                };
+                if !ok {
+                    p.push(format!(
+                        "user[{i}].addresses[{j}]: {a:?} is neither an address nor @domain"
+                    ));
+                }
             }
             if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
                 p.push(format!(
@@ -405,6 +451,14 @@ impl Config {
             })
     }
 
+    /// Is `sender` one of the addresses the authenticated `user` may send as?
+    pub fn user_owns(&self, user: &str, sender: &Mailbox) -> bool {
+        self.user
+            .iter()
+            .find(|u| u.name == user)
+            .is_some_and(|u| u.owns(sender, &self.accept))
+    }
+
     pub fn accepts_domain(&self, domain: &str) -> bool {
         self.accept
             .domains
@@ -434,6 +488,40 @@ mod tests {
         assert_eq!(c.listen[0].address.to_string(), "127.0.0.1:2525");
         assert!(c.accepts_domain("LOCALHOST"));
         assert!(matches!(c.route_for("localhost").to, Target::Maildir(_)));
+    }
+
+    #[test]
+    fn users_send_as_themselves() {
+        let c = Config::parse(
+            "t",
+            r#"
+[[listen]]
+address = "127.0.0.1:0"
+[accept]
+domains = ["example.test"]
+[[user]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$cGFzc3dvcmRoYXNoaGFzaGhhc2g"
+[[user]]
+name = "bob@example.test"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$cGFzc3dvcmRoYXNoaGFzaGhhc2g"
+[[user]]
+name = "sales"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$cGFzc3dvcmRoYXNoaGFzaGhhc2g"
+addresses = ["boss@example.test", "@sales.example.test"]
+"#,
+        )
+        .unwrap();
+        let m = |s: &str| crate::proto::address::parse_mailbox(s).unwrap();
+        assert!(c.user_owns("alice", &m("Alice@Example.test")));
+        assert!(!c.user_owns("alice", &m("ceo@example.test")));
+        assert!(!c.user_owns("alice", &m("alice@elsewhere.test")));
+        assert!(c.user_owns("bob@example.test", &m("bob@example.test")));
+        assert!(!c.user_owns("bob@example.test", &m("bob@other.test")));
+        assert!(c.user_owns("sales", &m("boss@example.test")));
+        assert!(c.user_owns("sales", &m("anyone@sales.example.test")));
+        assert!(!c.user_owns("sales", &m("sales@example.test")));
+        assert!(!c.user_owns("nobody", &m("nobody@example.test")));
     }
 
     #[test]

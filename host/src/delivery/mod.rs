@@ -15,6 +15,7 @@ mod shared;
 
 use crate::proto::Reply;
 use crate::spool::Envelope;
+pub use maildir::mailbox_name;
 pub use queue::start;
 pub use shared::QueueHandle;
 use std::future::Future;

@@ -20,9 +20,16 @@ pub enum Line {
 #[derive(Debug, Default)]
 pub struct LineReader {
     discarding: bool,
+    sasl: bool,
 }
 
 impl LineReader {
+    /// While a SASL exchange waits for the client's response, lines may be as long as an
+    /// AUTH command (RFC 4954 4: 12288 octets).
+    pub fn expect_sasl(&mut self, on: bool) {
+        self.sasl = on;
+    }
+
     /// Takes the next line from `input`; returns it and how many octets were consumed.
     pub fn take(&mut self, input: &[u8]) -> (Line, usize) {
         let Some(pos) = input.iter().position(|&b| b == b'\n') else {
@@ -44,7 +51,12 @@ impl LineReader {
         if body.contains(&b'\r') {
             return (Line::Bad(replies::BARE_NEWLINE), used);
         }
-        if line.len() > line_limit(body) {
+        let limit = if self.sasl {
+            MAX_AUTH_LINE
+        } else {
+            line_limit(body)
+        };
+        if line.len() > limit {
             return (Line::Bad(replies::LINE_TOO_LONG), used);
         }
         let line = match std::str::from_utf8(body) {
@@ -86,6 +98,21 @@ mod tests {
         ] {
             assert_eq!(LineReader::default().take(input), (line, used), "{input:?}");
         }
+    }
+
+    #[test]
+    fn sasl_responses_may_be_long() {
+        let response = format!("{}\r\n", "QUFB".repeat(2000));
+        let mut r = LineReader::default();
+        assert_eq!(
+            r.take(response.as_bytes()).0,
+            Line::Bad(replies::LINE_TOO_LONG)
+        );
+        r.expect_sasl(true);
+        assert_eq!(
+            r.take(response.as_bytes()).0,
+            Line::Text(response.trim_end().into())
+        );
     }
 
     #[test]

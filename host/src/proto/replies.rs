@@ -30,6 +30,28 @@ pub const TOO_MANY_ERRORS: Reply =
     Reply::new(421, E(4, 7, 0), "Too many errors, closing connection");
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, E(4, 7, 0), "Too many connections, try again later");
+pub const TOO_MANY_FROM_CLIENT: Reply = Reply::new(
+    421,
+    E(4, 7, 0),
+    "Too many connections from your address, try again later",
+);
+pub const TOO_MANY_AUTH_FAILURES: Reply = Reply::new(
+    421,
+    E(4, 7, 0),
+    "Too many failed authentications, closing connection",
+);
+/// RFC 4954 6: 454 for a temporary authentication failure.
+pub const AUTH_THROTTLED: Reply = Reply::new(
+    454,
+    E(4, 7, 0),
+    "Too many failed authentications from your address, try again later",
+);
+/// RFC 5321 4.2.3 (452), RFC 3463 X.3.1 (mail system full).
+pub const SPOOL_FULL: Reply = Reply::new(
+    452,
+    E(4, 3, 1),
+    "Insufficient system storage, try again later",
+);
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, E(4, 5, 3), "Too many recipients");
 pub const SPOOL_FAILED: Reply = Reply::new(
     451,
@@ -77,6 +99,15 @@ pub const AUTH_NEEDS_TLS: Reply = Reply::new(
     "Encryption required for requested authentication mechanism",
 );
 pub const AUTH_REQUIRED: Reply = Reply::new(530, E(5, 7, 0), "Authentication required");
+/// RFC 4954 / Postfix's reject_sender_login_mismatch: authenticated users send as
+/// themselves.
+pub const SENDER_NOT_OWNED: Reply = Reply::new(
+    553,
+    E(5, 7, 1),
+    "Sender address not owned by the authenticated user",
+);
+/// A local part the Maildir route could not deliver to (it would name another path).
+pub const MAILBOX_NAME_REFUSED: Reply = Reply::new(553, E(5, 1, 3), "Mailbox name not allowed");
 pub const RELAY_DENIED: Reply = Reply::new(550, E(5, 7, 1), "Relaying denied");
 pub const ROUTING_DENIED: Reply = Reply::new(
     550,

@@ -6,6 +6,8 @@ use crate::proto::{Reply, replies};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::sync::OnceLock;
+use tokio::sync::Semaphore;
 
 /// The next client line of a SASL exchange.
 #[derive(Debug)]
@@ -97,25 +99,18 @@ impl Session {
     }
 
     async fn verify(&mut self, mechanism: &str, user: String, password: String) -> Reply {
-        let hash = self
-            .ctx
-            .config
-            .user
-            .iter()
-            .find(|u| u.name == user)
-            .map(|u| u.password_hash.clone());
-        let ok = match hash {
-            // argon2 is slow by design: keep it off the reactor threads.
-            Some(hash) => tokio::task::spawn_blocking(move || {
-                PasswordHash::new(&hash).is_ok_and(|h| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-            })
-            .await
-            .unwrap_or(false),
-            None => false,
+        let ip = self.peer.ip();
+        // A client that failed too often lately, over any number of connections, is not
+        // let try (and costs no argon2 work).
+        let ok = !self.ctx.clients.auth_blocked(ip) && {
+            let hash = self
+                .ctx
+                .config
+                .user
+                .iter()
+                .find(|u| u.name == user)
+                .map(|u| u.password_hash.clone());
+            check_password(hash, password).await
         };
         let decision = self
             .policy(crate::plugin::Call::Auth {
@@ -128,14 +123,57 @@ impl Session {
             return refusal;
         }
         if ok {
-            tracing::info!(client = %self.peer.ip(), user, "authenticated");
+            tracing::info!(client = %ip, user, "authenticated");
             self.auth_user = Some(user);
-            replies::AUTH_OK
+            return replies::AUTH_OK;
+        }
+        tracing::warn!(client = %ip, user, "authentication failed");
+        let blocked = self.ctx.clients.auth_blocked(ip);
+        self.ctx.clients.auth_failed(ip);
+        self.auth_failures += 1;
+        if self.auth_failures >= self.ctx.config.limits.auth_failures {
+            self.closing = true;
+            return replies::TOO_MANY_AUTH_FAILURES;
+        }
+        if blocked {
+            replies::AUTH_THROTTLED
         } else {
-            tracing::warn!(client = %self.peer.ip(), user, "authentication failed");
             replies::AUTH_FAILED
         }
     }
+}
+
+/// argon2 runs at most this many at once, off the reactor threads: a flood of AUTH
+/// attempts queues here instead of taking every core and thread.
+fn argon2_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Checks `password` against the user's hash; an unknown user (`None`) is checked against
+/// a hash of the same cost, so that the answer's timing does not tell which users exist.
+async fn check_password(hash: Option<String>, password: String) -> bool {
+    let Ok(_slot) = argon2_slots().acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || {
+        static UNKNOWN_USER: OnceLock<String> = OnceLock::new();
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| {
+            UNKNOWN_USER
+                .get_or_init(|| hash_password("unknown user").unwrap_or_default())
+                .clone()
+        });
+        let matches = PasswordHash::new(&hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
+        known && matches
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// `wasmtp hash-password`: an argon2id PHC string with a random salt.

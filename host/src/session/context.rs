@@ -1,6 +1,7 @@
 //! What every session shares: the config it started with, the spool, the queue, TLS and
 //! plugins. Built by the server; replaced for new sessions on reload.
 
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::delivery::QueueHandle;
 use crate::metrics::Metrics;
@@ -16,6 +17,8 @@ pub struct Context {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// Per-client accounting (connections, failed authentications), across reloads.
+    pub clients: Arc<Clients>,
     /// The loaded plugins; `None` without `[[plugin]]`.
     pub plugins: Option<Arc<PluginSet>>,
 }

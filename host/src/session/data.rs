@@ -7,6 +7,7 @@ use crate::plugin::{Decision, PluginChange};
 use crate::proto::data::{BdatChunk, BdatReceiver, DataReceiver, Received};
 use crate::proto::{Reply, replies};
 use crate::spool::{Envelope, QueueState, Recipient, SpoolId};
+use std::collections::HashSet;
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -163,7 +164,11 @@ impl Session {
             let edits = super::hooks::header_edits(&outcome.changes);
             content = super::hooks::remove_fields(&content, &edits.remove);
             added_headers = edits.add;
-            apply_recipient_changes(&mut tx.recipients, &outcome.changes);
+            apply_recipient_changes(
+                &mut tx.recipients,
+                &outcome.changes,
+                self.ctx.config.limits.recipients,
+            );
             if tx.recipients.is_empty() {
                 tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
                 return replies::queued_as(SpoolId::generate());
@@ -197,6 +202,10 @@ impl Session {
             state.hold_reason = Some(reason.clone());
             state
         });
+        if !self.spool_has_room() {
+            Metrics::inc(&self.ctx.metrics.messages_refused_total);
+            return replies::SPOOL_FULL;
+        }
         let stored = self
             .ctx
             .spool
@@ -222,9 +231,14 @@ impl Session {
                 reply
             }
             Err(e) => {
-                tracing::error!(error = %e, "spool write failed; message refused with 451");
+                tracing::error!(error = %e, "spool write failed; message refused");
                 Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                replies::SPOOL_FAILED
+                // Nothing half-written was acknowledged: `store` removes its temp file.
+                if e.kind() == std::io::ErrorKind::StorageFull {
+                    replies::SPOOL_FULL
+                } else {
+                    replies::SPOOL_FAILED
+                }
             }
         }
     }
@@ -272,16 +286,31 @@ impl Session {
     }
 }
 
-/// Adds and removes envelope recipients as plugins asked (milter-like).
-fn apply_recipient_changes(recipients: &mut Vec<Recipient>, changes: &[PluginChange]) {
+/// Adds and removes envelope recipients as plugins asked (milter-like), in their order, in
+/// linear time; added ones count against `limits.recipients` (beyond it they are dropped).
+fn apply_recipient_changes(
+    recipients: &mut Vec<Recipient>,
+    changes: &[PluginChange],
+    limit: usize,
+) {
+    let key = |a: &str| a.to_ascii_lowercase();
+    let mut present: HashSet<String> = recipients
+        .iter()
+        .map(|r| key(&r.address.to_string()))
+        .collect();
+    let mut removed: HashSet<String> = HashSet::new();
     for c in changes {
         match c {
             PluginChange::AddRecipient(r) => {
-                if let Ok(address) = crate::proto::address::parse_mailbox(r)
-                    && !recipients
-                        .iter()
-                        .any(|x| x.address.to_string().eq_ignore_ascii_case(r))
+                let k = key(r);
+                if removed.remove(&k) {
+                    // Removed, then added again: the original stays, with its parameters.
+                    present.insert(k);
+                } else if present.len() < limit
+                    && !present.contains(&k)
+                    && let Ok(address) = crate::proto::address::parse_mailbox(r)
                 {
+                    present.insert(k);
                     recipients.push(Recipient {
                         address,
                         params: Default::default(),
@@ -289,10 +318,16 @@ fn apply_recipient_changes(recipients: &mut Vec<Recipient>, changes: &[PluginCha
                 }
             }
             PluginChange::RemoveRecipient(r) => {
-                recipients.retain(|x| !x.address.to_string().eq_ignore_ascii_case(r));
+                let k = key(r);
+                if present.remove(&k) {
+                    removed.insert(k);
+                }
             }
             _ => {}
         }
+    }
+    if !removed.is_empty() {
+        recipients.retain(|x| !removed.contains(&key(&x.address.to_string())));
     }
 }
 
@@ -310,11 +345,51 @@ fn trace_fields(message: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::plugin::PluginChange as C;
+
+    fn rcpt(a: &str) -> Recipient {
+        Recipient {
+            address: crate::proto::address::parse_mailbox(a).unwrap(),
+            params: Default::default(),
+        }
+    }
+
+    fn addresses(r: &[Recipient]) -> Vec<String> {
+        r.iter().map(|r| r.address.to_string()).collect()
+    }
+
+    #[test]
+    fn recipient_changes_in_order_bounded_and_linear() {
+        let mut r = vec![rcpt("a@x.test"), rcpt("b@x.test")];
+        let changes = [
+            C::RemoveRecipient("A@x.test".into()),
+            C::AddRecipient("c@x.test".into()),
+            C::AddRecipient("c@x.test".into()),
+            C::AddRecipient("a@x.test".into()),
+            C::RemoveRecipient("b@x.test".into()),
+            C::AddRecipient("d@x.test".into()),
+        ];
+        apply_recipient_changes(&mut r, &changes, 2);
+        // d is beyond the limit of 2 (a and c were there when it came).
+        assert_eq!(addresses(&r), ["a@x.test", "c@x.test"]);
+        // 100,000 changes take a moment, not minutes.
+        let mut r = vec![rcpt("a@x.test")];
+        let many: Vec<_> = (0..100_000)
+            .map(|i| C::AddRecipient(format!("u{i}@x.test")))
+            .chain((0..100_000).map(|i| C::RemoveRecipient(format!("u{i}@x.test"))))
+            .collect();
+        let started = std::time::Instant::now();
+        apply_recipient_changes(&mut r, &many, 100);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(addresses(&r), ["a@x.test"]);
+    }
+
     #[test]
     fn counts_trace_fields_in_the_header_only() {
         let msg =
             b"Received: a\r\n\tcontinued\r\nRECEIVED: b\r\nSubject: x\r\n\r\nReceived: body\r\n";
-        assert_eq!(super::trace_fields(msg), 2);
-        assert_eq!(super::trace_fields(b""), 0);
+        assert_eq!(trace_fields(msg), 2);
+        assert_eq!(trace_fields(b""), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! MAIL and RCPT (RFC 5321 4.1.1.2, 4.1.1.3), with the relay rules of SPEC.md.
 
 use super::{Session, Transaction};
+use crate::config::Target;
 use crate::plugin::Call;
 use crate::proto::{MailParams, Mailbox, RcptParams, RcptPath, Reply, replies};
 use crate::spool::Recipient;
@@ -30,6 +31,15 @@ impl Session {
             && !self.ctx.config.relay_allowed(self.peer.ip())
         {
             return replies::AUTH_REQUIRED;
+        }
+        // Authenticated users send as themselves only (the null sender stays allowed).
+        if let (Some(user), Some(sender)) = (&self.auth_user, &from)
+            && !self.ctx.config.user_owns(user, sender)
+        {
+            return replies::SENDER_NOT_OWNED;
+        }
+        if !self.spool_has_room() {
+            return replies::SPOOL_FULL;
         }
         // RFC 1870 6.2: a declared size over the limit is refused at MAIL.
         if params
@@ -126,6 +136,13 @@ impl Session {
                     if !config.accepts_domain(&m.domain) {
                         return Err(replies::RELAY_DENIED);
                     }
+                    // A local part our own Maildir delivery would refuse is refused now,
+                    // not bounced later.
+                    if matches!(config.route_for(&m.domain).to, Target::Maildir(_))
+                        && crate::delivery::mailbox_name(&m.local_unquoted()).is_none()
+                    {
+                        return Err(replies::MAILBOX_NAME_REFUSED);
+                    }
                     // Postfix's allow_untrusted_routing = no: "a%b@ours", "b!a@ours" and
                     // quoted "a@b"@ours would turn the next hop into a relay for strangers.
                     if m.local_unquoted().contains(['%', '!', '@']) {
@@ -136,6 +153,23 @@ impl Session {
             }
         };
         Ok(Recipient { address, params })
+    }
+
+    /// Is there room in the spool for new mail (`spool.min_free`)? When the free space
+    /// cannot be read, the write itself will tell.
+    pub(super) fn spool_has_room(&self) -> bool {
+        let needed = self.ctx.config.spool.min_free.0;
+        match self.ctx.spool.free_space() {
+            Ok(free) if free < needed => {
+                tracing::warn!(
+                    free,
+                    needed,
+                    "spool filesystem nearly full; mail deferred with 452"
+                );
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Clients in `relay.networks`, and users authenticated on a submission listener.

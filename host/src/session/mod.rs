@@ -27,9 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// After this many 5xx replies the client is dropped with 421 (Postfix's hard_error_limit).
-const MAX_ERRORS: u32 = 25;
-
 /// How a session run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -74,7 +71,10 @@ pub struct Session {
     auth_user: Option<String>,
     tx: Option<Transaction>,
     sasl: Option<auth::SaslStep>,
+    /// Error replies so far (4xx and 5xx): `limits.soft_error_limit`, `error_limit`.
     errors: u32,
+    /// Failed AUTH attempts on this connection (`limits.auth_failures`).
+    auth_failures: u32,
     /// This session's plugin instances (none without `[[plugin]]`).
     plugins: Option<crate::plugin::PluginSession>,
     /// Set by a plugin's disconnect verdict: close after the pending reply.
@@ -88,6 +88,8 @@ struct Conn<'a, S> {
     start: usize,
     out: Vec<u8>,
     lines: LineReader,
+    /// For each write: a client that stops reading loses its slot.
+    write_timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -120,8 +122,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.stream.flush().await?;
+            let write = async {
+                self.stream.write_all(&self.out).await?;
+                self.stream.flush().await
+            };
+            tokio::time::timeout(self.write_timeout, write)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))??;
             self.out.clear();
         }
         Ok(())
@@ -147,6 +154,7 @@ impl Session {
             tx: None,
             sasl: None,
             errors: 0,
+            auth_failures: 0,
         }
     }
 
@@ -179,6 +187,7 @@ impl Session {
             start: 0,
             out: Vec::new(),
             lines: LineReader::default(),
+            write_timeout: self.ctx.config.limits.command_timeout.0,
         };
         if let Some(g) = greeting {
             // The connect hook decides whether the client is greeted at all.
@@ -193,8 +202,11 @@ impl Session {
         let mut shutdown = self.ctx.shutdown.clone();
         // Set once shutdown is requested, or once the server that could request it is gone.
         let mut stopping = *shutdown.borrow();
-        let command_timeout = self.ctx.config.limits.command_timeout.0;
+        let limits = self.ctx.config.limits.clone();
+        let command_timeout = limits.command_timeout.0;
         loop {
+            let errors_before = self.errors;
+            conn.lines.expect_sasl(self.sasl.is_some());
             let next = match conn.take_line() {
                 Line::Text(line) => self.dispatch(&line, &mut conn.out).await,
                 Line::Bad(reply) => {
@@ -257,17 +269,24 @@ impl Session {
                 conn.flush().await?;
                 return Ok(Outcome::Closed);
             }
-            if self.errors >= MAX_ERRORS {
+            if self.errors >= limits.error_limit {
                 replies::TOO_MANY_ERRORS.write_to(&mut conn.out);
                 conn.flush().await?;
                 return Ok(Outcome::Closed);
             }
+            // Postfix's error_sleep_time: past the soft limit each error reply is delayed,
+            // longer each time, so that a client probing addresses or passwords slows down.
+            if self.errors > errors_before && self.errors > limits.soft_error_limit {
+                let excess = self.errors - limits.soft_error_limit;
+                let delay = (limits.error_delay.0 * excess).min(command_timeout);
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 
-    /// Writes a reply, counting refusals towards `MAX_ERRORS`.
+    /// Writes a reply, counting error replies (4xx and 5xx) towards the error limits.
     fn reply(&mut self, out: &mut Vec<u8>, reply: Reply) {
-        if reply.code >= 500 {
+        if reply.code >= 400 {
             self.errors += 1;
         }
         reply.write_to(out);

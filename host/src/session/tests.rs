@@ -41,6 +41,7 @@ impl Harness {
             tls: None,
             shutdown,
             metrics,
+            clients: Default::default(),
             plugins: None,
         });
         let (client, mut server) = tokio::io::duplex(64 * 1024);
