@@ -126,6 +126,14 @@ fn find_closing_bracket(s: &str) -> Option<usize> {
     None
 }
 
+/// RFC 6531 3.3 `UTF8-non-ascii`, less what must not reach a log line or a header field
+/// through an address: C1 controls, line and paragraph separators, bidirectional overrides.
+fn is_utf8_non_ascii(c: char) -> bool {
+    !c.is_ascii()
+        && !c.is_control()
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Parses `Local-part "@" ( Domain / address-literal )`.
 pub fn parse_mailbox(s: &str) -> Result<Mailbox, AddressError> {
     let at = s.rfind('@').ok_or(AddressError::Syntax)?;
@@ -150,7 +158,7 @@ pub fn parse_mailbox(s: &str) -> Result<Mailbox, AddressError> {
 
 /// `atext` of RFC 5322 3.2.3, extended with UTF-8 by RFC 6531 3.3.
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || is_utf8_non_ascii(c)
 }
 
 fn is_dot_string(s: &str) -> bool {
@@ -176,7 +184,7 @@ fn is_quoted_string(s: &str) -> bool {
             },
             // qtextSMTP = %d32-33 / %d35-91 / %d93-126, plus UTF-8
             '"' => return false,
-            c if (' '..='~').contains(&c) || !c.is_ascii() => {}
+            c if (' '..='~').contains(&c) || is_utf8_non_ascii(c) => {}
             _ => return false,
         }
     }
@@ -193,7 +201,7 @@ pub fn is_domain(s: &str) -> bool {
                 && b.len() <= 63
                 && label
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || is_utf8_non_ascii(c))
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })

@@ -191,7 +191,11 @@ fn parse_rcpt(arg: &str) -> Result<Command, ParseError> {
     // RFC 5321 4.1.1.3: "<Postmaster>" without a domain, case-insensitive.
     let (path, params) = match trimmed.get(..12) {
         Some(head) if head.eq_ignore_ascii_case("<postmaster>") => {
-            (RcptPath::Postmaster, &trimmed[12..])
+            let params = &trimmed[12..];
+            if !params.is_empty() && !params.starts_with(' ') {
+                return Err(ParseError::Syntax(USAGE));
+            }
+            (RcptPath::Postmaster, params)
         }
         _ => match parse_path(trimmed).map_err(ParseError::Recipient)? {
             (Some(mailbox), params) => (RcptPath::Mailbox(mailbox), params),
@@ -342,6 +346,22 @@ mod tests {
                 ParseError::InvalidParam("ORCPT".into()),
             ),
             ("RCPT TO:<a@b> XYZ", ParseError::UnknownParam("XYZ".into())),
+            (
+                "RCPT TO:<Postmaster>NOTIFY=NEVER",
+                ParseError::Syntax("RCPT TO:<address> [parameters]"),
+            ),
+            (
+                "MAIL FROM:<a@b> AUTH=<> AUTH=<>",
+                ParseError::InvalidParam("AUTH (duplicate)".into()),
+            ),
+            (
+                "MAIL FROM:<a@b> AUTH=a+0D+0A",
+                ParseError::InvalidParam("AUTH".into()),
+            ),
+            (
+                "MAIL FROM:<a\u{85}b@c.d>",
+                ParseError::Sender(AddressError::Syntax),
+            ),
         ];
         for (line, want) in bad {
             assert_eq!(&parse_command(line).unwrap_err(), want, "{line}");

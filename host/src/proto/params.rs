@@ -195,7 +195,11 @@ impl MailParams {
                     p.envid = Some(v.to_string());
                 }
                 ("AUTH", Some(v)) => {
-                    if !is_xtext(v) && v != "<>" {
+                    if p.auth.is_some() {
+                        return Err(dup());
+                    }
+                    // RFC 4954 5: xtext (printable once decoded), or "<>".
+                    if v.len() > 500 || (decode_xtext(v).is_none() && v != "<>") {
                         return Err(bad());
                     }
                     p.auth = Some(v.to_string());

@@ -103,6 +103,7 @@ impl Reply {
     /// line is complete, then the reply and the number of octets it took. An enhanced code on
     /// the first line (RFC 2034) is kept apart, and stripped from the other lines.
     pub fn parse(input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        let mut code = None;
         let mut lines: Vec<String> = Vec::new();
         let mut used = 0;
         loop {
@@ -118,24 +119,29 @@ impl Reply {
             }
             used += end + 1;
             let raw = &rest[..end];
-            let line = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw));
-            let digits = line.as_bytes().get(..3);
-            let Some(code) = digits
-                .filter(|d| d.iter().all(u8::is_ascii_digit))
-                .and_then(|_| line[..3].parse::<u16>().ok())
-            else {
-                return Err(ReplyError::BadLine(line.into_owned()));
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let bad = || ReplyError::BadLine(String::from_utf8_lossy(raw).into_owned());
+            // RFC 5321 4.2: three digits, the first 2 to 5; then a space (last line), a
+            // hyphen (more to come), or nothing; every line with the same code.
+            let (this, more) = match raw {
+                [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', tail @ ..] => {
+                    let this = [a, b, c]
+                        .iter()
+                        .fold(0u16, |n, d| n * 10 + u16::from(*d - b'0'));
+                    match tail.first() {
+                        None | Some(b' ') => (this, false),
+                        Some(b'-') => (this, true),
+                        Some(_) => return Err(bad()),
+                    }
+                }
+                _ => return Err(bad()),
             };
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            // The text reaches logs, `queue list` and delivery reports: no controls in it.
-            let text = line.get(4..).unwrap_or("");
-            lines.push(
-                text.chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect(),
-            );
+            if *code.get_or_insert(this) != this {
+                return Err(bad());
+            }
+            lines.push(clean_text(raw.get(4..).unwrap_or_default()));
             if !more {
-                return Ok(Some((Reply::from_lines(code, lines), used)));
+                return Ok(Some((Reply::from_lines(this, lines), used)));
             }
             if lines.len() >= MAX_REPLY_LINES {
                 return Err(ReplyError::TooManyLines);
@@ -144,19 +150,19 @@ impl Reply {
     }
 
     fn from_lines(code: u16, mut lines: Vec<String>) -> Reply {
-        let mut enhanced = None;
-        if let Some((first, rest)) = lines[0].split_once(' ') {
-            let parts: Vec<_> = first.split('.').collect();
-            if let [a, b, c] = parts[..]
-                && let (Ok(a), Ok(b), Ok(c)) = (a.parse(), b.parse(), c.parse())
-            {
-                enhanced = Some(EnhancedCode(a, b, c));
-                lines[0] = rest.to_string();
-            }
-        }
+        let first = lines[0]
+            .split_once(' ')
+            .and_then(|(word, rest)| Some((parse_enhanced(word)?, rest.to_string())));
+        let enhanced = first.map(|(e, rest)| {
+            lines[0] = rest;
+            e
+        });
+        // Continuation lines repeat the enhanced code (RFC 2034 3); only that is dropped.
         if enhanced.is_some() {
             for l in lines.iter_mut().skip(1) {
-                if let Some((_, rest)) = l.split_once(' ') {
+                if let Some((first, rest)) = l.split_once(' ')
+                    && parse_enhanced(first).is_some()
+                {
                     *l = rest.to_string();
                 }
             }
@@ -167,6 +173,30 @@ impl Reply {
             text: lines.join("\n").into(),
         }
     }
+}
+
+/// `class.subject.detail`, each a number (RFC 3463 2).
+fn parse_enhanced(word: &str) -> Option<EnhancedCode> {
+    let mut parts = word.split('.');
+    let e = EnhancedCode(
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(e)
+}
+
+/// A reply line's text as we keep it: it reaches logs, `queue list` and delivery reports,
+/// so controls become spaces, and what is not UTF-8 becomes `?` (never longer than it was).
+fn clean_text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| match c {
+            '\u{FFFD}' => '?',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
 }
 
 impl fmt::Display for Reply {
@@ -229,6 +259,27 @@ mod tests {
             assert_eq!(got, expect, "{input:?}");
         }
         assert_eq!(Reply::parse(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
+        // Found by fuzzing (host/fuzz/regressions): what `parse` takes, `write_to` gives back.
+        for bad in [
+            &b"010\n"[..],
+            b"650 x\n",
+            b"250x hello\n",
+            b"250-a\r\n550 b\r\n",
+        ] {
+            assert!(Reply::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut invalid = b"250 ".to_vec();
+        invalid.extend([0xFF; 1364]);
+        invalid.push(b'\n');
+        let (r, _) = Reply::parse(&invalid).unwrap().unwrap();
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        assert_eq!(Reply::parse(&out).unwrap().unwrap().0, r);
+        // Only a repeated enhanced code is dropped from continuation lines.
+        let (r, _) = Reply::parse(b"250-2.0.0 a\r\n250 b c\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.text, "a\nb c");
         let many = b"250-x\r\n".repeat(200);
         assert_eq!(Reply::parse(&many), Err(ReplyError::TooManyLines));
     }
