@@ -50,7 +50,7 @@ async fn javascript_and_python_plugins_in_one_session() {
         "[accept]\ndomains = [\"example.test\"]\n{}\n\
          [[plugin]]\nname = \"py\"\npath = \"{}\"\ntimeout = \"2s\"\nmemory = \"128MiB\"\n\
          [plugin.config]\nblocked_domains = [\"spam.example\"]\ntag = \"py-test\"\n\
-         [[plugin]]\nname = \"js\"\npath = \"{}\"\ntimeout = \"2s\"\nmemory = \"128MiB\"\n\
+         [[plugin]]\nname = \"js\"\npath = \"{}\"\ntimeout = \"2s\"\nmemory = \"128MiB\"\ncapabilities = [\"kv\"]\n\
          [plugin.config]\nblocked_users = [\"abuse-test\"]\n",
         sink.config_route("*", "none"),
         example("python-plugin"),

@@ -11,9 +11,16 @@ fn wasm(name: &str) -> String {
     format!("{}/{name}.wasm", env!("WASMTP_PLUGIN_DIR"))
 }
 
+/// A `[[plugin]]`; plugins that are not bundled get the kv capability (the test guest
+/// counts connections in it) unless `extra` says otherwise.
 fn plugin(name: &str, path: &str, extra: &str, config: &str) -> String {
+    let grant = if path.starts_with("bundled:") || extra.contains("capabilities") {
+        ""
+    } else {
+        "capabilities = [\"kv\"]\n"
+    };
     format!(
-        "[[plugin]]\nname = \"{name}\"\npath = \"{path}\"\n{extra}\n[plugin.config]\n{config}\n"
+        "[[plugin]]\nname = \"{name}\"\npath = \"{path}\"\n{grant}{extra}\n[plugin.config]\n{config}\n"
     )
 }
 

@@ -247,6 +247,14 @@ pub struct Plugin {
     pub timeout: Dur,
     #[serde(default = "Plugin::default_memory")]
     pub memory: Size,
+    /// Host capabilities beyond log and config: `dns`, `kv`. Default: for bundled plugins
+    /// what their README asks for, for others none. A call without one is an error.
+    pub capabilities: Option<Vec<Capability>>,
+    /// Most keys, and octets of keys and values, the plugin may keep in its kv namespace.
+    #[serde(default = "Plugin::default_kv_max_keys")]
+    pub kv_max_keys: usize,
+    #[serde(default = "Plugin::default_kv_max_bytes")]
+    pub kv_max_bytes: Size,
     #[serde(default)]
     pub config: toml::Table,
 }
@@ -257,6 +265,32 @@ impl Plugin {
     }
     fn default_memory() -> Size {
         Size(64 << 20)
+    }
+    fn default_kv_max_keys() -> usize {
+        100_000
+    }
+    fn default_kv_max_bytes() -> Size {
+        Size(64 << 20)
+    }
+}
+
+/// A host capability a plugin may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// DNS lookups through the server's resolver.
+    Dns,
+    /// The plugin's key-value namespace.
+    Kv,
+}
+
+impl Capability {
+    pub fn from_name(name: &str) -> Option<Capability> {
+        match name {
+            "dns" => Some(Capability::Dns),
+            "kv" => Some(Capability::Kv),
+            _ => None,
+        }
     }
 }
 

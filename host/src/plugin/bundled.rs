@@ -1,6 +1,8 @@
 //! Plugins bundled into the binary (built by `host/build.rs`), loadable as `bundled:NAME`,
-//! and the one place that reads a plugin's wasm, from the binary or from a file.
+//! with the capabilities their READMEs ask for; and the one place that reads a plugin's
+//! wasm, from the binary or from a file.
 
+use crate::config::Capability;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -20,12 +22,33 @@ pub enum SourceError {
 
 /// The wasm of a bundled plugin.
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    PLUGINS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, b, _)| *b)
 }
 
 /// The names of the bundled plugins.
 pub fn names() -> Vec<&'static str> {
-    PLUGINS.iter().map(|(n, _)| *n).collect()
+    PLUGINS.iter().map(|(n, ..)| *n).collect()
+}
+
+/// The capabilities granted to a plugin whose config does not say: for `bundled:NAME` what
+/// its README needs; for any other plugin none.
+pub fn default_capabilities(path: &Path) -> Vec<Capability> {
+    let text = path.to_string_lossy();
+    let Some(name) = text.strip_prefix("bundled:") else {
+        return Vec::new();
+    };
+    PLUGINS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, _, caps)| {
+            caps.iter()
+                .map(|c| Capability::from_name(c).expect("build.rs checked the README"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads a plugin's wasm from `path`, or from the binary for `bundled:NAME`.

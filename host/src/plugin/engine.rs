@@ -12,11 +12,6 @@ use wasmtime::component::Component;
 /// How often the epoch advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The epoch deadline, in ticks, for a call that may take `timeout`.
-pub fn ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-}
-
 /// The engine for `config`'s plugins: enough pooled instances for every connection.
 pub fn engine(config: &Config) -> wasmtime::Result<Engine> {
     let max_memory = config
@@ -79,13 +74,70 @@ pub fn cache_dir(config: &Config) -> PathBuf {
     config.spool.path.join("plugin-cache")
 }
 
-/// Compiles `wasm`, or loads the compiled form cached by an earlier run.
+/// Length of the MAC that starts every cached file (HMAC-SHA-256).
+const MAC_LEN: usize = 32;
+
+type Mac = hmac::Hmac<sha2::Sha256>;
+
+/// The key that signs the compile cache. It lives beside the cache directory, not in it,
+/// readable by the server's user only; made at the first compile.
+fn cache_key(cache_dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = cache_dir.with_extension("key");
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == MAC_LEN => return Ok(key),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a cache key; remove it", path.display()),
+            ));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let mut key = [0u8; MAC_LEN];
+    argon2::password_hash::rand_core::RngCore::fill_bytes(
+        &mut argon2::password_hash::rand_core::OsRng,
+        &mut key,
+    );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(key.to_vec())
+        }
+        // Made meanwhile by another process (check-config beside a server): use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path),
+        Err(e) => Err(e),
+    }
+}
+
+fn mac(key: &[u8], payload: &[u8]) -> Mac {
+    use hmac::Mac as _;
+    let mut mac = Mac::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload);
+    mac
+}
+
+/// Compiles `wasm`, or loads the compiled form cached by an earlier run. Cached files are
+/// native code: each is signed with a key kept outside the cache directory, and one that
+/// does not verify (written by someone else) is never loaded, only replaced.
 #[allow(unsafe_code)]
 pub fn compile_cached(
     engine: &Engine,
     wasm: &[u8],
     cache_dir: &Path,
 ) -> wasmtime::Result<Component> {
+    use hmac::Mac as _;
     use sha2::Digest;
     use std::hash::{Hash, Hasher};
     let mut compat = std::collections::hash_map::DefaultHasher::new();
@@ -93,25 +145,56 @@ pub fn compile_cached(
     let digest = sha2::Sha256::digest(wasm);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let path = cache_dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this same engine
-        // configuration (the name carries its compatibility hash) into the server's own
-        // spool directory; wasmtime checks its header and refuses a mismatch.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "stale compiled plugin; recompiling")
-            }
+    let key = match cache_key(cache_dir) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(dir = %cache_dir.display(), error = %e, "no compile cache key; compiling without the cache");
+            None
+        }
+    };
+    if let Some(key) = &key
+        && let Ok(file) = std::fs::read(&path)
+    {
+        let verified = file
+            .split_at_checked(MAC_LEN)
+            .filter(|(tag, payload)| mac(key, payload).verify_slice(tag).is_ok());
+        match verified {
+            // SAFETY: these octets are what `Component::serialize` of this engine
+            // configuration wrote (the name carries its compatibility hash), signed with
+            // the server's own key; wasmtime checks the header and refuses a mismatch.
+            Some((_, payload)) => match unsafe { Component::deserialize(engine, payload) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "stale compiled plugin; recompiling")
+                }
+            },
+            None => tracing::warn!(
+                path = %path.display(),
+                "compiled plugin does not verify (not written by this server); recompiling"
+            ),
         }
     }
     let component = Component::new(engine, wasm)?;
-    let compiled = component.serialize()?;
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::create_dir_all(cache_dir)
-        .and_then(|_| std::fs::write(&tmp, compiled))
-        .and_then(|_| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(dir = %cache_dir.display(), error = %e, "cannot cache compiled plugin");
+    if let Some(key) = &key {
+        let compiled = component.serialize()?;
+        let tag = mac(key, &compiled).finalize().into_bytes();
+        let tmp = path.with_extension("tmp");
+        let written = create_private_dir(cache_dir)
+            .and_then(|_| std::fs::write(&tmp, [&tag[..], &compiled].concat()))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(dir = %cache_dir.display(), error = %e, "cannot cache compiled plugin");
+        }
     }
     Ok(component)
+}
+
+/// The cache directory, writable by the server's user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

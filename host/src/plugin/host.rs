@@ -1,12 +1,15 @@
 //! What a plugin instance's store holds, and the capabilities it imports: log, config, dns,
-//! kv. WASI is linked with nothing granted: no preopened directories, no environment, no
-//! sockets; stdout and stderr are captured and go to the log under the plugin's name.
+//! kv. `dns` and `kv` only where the plugin's `capabilities` grant them: a call without the
+//! grant is an error (a DNS failure to the guest; a trap for kv, whose WIT has no error).
+//! WASI is linked with nothing granted: no preopened directories, no environment, no
+//! sockets; stdout and stderr are captured and go to the log under the plugin's name, like
+//! its log calls: rate-limited, one line each, controls made spaces.
 
 use super::bindings::types::Level;
 use super::bindings::wasmtp::plugin::{config, dns, kv, log, types};
 use super::kv::KvStore;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -16,14 +19,59 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const OUTPUT_CAPACITY: usize = 256 * 1024;
 /// Longest log line taken from a guest.
 const MAX_LOG: usize = 4096;
+/// Log lines a plugin may write per second (all its instances together); a burst of up to
+/// `LOG_BURST` is let through first.
+const LOG_PER_SECOND: f64 = 20.0;
+const LOG_BURST: f64 = 100.0;
 
-pub struct HostState {
+/// One plugin's log budget, shared by its instances: a token bucket. Lines over it are
+/// counted and reported once the budget allows a line again.
+pub struct LogBudget {
+    state: Mutex<(f64, Instant, u64)>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget {
+            state: Mutex::new((LOG_BURST, Instant::now(), 0)),
+        }
+    }
+}
+
+impl LogBudget {
+    /// May a line be written now? When it may after some were dropped, says how many.
+    fn take(&self) -> Option<u64> {
+        let mut s = self.state.lock().expect("log budget lock");
+        let (tokens, last, dropped) = &mut *s;
+        let now = Instant::now();
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * LOG_PER_SECOND).min(LOG_BURST);
+        *last = now;
+        if *tokens < 1.0 {
+            *dropped += 1;
+            return None;
+        }
+        *tokens -= 1.0;
+        Some(std::mem::take(dropped))
+    }
+}
+
+/// What one plugin's instances share, set at load.
+pub struct PluginShared {
     pub name: Arc<str>,
     pub config_json: Arc<str>,
-    pub kv: Arc<dyn KvStore>,
-    pub dns: Option<crate::dns::Dns>,
+    pub kv: Option<Arc<dyn KvStore>>,
+    /// `Some` when granted; the inner `None` when the server has no resolver.
+    pub dns: Option<Option<crate::dns::Dns>>,
+    pub log: LogBudget,
+}
+
+pub struct HostState {
+    pub shared: Arc<PluginShared>,
     pub table: ResourceTable,
     pub limits: StoreLimits,
+    /// When the call in progress must end (the epoch callback traps past it).
+    pub deadline: Instant,
     wasi: WasiCtx,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
@@ -31,13 +79,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(
-        name: Arc<str>,
-        config_json: Arc<str>,
-        kv: Arc<dyn KvStore>,
-        dns: Option<crate::dns::Dns>,
-        memory: usize,
-    ) -> HostState {
+    pub fn new(shared: Arc<PluginShared>, memory: usize) -> HostState {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -48,11 +90,9 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .build();
         HostState {
-            name,
-            config_json,
-            kv,
-            dns,
+            shared,
             table: ResourceTable::new(),
+            deadline: Instant::now(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory)
                 .instances(64)
@@ -79,7 +119,7 @@ impl HostState {
                     .lines()
                     .filter(|l| !l.is_empty())
                 {
-                    tracing::info!(plugin = %self.name, stream, "{}", truncate(line));
+                    self.shared.write_log(Level::Info, stream, line);
                 }
                 *seen = all.len();
             }
@@ -87,10 +127,50 @@ impl HostState {
     }
 }
 
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(MAX_LOG) {
-        Some((i, _)) => &s[..i],
-        None => s,
+impl PluginShared {
+    /// Writes one line from the guest, within its budget: at most `MAX_LOG` characters,
+    /// controls (a newline would forge a log line of ours) as spaces.
+    fn write_log(&self, level: Level, stream: &str, message: &str) {
+        let Some(dropped) = self.log.take() else {
+            return;
+        };
+        let name = &*self.name;
+        if dropped > 0 {
+            tracing::warn!(
+                plugin = name,
+                dropped,
+                "plugin log lines dropped over its budget"
+            );
+        }
+        let msg: String = message
+            .chars()
+            .take(MAX_LOG)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        match level {
+            Level::Trace => tracing::trace!(plugin = name, stream, "{msg}"),
+            Level::Debug => tracing::debug!(plugin = name, stream, "{msg}"),
+            Level::Info => tracing::info!(plugin = name, stream, "{msg}"),
+            Level::Warn => tracing::warn!(plugin = name, stream, "{msg}"),
+            Level::Error => tracing::error!(plugin = name, stream, "{msg}"),
+        }
+    }
+
+    fn kv(&self) -> wasmtime::Result<&Arc<dyn KvStore>> {
+        self.kv.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "plugin {} called kv without the kv capability (capabilities = [\"kv\"])",
+                self.name
+            ))
+        })
+    }
+
+    /// Reports a write over the kv quota (the guest cannot be told: the 0.1 WIT has no
+    /// error here), within the log budget.
+    fn over_quota(&self, e: &super::kv::QuotaExceeded) {
+        if self.log.take().is_some() {
+            tracing::warn!(plugin = %self.name, "kv write dropped: {e}");
+        }
     }
 }
 
@@ -107,21 +187,14 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let (name, msg) = (&*self.name, truncate(&message));
-        match level {
-            Level::Trace => tracing::trace!(plugin = name, "{msg}"),
-            Level::Debug => tracing::debug!(plugin = name, "{msg}"),
-            Level::Info => tracing::info!(plugin = name, "{msg}"),
-            Level::Warn => tracing::warn!(plugin = name, "{msg}"),
-            Level::Error => tracing::error!(plugin = name, "{msg}"),
-        }
+        self.shared.write_log(level, "log", &message);
         Ok(())
     }
 }
 
 impl config::Host for HostState {
     fn get_json(&mut self) -> wasmtime::Result<String> {
-        Ok(self.config_json.to_string())
+        Ok(self.shared.config_json.to_string())
     }
 }
 
@@ -131,7 +204,7 @@ fn ttl(seconds: Option<u64>) -> Option<Duration> {
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.kv.get(&self.name, &key))
+        Ok(self.shared.kv()?.get(&self.shared.name, &key))
     }
     fn set(
         &mut self,
@@ -139,7 +212,13 @@ impl kv::Host for HostState {
         value: Vec<u8>,
         ttl_seconds: Option<u64>,
     ) -> wasmtime::Result<()> {
-        self.kv.set(&self.name, &key, value, ttl(ttl_seconds));
+        let shared = &self.shared;
+        if let Err(e) = shared
+            .kv()?
+            .set(&shared.name, &key, value, ttl(ttl_seconds))
+        {
+            shared.over_quota(&e);
+        }
         Ok(())
     }
     fn increment(
@@ -148,10 +227,22 @@ impl kv::Host for HostState {
         delta: i64,
         ttl_seconds: Option<u64>,
     ) -> wasmtime::Result<i64> {
-        Ok(self.kv.increment(&self.name, &key, delta, ttl(ttl_seconds)))
+        let shared = &self.shared;
+        Ok(
+            match shared
+                .kv()?
+                .increment(&shared.name, &key, delta, ttl(ttl_seconds))
+            {
+                Ok(n) => n,
+                Err((n, e)) => {
+                    shared.over_quota(&e);
+                    n
+                }
+            },
+        )
     }
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.kv.delete(&self.name, &key);
+        self.shared.kv()?.delete(&self.shared.name, &key);
         Ok(())
     }
 }
@@ -169,11 +260,16 @@ fn ips(v: Vec<std::net::IpAddr>) -> Vec<String> {
 }
 
 impl HostState {
-    /// The resolver (a cheap clone), or the error a plugin sees without one.
+    /// The resolver (a cheap clone), or the error a plugin sees without one or without
+    /// the grant.
     fn resolver(&self) -> Result<crate::dns::Dns, dns::DnsError> {
-        self.dns
-            .clone()
-            .ok_or_else(|| dns::DnsError::Failure("no resolver configured".into()))
+        match &self.shared.dns {
+            None => Err(dns::DnsError::Failure(
+                "the dns capability is not granted to this plugin".into(),
+            )),
+            Some(None) => Err(dns::DnsError::Failure("no resolver configured".into())),
+            Some(Some(dns)) => Ok(dns.clone()),
+        }
     }
 }
 

@@ -1,29 +1,82 @@
 //! The key-value store behind the plugins' `kv` capability: a trait, so that a shared
-//! backend can be added, and the embedded backend: in memory, with TTLs, persisted as JSON
-//! under the spool directory (written atomically, at most once a second while dirty).
+//! backend can be added, and the embedded backend: in memory, with TTLs and a quota per
+//! plugin, persisted as JSON under the spool directory (values base64; written atomically,
+//! at most once a second while dirty, from a snapshot so the lock is not held while writing).
 
-use serde::{Deserialize, Serialize};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// How much one plugin may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub keys: usize,
+    /// Octets of keys and values together.
+    pub bytes: u64,
+}
+
+/// A write that would take the namespace past its quota; nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kv quota reached ({keys} keys, {bytes} octets)")]
+pub struct QuotaExceeded {
+    pub keys: usize,
+    pub bytes: u64,
+}
+
 /// One namespace per plugin; keys are the plugin's own.
 pub trait KvStore: Send + Sync {
+    /// Sets the quota of a namespace (at plugin load; a reload may change it).
+    fn set_quota(&self, namespace: &str, quota: Quota);
     fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>>;
-    fn set(&self, namespace: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>);
+    fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), QuotaExceeded>;
     /// Atomically adds `delta` to the integer stored as decimal text (absent or not a number
-    /// counts as 0); `ttl` applies when the key is created.
-    fn increment(&self, namespace: &str, key: &str, delta: i64, ttl: Option<Duration>) -> i64;
+    /// counts as 0); `ttl` applies when the key is created. Over quota, a new key is not
+    /// stored and the value it would have had is returned with the error.
+    fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, (i64, QuotaExceeded)>;
     fn delete(&self, namespace: &str, key: &str);
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
+    #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
     value: Vec<u8>,
     /// Unix seconds; `None` never expires.
     expires: Option<u64>,
+}
+
+fn to_base64<S: Serializer>(value: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&B64.encode(value))
+}
+
+/// Base64 text, or the array of numbers that earlier versions wrote.
+fn from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Octets(Vec<u8>),
+    }
+    match Stored::deserialize(d)? {
+        Stored::Text(t) => B64.decode(t).map_err(serde::de::Error::custom),
+        Stored::Octets(v) => Ok(v),
+    }
 }
 
 fn now() -> u64 {
@@ -37,8 +90,85 @@ fn full_key(namespace: &str, key: &str) -> String {
     format!("{namespace}\u{0}{key}")
 }
 
+fn namespace_of(full: &str) -> &str {
+    full.split('\0').next().unwrap_or_default()
+}
+
+/// What a namespace holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    keys: usize,
+    bytes: u64,
+}
+
+fn size(full: &str, e: &Entry) -> u64 {
+    (full.len() + e.value.len()) as u64
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    usage: HashMap<String, Usage>,
+    quotas: HashMap<String, Quota>,
+}
+
+impl Inner {
+    fn account(&mut self, full: &str, keys: isize, bytes: i64) {
+        let u = self
+            .usage
+            .entry(namespace_of(full).to_string())
+            .or_default();
+        u.keys = u.keys.saturating_add_signed(keys);
+        u.bytes = u.bytes.saturating_add_signed(bytes);
+    }
+
+    fn remove(&mut self, full: &str) -> Option<Entry> {
+        let e = self.entries.remove(full)?;
+        self.account(full, -1, -(size(full, &e) as i64));
+        Some(e)
+    }
+
+    /// The live entry under `full`; an expired one is dropped.
+    fn live(&mut self, full: &str) -> Option<&mut Entry> {
+        let t = now();
+        if self
+            .entries
+            .get(full)
+            .is_some_and(|e| e.expires.is_some_and(|x| x <= t))
+        {
+            self.remove(full);
+        }
+        self.entries.get_mut(full)
+    }
+
+    /// Stores `e` under `full` unless that takes the namespace past its quota.
+    fn insert(&mut self, full: String, e: Entry) -> Result<(), QuotaExceeded> {
+        let new = size(&full, &e);
+        let old = self.live(&full).map(|old| size(&full, old));
+        let ns = namespace_of(&full);
+        if let Some(q) = self.quotas.get(ns) {
+            let u = self.usage.get(ns).copied().unwrap_or_default();
+            let keys = u.keys + usize::from(old.is_none());
+            let bytes = u.bytes - old.unwrap_or(0) + new;
+            if keys > q.keys || bytes > q.bytes {
+                return Err(QuotaExceeded {
+                    keys: q.keys,
+                    bytes: q.bytes,
+                });
+            }
+        }
+        self.account(
+            &full,
+            isize::from(old.is_none()),
+            new as i64 - old.unwrap_or(0) as i64,
+        );
+        self.entries.insert(full, e);
+        Ok(())
+    }
+}
+
 pub struct EmbeddedKv {
-    entries: Mutex<HashMap<String, Entry>>,
+    inner: Mutex<Inner>,
     path: PathBuf,
     dirty: AtomicBool,
 }
@@ -46,7 +176,7 @@ pub struct EmbeddedKv {
 impl EmbeddedKv {
     /// Loads `path` if it exists (expired entries dropped).
     pub fn open(path: &Path) -> std::io::Result<EmbeddedKv> {
-        let mut entries: HashMap<String, Entry> = match std::fs::read(path) {
+        let entries: HashMap<String, Entry> = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "kv store unreadable; starting empty");
                 HashMap::new()
@@ -55,93 +185,114 @@ impl EmbeddedKv {
             Err(e) => return Err(e),
         };
         let t = now();
-        entries.retain(|_, e| e.expires.is_none_or(|x| x > t));
+        let mut inner = Inner::default();
+        for (k, e) in entries {
+            if e.expires.is_none_or(|x| x > t) {
+                inner.account(&k, 1, size(&k, &e) as i64);
+                inner.entries.insert(k, e);
+            }
+        }
         Ok(EmbeddedKv {
-            entries: Mutex::new(entries),
+            inner: Mutex::new(inner),
             path: path.to_path_buf(),
             dirty: AtomicBool::new(false),
         })
     }
 
-    /// Writes the store if it changed: temp file, fsync, rename.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("kv lock")
+    }
+
+    /// Writes the store if it changed: temp file, fsync, rename. The lock is held only to
+    /// take a snapshot; encoding and writing happen without it. Run it off the async workers.
     pub fn flush(&self) -> std::io::Result<()> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let bytes = {
-            let mut entries = self.entries.lock().expect("kv lock");
+        let snapshot = {
+            let mut inner = self.lock();
             let t = now();
-            entries.retain(|_, e| e.expires.is_none_or(|x| x > t));
-            serde_json::to_vec(&*entries)?
+            let expired: Vec<String> = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| e.expires.is_some_and(|x| x <= t))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                inner.remove(&k);
+            }
+            inner.entries.clone()
         };
+        let bytes = serde_json::to_vec(&snapshot)?;
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &self.path)
     }
 
-    fn live<'a>(entries: &'a mut HashMap<String, Entry>, k: &str) -> Option<&'a mut Entry> {
-        let t = now();
-        if entries
-            .get(k)
-            .is_some_and(|e| e.expires.is_some_and(|x| x <= t))
-        {
-            entries.remove(k);
-        }
-        entries.get_mut(k)
+    fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 }
 
 impl KvStore for EmbeddedKv {
+    fn set_quota(&self, namespace: &str, quota: Quota) {
+        self.lock().quotas.insert(namespace.to_string(), quota);
+    }
+
     fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
-        let mut entries = self.entries.lock().expect("kv lock");
-        Self::live(&mut entries, &full_key(namespace, key)).map(|e| e.value.clone())
+        self.lock()
+            .live(&full_key(namespace, key))
+            .map(|e| e.value.clone())
     }
 
-    fn set(&self, namespace: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
+    fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), QuotaExceeded> {
         let expires = ttl.map(|t| now() + t.as_secs().max(1));
-        self.entries
-            .lock()
-            .expect("kv lock")
-            .insert(full_key(namespace, key), Entry { value, expires });
-        self.dirty.store(true, Ordering::Release);
+        self.lock()
+            .insert(full_key(namespace, key), Entry { value, expires })?;
+        self.changed();
+        Ok(())
     }
 
-    fn increment(&self, namespace: &str, key: &str, delta: i64, ttl: Option<Duration>) -> i64 {
-        let k = full_key(namespace, key);
-        let mut entries = self.entries.lock().expect("kv lock");
-        let next = match Self::live(&mut entries, &k) {
+    fn increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, (i64, QuotaExceeded)> {
+        let full = full_key(namespace, key);
+        let mut inner = self.lock();
+        let (next, expires) = match inner.live(&full) {
             Some(e) => {
                 let n = std::str::from_utf8(&e.value)
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
                     .unwrap_or(0)
                     .saturating_add(delta);
-                e.value = n.to_string().into_bytes();
-                n
+                (n, e.expires)
             }
-            None => {
-                let expires = ttl.map(|t| now() + t.as_secs().max(1));
-                entries.insert(
-                    k,
-                    Entry {
-                        value: delta.to_string().into_bytes(),
-                        expires,
-                    },
-                );
-                delta
-            }
+            None => (delta, ttl.map(|t| now() + t.as_secs().max(1))),
         };
-        self.dirty.store(true, Ordering::Release);
-        next
+        let value = next.to_string().into_bytes();
+        inner
+            .insert(full, Entry { value, expires })
+            .map_err(|e| (next, e))?;
+        drop(inner);
+        self.changed();
+        Ok(next)
     }
 
     fn delete(&self, namespace: &str, key: &str) {
-        self.entries
-            .lock()
-            .expect("kv lock")
-            .remove(&full_key(namespace, key));
-        self.dirty.store(true, Ordering::Release);
+        if self.lock().remove(&full_key(namespace, key)).is_some() {
+            self.changed();
+        }
     }
 }
 
@@ -154,22 +305,64 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.json");
         let kv = EmbeddedKv::open(&path).unwrap();
-        kv.set("a", "k", b"1".to_vec(), None);
+        kv.set("a", "k", b"1".to_vec(), None).unwrap();
         assert_eq!(kv.get("b", "k"), None, "namespaces are separate");
-        assert_eq!(kv.increment("a", "k", 4, None), 5);
-        assert_eq!(kv.increment("a", "n", 2, Some(Duration::from_secs(60))), 2);
-        kv.set("a", "gone", b"x".to_vec(), Some(Duration::from_secs(1)));
-        kv.entries
-            .lock()
-            .unwrap()
+        assert_eq!(kv.increment("a", "k", 4, None), Ok(5));
+        assert_eq!(
+            kv.increment("a", "n", 2, Some(Duration::from_secs(60))),
+            Ok(2)
+        );
+        kv.set("a", "gone", b"x".to_vec(), Some(Duration::from_secs(1)))
+            .unwrap();
+        kv.lock()
+            .entries
             .get_mut(&full_key("a", "gone"))
             .unwrap()
             .expires = Some(now() - 1);
         assert_eq!(kv.get("a", "gone"), None);
         kv.delete("a", "n");
+        kv.set("a", "bin", vec![0, 255, 10], None).unwrap();
         kv.flush().unwrap();
+        // Values are stored as text, not arrays of numbers.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"AP8K\""), "{text}");
         let again = EmbeddedKv::open(&path).unwrap();
         assert_eq!(again.get("a", "k"), Some(b"5".to_vec()));
         assert_eq!(again.get("a", "n"), None);
+        assert_eq!(again.get("a", "bin"), Some(vec![0, 255, 10]));
+    }
+
+    #[test]
+    fn earlier_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.json");
+        std::fs::write(&path, r#"{"a\u0000k":{"value":[49,50],"expires":null}}"#).unwrap();
+        let kv = EmbeddedKv::open(&path).unwrap();
+        assert_eq!(kv.get("a", "k"), Some(b"12".to_vec()));
+    }
+
+    #[test]
+    fn quotas_bound_each_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = EmbeddedKv::open(&dir.path().join("kv.json")).unwrap();
+        kv.set_quota("p", Quota { keys: 2, bytes: 20 });
+        kv.set("p", "a", b"1".to_vec(), None).unwrap();
+        kv.set("p", "b", b"2".to_vec(), None).unwrap();
+        assert!(
+            kv.set("p", "c", b"3".to_vec(), None).is_err(),
+            "a third key"
+        );
+        // Replacing a key is not a new key; growing past the octets is refused.
+        kv.set("p", "a", b"11".to_vec(), None).unwrap();
+        assert!(kv.set("p", "a", vec![b'x'; 30], None).is_err());
+        assert_eq!(
+            kv.increment("p", "c", 7, None),
+            Err((7, QuotaExceeded { keys: 2, bytes: 20 }))
+        );
+        assert_eq!(kv.increment("p", "b", 1, None), Ok(3));
+        // Deleting makes room; other namespaces are not counted.
+        kv.delete("p", "a");
+        kv.set("p", "c", b"3".to_vec(), None).unwrap();
+        kv.set("q", "x", vec![0; 100], None).unwrap();
     }
 }

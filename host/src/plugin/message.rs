@@ -9,12 +9,25 @@ use wasmtime::component::Resource;
 
 /// Upper bound for one `body` call, so a guest cannot make the host allocate without limit.
 const MAX_SLICE: u32 = 1 << 20;
+/// Header fields handed to plugins: the first `MAX_FIELDS`, from the first `MAX_HEADER`
+/// octets of the header section (a message may have more; plugins see these).
+const MAX_FIELDS: usize = 1000;
+const MAX_HEADER: usize = 1 << 20;
 
 pub struct MessageData {
     pub bytes: Arc<Vec<u8>>,
+    /// Parsed once, at the first call that needs them.
+    headers: std::sync::OnceLock<Vec<Header>>,
 }
 
 impl MessageData {
+    pub fn new(bytes: Arc<Vec<u8>>) -> MessageData {
+        MessageData {
+            bytes,
+            headers: Default::default(),
+        }
+    }
+
     /// Where the header section ends and the body begins (after the first empty line).
     fn split(&self) -> (usize, usize) {
         let b = &self.bytes;
@@ -27,25 +40,31 @@ impl MessageData {
         (b.len(), b.len())
     }
 
-    /// Header fields in order, continuation lines unfolded (RFC 5322 2.2.3).
-    pub fn headers(&self) -> Vec<Header> {
-        let (end, _) = self.split();
-        let text = String::from_utf8_lossy(&self.bytes[..end]);
-        let mut out: Vec<Header> = Vec::new();
-        for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = out.last_mut() {
-                    last.value.push(' ');
-                    last.value.push_str(line.trim());
+    /// Header fields in order, continuation lines unfolded (RFC 5322 2.2.3), within the
+    /// bounds above; parsed once per message.
+    pub fn headers(&self) -> &[Header] {
+        self.headers.get_or_init(|| {
+            let (end, _) = self.split();
+            let text = String::from_utf8_lossy(&self.bytes[..end.min(MAX_HEADER)]);
+            let mut out: Vec<Header> = Vec::new();
+            for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+                if line.starts_with([' ', '\t']) {
+                    if let Some(last) = out.last_mut() {
+                        last.value.push(' ');
+                        last.value.push_str(line.trim());
+                    }
+                } else if let Some((name, value)) = line.split_once(':') {
+                    if out.len() == MAX_FIELDS {
+                        break;
+                    }
+                    out.push(Header {
+                        name: name.trim().to_string(),
+                        value: value.trim().to_string(),
+                    });
                 }
-            } else if let Some((name, value)) = line.split_once(':') {
-                out.push(Header {
-                    name: name.trim().to_string(),
-                    value: value.trim().to_string(),
-                });
             }
-        }
-        out
+            out
+        })
     }
 
     pub fn body(&self, offset: u64, length: u32) -> Vec<u8> {
@@ -69,17 +88,18 @@ impl HostMessage for HostState {
     }
 
     fn headers(&mut self, m: Resource<MessageData>) -> wasmtime::Result<Vec<Header>> {
-        Ok(self.table.get(&m)?.headers())
+        Ok(self.table.get(&m)?.headers().to_vec())
     }
 
+    /// Only the matching values are copied.
     fn header(&mut self, m: Resource<MessageData>, name: String) -> wasmtime::Result<Vec<String>> {
         Ok(self
             .table
             .get(&m)?
             .headers()
-            .into_iter()
+            .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(&name))
-            .map(|h| h.value)
+            .map(|h| h.value.clone())
             .collect())
     }
 
@@ -104,14 +124,22 @@ mod tests {
 
     #[test]
     fn headers_and_body() {
-        let m = MessageData {
-            bytes: Arc::new(b"Subject: a\r\n b\r\nX-A: 1\r\n\r\nbody text".to_vec()),
-        };
+        let m = MessageData::new(Arc::new(
+            b"Subject: a\r\n b\r\nX-A: 1\r\n\r\nbody text".to_vec(),
+        ));
         let h = m.headers();
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].value, "a b");
         assert_eq!(m.body(0, 4), b"body");
         assert_eq!(m.body(5, 100), b"text");
         assert_eq!(m.body(100, 10), b"");
+    }
+
+    #[test]
+    fn header_parsing_is_bounded() {
+        let mut msg = "X-F: v\r\n".repeat(5000).into_bytes();
+        msg.extend_from_slice(b"\r\nbody");
+        let m = MessageData::new(Arc::new(msg));
+        assert_eq!(m.headers().len(), MAX_FIELDS);
     }
 }

@@ -23,7 +23,7 @@ pub mod offline;
 mod session;
 mod verdict;
 
-use crate::config::{Config, OnError};
+use crate::config::{Capability, Config, OnError};
 pub use bindings::types::{
     Change as PluginChange, EnvelopeFrom as PluginSender, Hook, Param as PluginParam,
     Session as SessionInfo, TlsInfo,
@@ -31,14 +31,14 @@ pub use bindings::types::{
 pub use engine::cache_dir;
 pub use fault::{Fault, GuestFault, HostFault};
 pub use hooks::{Call, HookSet};
-use host::HostState;
+use host::{HostState, PluginShared};
 pub use session::PluginSession;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use verdict::{DataOutcome, Decision};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 /// Why the plugins of a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +82,9 @@ pub enum PluginError {
 }
 
 struct Loaded {
-    name: Arc<str>,
+    shared: Arc<PluginShared>,
     pre: bindings::PluginPre<HostState>,
     hooks: HookSet,
-    config_json: Arc<str>,
     on_error: OnError,
     timeout: Duration,
     memory: usize,
@@ -134,7 +133,8 @@ impl PluginSet {
         for (index, p) in config.plugin.iter().enumerate() {
             match set.load_one(&linker, cache_dir, index, p).await {
                 Ok(loaded) => {
-                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, "plugin loaded");
+                    let (kv, dns) = (loaded.shared.kv.is_some(), loaded.shared.dns.is_some());
+                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, kv, dns, "plugin loaded");
                     set.plugins.push(loaded);
                 }
                 Err(e) => errors.push(e),
@@ -175,11 +175,30 @@ impl PluginSet {
             })?;
         // A TOML table always has a JSON form.
         let config_json = serde_json::to_string(&p.config).expect("TOML is JSON-compatible");
-        let mut loaded = Loaded {
+        let granted = p
+            .capabilities
+            .clone()
+            .unwrap_or_else(|| bundled::default_capabilities(&p.path));
+        let kv = granted.contains(&Capability::Kv).then(|| {
+            let quota = kv::Quota {
+                keys: p.kv_max_keys,
+                bytes: p.kv_max_bytes.0,
+            };
+            self.kv.set_quota(&p.name, quota);
+            self.kv.clone()
+        });
+        let dns = granted.contains(&Capability::Dns).then(|| self.dns.clone());
+        let shared = PluginShared {
             name: p.name.as_str().into(),
+            config_json: config_json.into(),
+            kv,
+            dns,
+            log: Default::default(),
+        };
+        let mut loaded = Loaded {
+            shared: Arc::new(shared),
             pre,
             hooks: HookSet::default(),
-            config_json: config_json.into(),
             on_error: p.on_error,
             timeout: p.timeout.0,
             memory: p.memory.0 as usize,
@@ -207,21 +226,23 @@ impl PluginSet {
 
     /// A store and instance with `init` done; returns the hooks it asked for.
     async fn instantiate(&self, p: &Loaded) -> Result<(Instance, HookSet), Fault> {
-        let state = HostState::new(
-            p.name.clone(),
-            p.config_json.clone(),
-            self.kv.clone(),
-            self.dns.clone(),
-            p.memory,
-        );
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, HostState::new(p.shared.clone(), p.memory));
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At each epoch tick a running guest yields its tokio worker to other sessions, and
+        // traps once its call's deadline has passed.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let config_json = &p.shared.config_json;
         let (bindings, hooks) = session::guarded(&mut store, p.timeout, async |store| {
             let bindings = p.pre.instantiate_async(&mut *store).await?;
             let hooks = bindings
                 .wasmtp_plugin_hooks()
-                .call_init(&mut *store, &p.config_json)
+                .call_init(&mut *store, config_json)
                 .await?;
             Ok((bindings, hooks))
         })

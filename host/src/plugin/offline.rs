@@ -86,6 +86,11 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineErro
     plugin.insert("name".into(), "plugin-under-test".into());
     plugin.insert("path".into(), t.plugin.display().to_string().into());
     plugin.insert("timeout".into(), "5s".into());
+    // Offline, the plugin gets every capability: what it would need is what is being tried.
+    plugin.insert(
+        "capabilities".into(),
+        toml::Value::Array(vec!["dns".into(), "kv".into()]),
+    );
     plugin.insert("config".into(), toml::Value::Table(plugin_config));
     let mut listen = toml::Table::new();
     listen.insert("address".into(), "127.0.0.1:0".into());

@@ -13,15 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Store;
 
-/// Runs one guest call under its deadline: the epoch deadline traps a guest that computes
-/// too long, a tokio timer (a little later) ends one that waits in a host call, and what
-/// the guest printed goes to the log whatever happened.
+/// Runs one guest call under its deadline: at each epoch tick the guest yields, and traps
+/// once past the deadline (see `PluginSet::instantiate`); a tokio timer (a little later)
+/// ends one that waits in a host call; what the guest printed goes to the log whatever
+/// happened.
 pub(super) async fn guarded<T>(
     store: &mut Store<HostState>,
     timeout: Duration,
     call: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
 ) -> Result<T, Fault> {
-    store.set_epoch_deadline(engine::ticks(timeout));
+    store.data_mut().deadline = std::time::Instant::now() + timeout;
+    store.set_epoch_deadline(1);
     let result = tokio::time::timeout(timeout + engine::EPOCH_TICK * 10, call(store)).await;
     store.data_mut().flush_output();
     match result {
@@ -169,7 +171,7 @@ impl PluginSession {
         let handle = store
             .data_mut()
             .table
-            .push(super::message::MessageData { bytes })
+            .push(super::message::MessageData::new(bytes))
             .map_err(super::fault::HostFault::from)?;
         let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
         let hooks = bindings.wasmtp_plugin_hooks();
@@ -189,7 +191,7 @@ impl PluginSession {
         self.instances[i] = None;
         crate::metrics::Metrics::inc(&self.set.metrics.plugin_faults_total);
         tracing::error!(
-            plugin = %p.name,
+            plugin = %p.shared.name,
             hook = hook.name(),
             fault = fault.side(),
             on_error = ?p.on_error,

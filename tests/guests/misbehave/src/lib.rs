@@ -1,7 +1,7 @@
-//! A test guest. `mode` picks what happens at MAIL (and, for "huge-header", at data):
-//! "panic", "loop", "memory", "bad-reply", "huge-header", "slow-init"; anything else is a
-//! well-behaved policy driven by the addresses and subject, to exercise every verdict and
-//! change.
+//! A test guest. `mode` picks what happens at MAIL (and, for "huge-header" and
+//! "many-changes", at data): "panic", "loop", "memory", "bad-reply", "log-flood",
+//! "huge-header", "many-changes", "slow-init"; anything else is a well-behaved policy driven
+//! by the addresses and subject, to exercise every verdict and change.
 
 use wasmtp_sdk::{
     Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param, Plugin, Reply,
@@ -76,6 +76,11 @@ impl Plugin for Misbehave {
                     std::hint::black_box(&hog);
                 }
             }
+            // Logs as fast as it can until its deadline, each line trying to forge another.
+            "log-flood" => loop {
+                log::info("flood\nFORGED: a line of the server's own");
+                println!("printed\nFORGED: from stdout");
+            },
             "bad-reply" => Verdict::Reject(Reply {
                 code: 250,
                 enhanced: "2.0.0".into(),
@@ -123,6 +128,16 @@ impl Plugin for Misbehave {
         self.calls += 1;
         if self.mode == "huge-header" {
             return DataResult::default().add_header("X-Huge", &"x".repeat(2 << 20));
+        }
+        if self.mode == "many-changes" {
+            let changes = (0..100_000)
+                .map(|i| Change::AddRecipient(format!("u{i}@example.test")))
+                .chain((0..100_000).map(|i| Change::RemoveRecipient(format!("r{i}@example.test"))))
+                .collect();
+            return DataResult {
+                verdict: DataVerdict::Continue,
+                changes,
+            };
         }
         let subject = message
             .header("Subject")
