@@ -259,3 +259,68 @@ async fn sigterm_ends_a_stuck_transaction_after_the_grace_and_twice_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_really_full_disk_refuses_with_452_and_loses_nothing() {
+    // The spool on a 4 MiB tmpfs of its own, in a mount namespace of the server's own
+    // (needs root, as CI has; nothing of the host's mounts changes).
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let hop = common::free_port();
+    let port = common::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mx.test\"\n[[listen]]\naddress = \"{addr}\"\n\
+             [spool]\npath = \"{}\"\nmin_free = \"64KiB\"\n{ACCEPT}\
+             [delivery]\nretry = [\"1s\"]\n\
+             [[route]]\ndomain = \"*\"\nto = \"smtp:127.0.0.1:{hop}\"\ntls = \"none\"\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=4m tmpfs '{}' && exec '{}' serve --config '{}'",
+            spool.display(),
+            common::BIN,
+            config.display()
+        ))
+        .env("WASMTP_LOG", "error")
+        .spawn()
+        .expect("unshare");
+    let server = Process { child, addr };
+    server.wait_ready().await;
+    let body = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(76).repeat(10_000));
+    let mut c = Client::connect(addr).await;
+    c.cmd("EHLO c", "250").await;
+    let mut acknowledged = 0;
+    let refusal = loop {
+        let reply = c.send_mail("a@b.test", &["u@example.test"], &body).await;
+        if reply.starts_with("250") {
+            acknowledged += 1;
+            assert!(
+                acknowledged < 10,
+                "4 MiB took {acknowledged} messages of 760 KiB"
+            );
+        } else {
+            break reply;
+        }
+    };
+    assert!(refusal.starts_with("452 4.3.1"), "{refusal}");
+    assert!(acknowledged >= 1);
+    c.cmd("RSET", "250").await;
+    // Space returns as the next hop takes the queue; nothing acknowledged is lost.
+    let sink = Sink::start_on(&format!("127.0.0.1:{hop}"), SinkOptions::default()).await;
+    sink.wait_for(acknowledged).await;
+    let reply = c
+        .send_mail("a@b.test", &["u@example.test"], "Subject: small\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    sink.wait_for(acknowledged + 1).await;
+    assert_eq!(sink.count(), acknowledged + 1);
+}
