@@ -132,3 +132,52 @@ async fn lowest_preference_wins_when_both_are_up() {
         "preference 20 got mail while preference 5 was up"
     );
 }
+
+#[tokio::test]
+async fn mx_addresses_tried_per_attempt_are_capped() {
+    // Three MX hosts, each busy (421 on connect), counting the attempts.
+    let port = common::free_port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut hosts = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:{port}"))
+            .await
+            .unwrap();
+        let counted = attempts.clone();
+        hosts.push(tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, b"421 4.3.2 busy\r\n").await;
+            }
+        }));
+    }
+    let dns = TestDns::start_with_mx(
+        &[
+            ("a.busy.test.", "127.0.0.2".parse().unwrap()),
+            ("b.busy.test.", "127.0.0.3".parse().unwrap()),
+            ("c.busy.test.", "127.0.0.4".parse().unwrap()),
+        ],
+        &[
+            ("busy.test.", 10, "a.busy.test."),
+            ("busy.test.", 20, "b.busy.test."),
+            ("busy.test.", 30, "c.busy.test."),
+        ],
+    )
+    .await;
+    let s = TestServer::start(&format!(
+        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\nmx_address_limit = 2\n\
+         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
+        dns.addr
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let reply = c
+        .send_mail("a@b.test", &["u@busy.test"], "Subject: capped\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    common::eventually("a deferral", || s.deferrals() > 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
