@@ -3,27 +3,11 @@
 
 mod common;
 use common::sink::{Sink, SinkOptions};
-use common::{BIN, Client, Process};
+use common::{Client, Process, queue_cli};
 use std::path::Path;
-use std::process::Command;
 
-fn queue(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("queue")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ids(config: &Path) -> Vec<String> {
-    let (_, out, _) = queue(config, &["list"]);
+async fn ids(config: &Path) -> Vec<String> {
+    let (_, out, _) = queue_cli(config, &["list"]).await;
     out.lines()
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect()
@@ -60,16 +44,16 @@ async fn list_hold_flush_release_remove() {
         assert!(reply.starts_with("250"), "{reply}");
     }
     // The next hop is down: all three are deferred with the connection error.
-    common::eventually("three deferred messages", || {
-        let (_, out, _) = queue(&config, &["list"]);
+    common::eventually_async("three deferred messages", || async {
+        let (_, out, _) = queue_cli(&config, &["list"]).await;
         out.lines().count() == 3
             && out
                 .lines()
                 .all(|l| l.contains(" deferred (451 4.4.4 connect to"))
     })
     .await;
-    let listed = ids(&config);
-    let (code, json, _) = queue(&config, &["list", "--json"]);
+    let listed = ids(&config).await;
+    let (code, json, _) = queue_cli(&config, &["list", "--json"]).await;
     assert_eq!(code, 0);
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first["sender"], "s@c.test");
@@ -77,18 +61,19 @@ async fn list_hold_flush_release_remove() {
     assert!(first["size"].as_u64().unwrap() > 0);
 
     // Hold the first, remove the third, then bring the next hop up and flush.
-    assert_eq!(queue(&config, &["hold", &listed[0]]).0, 0);
+    assert_eq!(queue_cli(&config, &["hold", &listed[0]]).await.0, 0);
     assert!(
-        queue(&config, &["list"])
+        queue_cli(&config, &["list"])
+            .await
             .1
             .lines()
             .next()
             .unwrap()
             .contains("held")
     );
-    assert_eq!(queue(&config, &["remove", &listed[2]]).0, 0);
+    assert_eq!(queue_cli(&config, &["remove", &listed[2]]).await.0, 0);
     let sink = Sink::start_on(&format!("127.0.0.1:{hop}"), SinkOptions::default()).await;
-    let (code, out, _) = queue(&config, &["flush"]);
+    let (code, out, _) = queue_cli(&config, &["flush"]).await;
     assert_eq!(
         (code, out.as_str()),
         (0, "flush requested for 1 message(s)\n")
@@ -99,15 +84,15 @@ async fn list_hold_flush_release_remove() {
         "{}",
         got[0].text()
     );
-    common::eventually("only the held one left", || {
-        ids(&config) == vec![listed[0].clone()]
+    common::eventually_async("only the held one left", || async {
+        ids(&config).await == vec![listed[0].clone()]
     })
     .await;
 
     // Release: it goes out too; the removed one never does.
-    assert_eq!(queue(&config, &["release", &listed[0]]).0, 0);
+    assert_eq!(queue_cli(&config, &["release", &listed[0]]).await.0, 0);
     sink.wait_for(2).await;
-    common::eventually("an empty queue", || ids(&config).is_empty()).await;
+    common::eventually_async("an empty queue", || async { ids(&config).await.is_empty() }).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let subjects: Vec<String> = sink
         .messages
@@ -120,10 +105,10 @@ async fn list_hold_flush_release_remove() {
     assert!(!subjects.iter().any(|t| t.contains("Subject: third")));
 
     // Errors are one clear line and exit 1.
-    let (code, _, err) = queue(&config, &["remove", "NOSUCHID"]);
+    let (code, _, err) = queue_cli(&config, &["remove", "NOSUCHID"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no message NOSUCHID in the queue"), "{err}");
-    let (code, _, err) = queue(&config, &["hold", "../etc"]);
+    let (code, _, err) = queue_cli(&config, &["hold", "../etc"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("is not a queue id"), "{err}");
 }

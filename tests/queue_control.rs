@@ -4,13 +4,12 @@
 
 mod common;
 use common::sink::{Sink, SinkOptions};
-use common::{BIN, Client, TestServer};
-use std::path::{Path, PathBuf};
+use common::{Client, TestServer, queue_cli};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 /// A config file that points `wasmtp queue` at the test server's spool.
 fn cli_config(s: &TestServer) -> PathBuf {
@@ -24,23 +23,6 @@ fn cli_config(s: &TestServer) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Runs `wasmtp queue`; asynchronously, so that the server in this runtime can answer.
-async fn queue(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("queue")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -57,25 +39,25 @@ async fn hold_release_flush_deliver_exactly_once() {
     let id = s.spool_ids().pop().unwrap();
     let sink = Sink::start_on(&format!("127.0.0.1:{hop}"), SinkOptions::default()).await;
     // Not held: release refuses, and does not start a second delivery.
-    let (code, _, err) = queue(&cli, &["release", &id]).await;
+    let (code, _, err) = queue_cli(&cli, &["release", &id]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not held"), "{err}");
-    assert_eq!(queue(&cli, &["hold", &id]).await.0, 0);
-    let (_, list, _) = queue(&cli, &["list"]).await;
+    assert_eq!(queue_cli(&cli, &["hold", &id]).await.0, 0);
+    let (_, list, _) = queue_cli(&cli, &["list"]).await;
     assert!(list.contains("held"), "{list}");
-    let (code, out, err) = queue(&cli, &["release", &id]).await;
+    let (code, out, err) = queue_cli(&cli, &["release", &id]).await;
     assert_eq!(
         (code, out.trim()),
         (0, format!("released {id}").as_str()),
         "{err}"
     );
-    assert_eq!(queue(&cli, &["flush"]).await.0, 0);
+    assert_eq!(queue_cli(&cli, &["flush"]).await.0, 0);
     sink.wait_for(1).await;
     common::eventually("an empty queue", || s.spool_ids().is_empty()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.count(), 1, "delivered twice");
     // Gone: every command says so.
-    let (code, _, err) = queue(&cli, &["hold", &id]).await;
+    let (code, _, err) = queue_cli(&cli, &["hold", &id]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no message"), "{err}");
 }

@@ -265,6 +265,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `wasmtp queue ARGS --config FILE`: (exit status, stdout, stderr). Asynchronous, so
+/// that a server in the test's own runtime can answer it.
+pub async fn queue_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The binary running `serve --config FILE` in its own process.
 pub struct Process {
     pub child: std::process::Child,

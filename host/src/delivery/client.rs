@@ -75,6 +75,20 @@ pub struct SmtpTransport {
     settings: Arc<ClientSettings>,
 }
 
+/// Going on without TLS: fine unless it is required (then deferred, RFC 3463 X.7.10).
+fn in_the_clear(required: bool, why: impl FnOnce() -> String) -> Result<(), Reply> {
+    if required {
+        Err(Reply::dynamic(
+            451,
+            7,
+            10,
+            format!("TLS required but {}", why()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// RFC 3463 X.4.6: routing loop detected.
 fn loop_reply(hop: &Hop) -> Reply {
     Reply::dynamic(554, 4, 6, format!("mail for {hop} loops back to myself"))
@@ -142,14 +156,7 @@ impl SmtpTransport {
         };
         let required = matches!(hop.tls, TlsMode::Required(_));
         let Some(config) = config.filter(|_| ext.has("STARTTLS")) else {
-            if required {
-                return Err(Reply::dynamic(
-                    451,
-                    7,
-                    10,
-                    format!("TLS required but {hop} does not offer STARTTLS"),
-                ));
-            }
+            in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
             return self.transaction(&mut conn, &ext, msg).await;
         };
         conn.send(b"STARTTLS\r\n")
@@ -160,14 +167,7 @@ impl SmtpTransport {
             .await
             .map_err(|e| self.transient("STARTTLS to", e))?;
         if reply.code != 220 {
-            if required {
-                return Err(Reply::dynamic(
-                    451,
-                    7,
-                    10,
-                    format!("TLS required but STARTTLS refused: {reply}"),
-                ));
-            }
+            in_the_clear(required, || format!("STARTTLS refused: {reply}"))?;
             return self.transaction(&mut conn, &ext, msg).await;
         }
         let name = rustls::pki_types::ServerName::try_from(hop.tls_name.clone());
