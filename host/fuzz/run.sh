@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")"
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-command data bdat address reply xtext}
+targets=${*:-command data bdat address reply xtext config}
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 fuzz() { nice -n 19 cargo +nightly fuzz "$@"; }
 

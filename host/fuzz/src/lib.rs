@@ -1,6 +1,10 @@
-//! The SMTP protocol core of the `wasmtp` host crate, compiled straight from its sources so
-//! that the fuzz targets need neither wasmtime nor tokio. `host/src/proto` uses only
-//! `crate::proto`/`super::` paths, `serde` (derive) and `thiserror`.
+//! The SMTP protocol core and the config of the `wasmtp` host crate, compiled straight from
+//! their sources so that the fuzz targets need neither wasmtime nor tokio. `host/src/proto`
+//! uses only `crate::proto`/`super::` paths, `serde` (derive) and `thiserror`;
+//! `host/src/config` adds toml, serde_path_to_error, ipnet, argon2 and wasmtp-units.
 
 #[path = "../../src/proto/mod.rs"]
 pub mod proto;
+
+#[path = "../../src/config/mod.rs"]
+pub mod config;
