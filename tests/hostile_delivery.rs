@@ -222,3 +222,31 @@ async fn dsn_parameters_cannot_inject_header_fields() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn recipients_at_one_hop_keep_their_own_routes_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, tls) = ca_and_leaf(dir.path());
+    let sink = Sink::start(SinkOptions {
+        tls: Some(tls),
+        ..Default::default()
+    })
+    .await;
+    let port = sink.addr.port();
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"clear.test\", \"secure.test\"]\n[delivery]\nretry = [\"1h\"]\n\
+         [[route]]\ndomain = \"clear.test\"\nto = \"smtp:localhost:{port}\"\ntls = \"none\"\n\
+         [[route]]\ndomain = \"secure.test\"\nto = \"smtp:localhost:{port}\"\ntls = \"required\"\n"
+    ))
+    .await;
+    // One message, the clear route's recipient first.
+    s.send_one(&["a@clear.test", "b@secure.test"], "two routes")
+        .await;
+    let got = sink.wait_for(1).await;
+    assert!(!got[0].tls);
+    assert_eq!(got[0].rcpts.len(), 1, "{:?}", got[0].rcpts);
+    assert!(got[0].rcpts[0].contains("a@clear.test"));
+    // The required route's recipient waits for a verifiable certificate.
+    common::eventually("a deferral", || s.deferrals() > 0).await;
+    assert_eq!(sink.count(), 1);
+}

@@ -181,3 +181,40 @@ async fn mx_addresses_tried_per_attempt_are_capped() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_backup_mx_that_is_ourselves_defers_instead_of_bouncing() {
+    // We are the second MX of the domain; the first (127.0.0.2) is down.
+    let port = common::free_port();
+    let dns = TestDns::start_with_mx(
+        &[
+            ("primary.far.test.", "127.0.0.2".parse().unwrap()),
+            ("backup.far.test.", "127.0.0.1".parse().unwrap()),
+        ],
+        &[
+            ("far.test.", 10, "primary.far.test."),
+            ("far.test.", 20, "backup.far.test."),
+        ],
+    )
+    .await;
+    let s = TestServer::start(&format!(
+        "[[listen]]\naddress = \"127.0.0.1:{port}\"\n[relay]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [dns]\nnameservers = [\"{}\"]\n[delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\n\
+         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
+        dns.addr
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let reply = c
+        .send_mail("a@b.test", &["u@far.test"], "Subject: wait\r\n\r\nx")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    common::eventually("a deferral", || s.deferrals() > 0).await;
+    let spool = wasmtp::spool::Spool::attach(&s.dir.path().join("spool")).unwrap();
+    let list = wasmtp::queue::list(&spool, false).unwrap();
+    assert!(
+        list.contains("deferred") && list.contains("preferred"),
+        "{list}"
+    );
+}

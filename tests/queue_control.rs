@@ -113,3 +113,25 @@ async fn one_server_per_spool() {
     assert!(e.to_string().contains("another wasmtp server"), "{e}");
     let _ = Client::connect(s.addr()).await;
 }
+
+#[tokio::test]
+async fn quarantined_mail_is_released_by_the_running_server() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n{}\
+         [[plugin]]\nname = \"mb\"\npath = \"{}/misbehave.wasm\"\ncapabilities = [\"kv\"]\n\
+         [plugin.config]\nmode = \"policy\"\n",
+        sink.config_route("*", "none"),
+        env!("WASMTP_PLUGIN_DIR")
+    ))
+    .await;
+    let cli = cli_config(&s);
+    s.send_one(&["u@example.test"], "quarantine me").await;
+    let id = s.spool_ids().pop().unwrap();
+    let (_, list, _) = queue_cli(&cli, &["list"]).await;
+    assert!(list.contains("[held: looks odd]"), "{list}");
+    let (code, out, err) = queue_cli(&cli, &["release", &id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    sink.wait_for(1).await;
+    common::eventually("an empty queue", || s.spool_ids().is_empty()).await;
+}

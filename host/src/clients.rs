@@ -45,6 +45,19 @@ impl Entry {
     }
 }
 
+/// Entries kept before idle ones (no connection, no recent failure) are swept out.
+const PRUNE_ABOVE: usize = 4096;
+
+/// Drops idle entries once the table is large (clients that failed AUTH and left would
+/// otherwise stay forever): at each power of two from `PRUNE_ABOVE` on, so that sweeps are
+/// rare however many clients are busy.
+fn prune(table: &mut HashMap<IpAddr, Entry>) {
+    if table.len() >= PRUNE_ABOVE && table.len().is_power_of_two() {
+        let now = Instant::now();
+        table.retain(|_, e| !e.is_idle(now));
+    }
+}
+
 /// Shared by every listener and session of a server, across reloads.
 #[derive(Default)]
 pub struct Clients {
@@ -74,6 +87,7 @@ impl Clients {
     pub fn connect(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Connection> {
         let key = client_key(ip);
         let mut table = self.table.lock().expect("clients lock");
+        prune(&mut table);
         let e = table.entry(key).or_default();
         if e.connections >= limit {
             return None;
@@ -89,6 +103,7 @@ impl Clients {
     pub fn auth_failed(&self, ip: IpAddr) {
         let now = Instant::now();
         let mut table = self.table.lock().expect("clients lock");
+        prune(&mut table);
         let e = table.entry(client_key(ip)).or_default();
         match e.window {
             Some(w) if now.duration_since(w) <= AUTH_WINDOW => e.auth_failures += 1,

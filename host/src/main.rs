@@ -9,7 +9,8 @@ use wasmtp::config::{Config, ConfigError};
 use wasmtp::plugin::kv::EmbeddedKv;
 use wasmtp::resources::Resources;
 
-/// After the grace period: the delivery queue's time to finish attempts and save state.
+/// Beyond the grace period: time for the delivery queue's last attempts (10 s from the
+/// signal) and the kv store's last write.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(12);
 
 #[derive(Parser)]

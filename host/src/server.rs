@@ -206,8 +206,9 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting, answers idle sessions 421 4.3.2, lets transactions in flight finish
-    /// within `grace`, then stops delivery.
+    /// Stops accepting, answers idle sessions 421 4.3.2 and lets transactions in flight
+    /// finish within `grace`. Delivery stops at the signal (attempts in flight get 10 s);
+    /// the kv store is written once more after the sessions, which may have changed it.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         if tokio::time::timeout(grace, self.sessions.acquire_many(self.max_sessions))
@@ -217,8 +218,11 @@ impl Server {
             tracing::warn!("grace period over; closing remaining sessions");
         }
         let _ = self.queue_task.await;
-        // Its last flush happens on the shutdown signal.
         let _ = self.kv_task.await;
+        let kv = self.fixed.kv.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kv.flush()).await {
+            tracing::error!(error = %e, "cannot persist the plugin kv store");
+        }
         for t in &self.tasks {
             t.abort();
         }

@@ -266,6 +266,8 @@ impl Spool {
             let result = (|| {
                 if let Some(state) = state {
                     spool.write_state_file(&id, &state)?;
+                    // Durable before the message can be: the message never exists without it.
+                    sync_dir(&spool.queue_dir())?;
                 }
                 let mut f = File::create(&tmp)?;
                 f.write_all(&header)?;
@@ -354,19 +356,19 @@ impl Spool {
         Ok(fs::metadata(self.message_path(id))?.len())
     }
 
-    /// Removes a message now, from outside the server (`wasmtp queue remove`).
+    /// Removes a message now (`wasmtp queue remove` without a server).
     pub fn remove_sync(&self, id: &SpoolId) -> io::Result<()> {
+        fs::remove_file(self.message_path(id))?;
         match fs::remove_file(self.state_path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        fs::remove_file(self.message_path(id))?;
         sync_dir(&self.queue_dir())
     }
 
-    /// Removes a message once every recipient is done. The state goes first: a crash
-    /// between the two leaves a message whose recipients all look queued, which is
-    /// re-delivered (a duplicate), never lost.
+    /// Removes a message once every recipient is done, or on request. The message goes
+    /// first: a crash between the two leaves a state file without its message, which `open`
+    /// removes; never a message without its state (a held one would be let go).
     pub async fn remove(&self, id: &SpoolId) -> io::Result<()> {
         let spool = self.clone();
         let id = id.clone();

@@ -89,6 +89,11 @@ fn in_the_clear(required: bool, why: impl FnOnce() -> String) -> Result<(), Repl
     }
 }
 
+/// Is this the reply of a hop that turned out to be ourselves?
+pub fn is_loop(reply: &Reply) -> bool {
+    reply.code == 554 && reply.enhanced == Some(crate::proto::EnhancedCode(5, 4, 6))
+}
+
 /// RFC 3463 X.4.6: routing loop detected.
 fn loop_reply(hop: &Hop) -> Reply {
     Reply::dynamic(554, 4, 6, format!("mail for {hop} loops back to myself"))
@@ -136,12 +141,14 @@ impl SmtpTransport {
             return Err(greeting);
         }
         // Postfix's check: a hop that greets with our own name is ourselves (a loop through
-        // an address we do not know as ours: NAT, a proxy).
-        if greeting
-            .text
-            .split_whitespace()
-            .next()
-            .is_some_and(|name| name.eq_ignore_ascii_case(&self.settings.hostname))
+        // an address we do not know as ours: NAT, a proxy). Not for LMTP, where the local
+        // store on this same host greets with the same name.
+        if hop.protocol == Protocol::Smtp
+            && greeting
+                .text
+                .split_whitespace()
+                .next()
+                .is_some_and(|name| name.eq_ignore_ascii_case(&self.settings.hostname))
         {
             return Err(loop_reply(hop));
         }

@@ -4,7 +4,7 @@
 //! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
 //! Lookups use the server's resolver (`[dns] nameservers`).
 
-use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
+use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode, is_loop};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::Config;
 use crate::dns::{Dns, DnsError, ResolverError};
@@ -128,6 +128,23 @@ impl MxTransport {
                 );
                 match hop.run(msg).await {
                     Ok(outcomes) => return outcomes,
+                    // We are one of the domain's MX hosts: only better ones may be tried
+                    // (RFC 5321 5.1). With none of them reachable that is a deferral, not a
+                    // loop; a loop only when we come first.
+                    Err(reply) if is_loop(&reply) => {
+                        return every(match last {
+                            Some(better) => Reply::dynamic(
+                                451,
+                                4,
+                                4,
+                                format!(
+                                    "{}: the MX hosts preferred to this one failed: {better}",
+                                    self.domain
+                                ),
+                            ),
+                            None => reply,
+                        });
+                    }
                     Err(reply) if reply.is_transient() => {
                         tracing::debug!(domain = %self.domain, %host, %ip, %reply, "trying the next MX address");
                         last = Some(reply);

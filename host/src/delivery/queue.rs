@@ -133,7 +133,8 @@ impl Tasks {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err(format!("no message {id} in the queue")),
                 Err(_) => Ok(format!(
-                    "{id} is being delivered; the request applies when this attempt ends"
+                    "{id} is being delivered now; the request is pending and is carried out \
+                     after this attempt, unless the attempt ends the message"
                 )),
             };
             pending.answer(&answer);

@@ -64,12 +64,13 @@ async fn apply(d: &Delivery, envelope: &Envelope, state: &mut QueueState, order:
     let id = &envelope.id;
     let (ack, answer) = match order {
         Order::Remove(ack) => {
-            let answer = match d.spool.remove(id).await {
-                Ok(()) => Ok(format!("removed {id}")),
-                Err(e) => Err(format!("cannot remove {id}: {e}")),
+            // Still in the spool when removal failed: the task keeps it.
+            let (answer, after) = match d.spool.remove(id).await {
+                Ok(()) => (Ok(format!("removed {id}")), After::Removed),
+                Err(e) => (Err(format!("cannot remove {id}: {e}")), After::Kept),
             };
             let _ = ack.send(answer);
-            return After::Removed;
+            return after;
         }
         Order::Hold(ack) => {
             state.hold();

@@ -81,17 +81,23 @@ pub(super) async fn attempt(
         timeouts: Timeouts::from_config(&config.delivery),
         own_addrs: d.own_addrs.clone(),
     });
-    let mut groups: BTreeMap<String, (Route, Vec<usize>)> = BTreeMap::new();
+    // Recipients go together when they share the next hop and how TLS is used to reach it.
+    let mut groups: BTreeMap<(String, String), (Route, Vec<usize>)> = BTreeMap::new();
     for i in state.pending() {
         let route = config.route_for(&envelope.recipients[i].address.domain);
         // One connection per next hop; MX routes group per domain.
-        let key = match &route.to {
+        let destination = match &route.to {
             Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
             other => format!("{other:?}"),
         };
-        groups.entry(key).or_insert((route, Vec::new())).1.push(i);
+        let tls = format!("{:?} {:?}", route.tls, route.ca);
+        groups
+            .entry((destination, tls))
+            .or_insert((route, Vec::new()))
+            .1
+            .push(i);
     }
-    for (destination, (route, recipients)) in groups {
+    for ((destination, _), (route, recipients)) in groups {
         // The destination's slot first, then a global one: an attempt waiting for a busy
         // destination holds nothing that other destinations need.
         let _destination = d.destination_permit(&destination, &config).await;

@@ -116,14 +116,28 @@ fn cache_key(cache_dir: &Path) -> std::io::Result<Vec<u8>> {
             Ok(key.to_vec())
         }
         // Made meanwhile by another process (check-config beside a server): use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let key = std::fs::read(&path)?;
+            if key.len() != MAC_LEN {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a cache key", path.display()),
+                ));
+            }
+            Ok(key)
+        }
         Err(e) => Err(e),
     }
 }
 
-fn mac(key: &[u8], payload: &[u8]) -> Mac {
+/// The MAC of a cached file: over its name (which says which wasm and engine it is for)
+/// and its content, so that a signed file cannot pass for another plugin's either.
+fn mac(key: &[u8], path: &Path, payload: &[u8]) -> Mac {
     use hmac::Mac as _;
     let mut mac = Mac::new_from_slice(key).expect("HMAC takes any key length");
+    let name = path.file_name().unwrap_or_default().as_encoded_bytes();
+    mac.update(&(name.len() as u64).to_le_bytes());
+    mac.update(name);
     mac.update(payload);
     mac
 }
@@ -157,7 +171,7 @@ pub fn compile_cached(
     {
         let verified = file
             .split_at_checked(MAC_LEN)
-            .filter(|(tag, payload)| mac(key, payload).verify_slice(tag).is_ok());
+            .filter(|(tag, payload)| mac(key, &path, payload).verify_slice(tag).is_ok());
         match verified {
             // SAFETY: these octets are what `Component::serialize` of this engine
             // configuration wrote (the name carries its compatibility hash), signed with
@@ -177,7 +191,7 @@ pub fn compile_cached(
     let component = Component::new(engine, wasm)?;
     if let Some(key) = &key {
         let compiled = component.serialize()?;
-        let tag = mac(key, &compiled).finalize().into_bytes();
+        let tag = mac(key, &path, &compiled).finalize().into_bytes();
         let tmp = path.with_extension("tmp");
         let written = create_private_dir(cache_dir)
             .and_then(|_| std::fs::write(&tmp, [&tag[..], &compiled].concat()))

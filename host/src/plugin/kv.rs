@@ -86,6 +86,11 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// When an entry with this TTL expires (a guest's absurd TTL is "never", not an overflow).
+fn expiry(ttl: Duration) -> u64 {
+    now().saturating_add(ttl.as_secs().max(1))
+}
+
 fn full_key(namespace: &str, key: &str) -> String {
     format!("{namespace}\u{0}{key}")
 }
@@ -110,6 +115,8 @@ struct Inner {
     entries: HashMap<String, Entry>,
     usage: HashMap<String, Usage>,
     quotas: HashMap<String, Quota>,
+    /// Unix second of the last sweep of expired entries.
+    swept: u64,
 }
 
 impl Inner {
@@ -141,21 +148,45 @@ impl Inner {
         self.entries.get_mut(full)
     }
 
-    /// Stores `e` under `full` unless that takes the namespace past its quota.
+    /// Drops every expired entry (their space counts until then).
+    fn sweep(&mut self) {
+        let t = now();
+        self.swept = t;
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires.is_some_and(|x| x <= t))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.remove(&k);
+        }
+    }
+
+    /// Would `full` with `new` octets take its namespace past its quota? (`old`: the size
+    /// of the entry it replaces.)
+    fn over_quota(&self, full: &str, old: Option<u64>, new: u64) -> Option<QuotaExceeded> {
+        let ns = namespace_of(full);
+        let q = self.quotas.get(ns)?;
+        let u = self.usage.get(ns).copied().unwrap_or_default();
+        let keys = u.keys + usize::from(old.is_none());
+        let bytes = u.bytes - old.unwrap_or(0) + new;
+        (keys > q.keys || bytes > q.bytes).then_some(QuotaExceeded {
+            keys: q.keys,
+            bytes: q.bytes,
+        })
+    }
+
+    /// Stores `e` under `full` unless that takes the namespace past its quota. At the quota,
+    /// expired entries are swept first (at most once a second, it walks every entry).
     fn insert(&mut self, full: String, e: Entry) -> Result<(), QuotaExceeded> {
         let new = size(&full, &e);
         let old = self.live(&full).map(|old| size(&full, old));
-        let ns = namespace_of(&full);
-        if let Some(q) = self.quotas.get(ns) {
-            let u = self.usage.get(ns).copied().unwrap_or_default();
-            let keys = u.keys + usize::from(old.is_none());
-            let bytes = u.bytes - old.unwrap_or(0) + new;
-            if keys > q.keys || bytes > q.bytes {
-                return Err(QuotaExceeded {
-                    keys: q.keys,
-                    bytes: q.bytes,
-                });
-            }
+        if self.over_quota(&full, old, new).is_some() && now() > self.swept {
+            self.sweep();
+        }
+        if let Some(exceeded) = self.over_quota(&full, old, new) {
+            return Err(exceeded);
         }
         self.account(
             &full,
@@ -211,23 +242,21 @@ impl EmbeddedKv {
         }
         let snapshot = {
             let mut inner = self.lock();
-            let t = now();
-            let expired: Vec<String> = inner
-                .entries
-                .iter()
-                .filter(|(_, e)| e.expires.is_some_and(|x| x <= t))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in expired {
-                inner.remove(&k);
-            }
+            inner.sweep();
             inner.entries.clone()
         };
-        let bytes = serde_json::to_vec(&snapshot)?;
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        let written = (|| {
+            let bytes = serde_json::to_vec(&snapshot)?;
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if written.is_err() {
+            // Not on disk: the next flush tries again.
+            self.changed();
+        }
+        written
     }
 
     fn changed(&self) {
@@ -253,7 +282,7 @@ impl KvStore for EmbeddedKv {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<(), QuotaExceeded> {
-        let expires = ttl.map(|t| now() + t.as_secs().max(1));
+        let expires = ttl.map(expiry);
         self.lock()
             .insert(full_key(namespace, key), Entry { value, expires })?;
         self.changed();
@@ -278,7 +307,7 @@ impl KvStore for EmbeddedKv {
                     .saturating_add(delta);
                 (n, e.expires)
             }
-            None => (delta, ttl.map(|t| now() + t.as_secs().max(1))),
+            None => (delta, ttl.map(expiry)),
         };
         let value = next.to_string().into_bytes();
         inner
@@ -364,5 +393,18 @@ mod tests {
         kv.delete("p", "a");
         kv.set("p", "c", b"3".to_vec(), None).unwrap();
         kv.set("q", "x", vec![0; 100], None).unwrap();
+        // Expired entries make room once swept, without any read of them; absurd TTLs
+        // mean "never".
+        for k in ["b", "c"] {
+            kv.lock()
+                .entries
+                .get_mut(&full_key("p", k))
+                .unwrap()
+                .expires = Some(now() - 1);
+        }
+        kv.lock().swept = 0;
+        kv.set("p", "d", b"4".to_vec(), Some(Duration::MAX))
+            .unwrap();
+        kv.set("p", "e", b"5".to_vec(), None).unwrap();
     }
 }

@@ -157,7 +157,8 @@ impl Reply {
             lines[0] = rest;
             e
         });
-        // Continuation lines repeat the enhanced code (RFC 2034 3); only that is dropped.
+        // Continuation lines repeat the enhanced code (RFC 2034 3): an enhanced code at the
+        // start of one is dropped, other text stays.
         if enhanced.is_some() {
             for l in lines.iter_mut().skip(1) {
                 if let Some((first, rest)) = l.split_once(' ')
