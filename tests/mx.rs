@@ -8,9 +8,15 @@ use common::{Client, TestServer};
 
 /// A server that relays for 127.0.0.0/8 by MX, with the test's DNS and smtp_port.
 async fn server(dns: &TestDns, port: u16) -> TestServer {
+    server_with(dns, port, "", "").await
+}
+
+/// The same, with `top` (e.g. a `[[listen]]`) and more `[delivery]` keys.
+async fn server_with(dns: &TestDns, port: u16, top: &str, delivery: &str) -> TestServer {
     TestServer::start(&format!(
-        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
-         [delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\n[[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
+        "{top}[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\n{delivery}\
+         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
         dns.addr
     ))
     .await
@@ -164,19 +170,8 @@ async fn mx_addresses_tried_per_attempt_are_capped() {
         ],
     )
     .await;
-    let s = TestServer::start(&format!(
-        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
-         [delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\nmx_address_limit = 2\n\
-         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
-        dns.addr
-    ))
-    .await;
-    let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    let reply = c
-        .send_mail("a@b.test", &["u@busy.test"], "Subject: capped\r\n\r\nx")
-        .await;
-    assert!(reply.starts_with("250"), "{reply}");
+    let s = server_with(&dns, port, "", "mx_address_limit = 2\n").await;
+    s.send_one(&["u@busy.test"], "capped").await;
     common::eventually("a deferral", || s.deferrals() > 0).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
@@ -197,19 +192,9 @@ async fn a_backup_mx_that_is_ourselves_defers_instead_of_bouncing() {
         ],
     )
     .await;
-    let s = TestServer::start(&format!(
-        "[[listen]]\naddress = \"127.0.0.1:{port}\"\n[relay]\nnetworks = [\"127.0.0.0/8\"]\n\
-         [dns]\nnameservers = [\"{}\"]\n[delivery]\nsmtp_port = {port}\nretry = [\"1h\"]\n\
-         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"none\"\n",
-        dns.addr
-    ))
-    .await;
-    let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    let reply = c
-        .send_mail("a@b.test", &["u@far.test"], "Subject: wait\r\n\r\nx")
-        .await;
-    assert!(reply.starts_with("250"), "{reply}");
+    let listen = format!("[[listen]]\naddress = \"127.0.0.1:{port}\"\n");
+    let s = server_with(&dns, port, &listen, "").await;
+    s.send_one(&["u@far.test"], "wait").await;
     common::eventually("a deferral", || s.deferrals() > 0).await;
     let spool = wasmtp::spool::Spool::attach(&s.dir.path().join("spool")).unwrap();
     let list = wasmtp::queue::list(&spool, false).unwrap();
