@@ -151,7 +151,7 @@ async fn embedded_default_delivers_to_maildir() {
         "{text}"
     );
     assert!(text.contains("X-Spam-Status: "), "{text}");
-    assert!(dir.path().join("data/spool/queue").is_dir());
+    assert!(dir.path().join("data/spool/log").is_dir());
 }
 
 #[tokio::test]

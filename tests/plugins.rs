@@ -153,12 +153,16 @@ async fn every_verdict_and_change() {
     }
     // Only the quarantined message stays, held, with its reason.
     common::eventually("one held message", || s.spool_ids().len() == 1).await;
-    let id = &s.spool_ids()[0];
-    let state =
-        std::fs::read_to_string(s.dir.path().join(format!("spool/queue/{id}.state"))).unwrap();
+    let spool = s.spool();
+    let (_, state) = spool.load_envelope(&spool.list()[0]).unwrap();
     assert!(
-        state.contains("\"held\":true") && state.contains("looks odd"),
-        "{state}"
+        state.held
+            && state
+                .hold_reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("looks odd"),
+        "{state:?}"
     );
     assert_eq!(sink.count(), 1);
     // A disconnect verdict: 421 and the connection closes.

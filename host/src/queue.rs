@@ -53,7 +53,7 @@ fn recipient_state(state: &QueueState, status: &RecipientStatus) -> (&'static st
 /// One line per message: id, age, size, sender, recipients with their state.
 pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
     let mut out = String::new();
-    for id in spool.list()? {
+    for id in spool.list() {
         // A message delivered (and removed) while we list is simply gone.
         let Ok((envelope, state)) = spool.load_envelope(&id) else {
             continue;
@@ -109,14 +109,14 @@ pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
 /// Carries out `request`: through the running server when there is one (it holds the
 /// spool's lock and is then the only writer), else on the spool directly, under the lock.
 fn carry_out(spool: &Spool, request: Request) -> Result<String, QueueError> {
-    let answer = match spool.try_lock()? {
+    let answer = match spool.take_over()? {
         None => control::ask(spool, &request)?,
-        Some(_lock) => apply_offline(spool, &request)?,
+        Some((spool, _lock)) => apply_offline(&spool, &request)?,
     };
     answer.map(|text| text + "\n").map_err(QueueError::Refused)
 }
 
-/// Without a server: changes the state files itself.
+/// Without a server: changes the spool itself.
 fn apply_offline(spool: &Spool, request: &Request) -> Result<control::Answer, QueueError> {
     let with_state = |id: &SpoolId, f: &dyn Fn(&mut QueueState) -> control::Answer| {
         let Ok((_, mut state)) = spool.load_envelope(id) else {
@@ -154,7 +154,7 @@ fn apply_offline(spool: &Spool, request: &Request) -> Result<control::Answer, Qu
 /// Messages a flush would retry: not held, with pending recipients (in `domain`).
 fn due(spool: &Spool, domain: Option<&str>) -> Result<Vec<(SpoolId, QueueState)>, QueueError> {
     let mut out = Vec::new();
-    for id in spool.list()? {
+    for id in spool.list() {
         let Ok((envelope, state)) = spool.load_envelope(&id) else {
             continue;
         };

@@ -99,8 +99,8 @@ impl Server {
     /// Opens the spool, binds every listener, recovers the queue and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
-        let (spool, spool_lock) =
-            Spool::open(&config.spool.path).map_err(|source| ServerError::Spool {
+        let (spool, spool_lock) = Spool::open(&config.spool.path, config.spool.segment_size.0)
+            .map_err(|source| ServerError::Spool {
                 path: config.spool.path.clone(),
                 source,
             })?;

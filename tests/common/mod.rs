@@ -62,21 +62,17 @@ impl TestServer {
         c
     }
 
+    /// The spool as `wasmtp queue` sees it beside the server.
+    pub fn spool(&self) -> wasmtp::spool::Spool {
+        wasmtp::spool::Spool::attach(&self.dir.path().join("spool")).unwrap()
+    }
+
     pub fn spool_ids(&self) -> Vec<String> {
-        let dir = self.dir.path().join("spool/queue");
-        let mut ids: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .into_string()
-                    .ok()?
-                    .strip_suffix(".msg")
-                    .map(String::from)
-            })
-            .collect();
-        ids.sort();
-        ids
+        self.spool()
+            .list()
+            .iter()
+            .map(|id| id.as_str().to_string())
+            .collect()
     }
 }
 

@@ -133,6 +133,9 @@ pub struct SpoolConfig {
     /// Below this much free space on the spool's filesystem, new mail gets 452 4.3.1.
     #[serde(default = "SpoolConfig::default_min_free")]
     pub min_free: Size,
+    /// The spool's log starts a new segment past this size; segments are reclaimed whole.
+    #[serde(default = "SpoolConfig::default_segment_size")]
+    pub segment_size: Size,
 }
 
 impl SpoolConfig {
@@ -142,6 +145,9 @@ impl SpoolConfig {
     fn default_min_free() -> Size {
         Size(100 << 20)
     }
+    fn default_segment_size() -> Size {
+        Size(crate::spool::DEFAULT_SEGMENT_SIZE)
+    }
 }
 
 impl Default for SpoolConfig {
@@ -149,6 +155,7 @@ impl Default for SpoolConfig {
         SpoolConfig {
             path: Self::default_path(),
             min_free: Self::default_min_free(),
+            segment_size: Self::default_segment_size(),
         }
     }
 }
@@ -412,6 +419,12 @@ impl Config {
         }
         if self.limits.recipients == 0 {
             p.push("limits.recipients: must be at least 1".into());
+        }
+        if self.limits.message_size.0 >= u32::MAX as u64 {
+            p.push("limits.message_size: must be less than 4GiB".into());
+        }
+        if self.spool.segment_size.0 < 64 << 10 {
+            p.push("spool.segment_size: must be at least 64KiB".into());
         }
         for (key, n) in [
             ("connections", self.limits.connections),

@@ -24,7 +24,7 @@ pub fn start(
 ) -> std::io::Result<(QueueHandle, tokio::task::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let concurrency = config.borrow().delivery.concurrency;
-    let recovered = spool.list()?;
+    let recovered = spool.list();
     if !recovered.is_empty() {
         tracing::info!(count = recovered.len(), "recovered spooled messages");
     }

@@ -5,7 +5,7 @@
 use super::bounce;
 use super::route::attempt;
 use super::shared::{Delivery, Order};
-use crate::spool::{Envelope, QueueState, RecipientStatus, SpoolId};
+use crate::spool::{Durability, Envelope, QueueState, RecipientStatus, SpoolId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -65,7 +65,7 @@ async fn apply(d: &Delivery, envelope: &Envelope, state: &mut QueueState, order:
     let (ack, answer) = match order {
         Order::Remove(ack) => {
             // Still in the spool when removal failed: the task keeps it.
-            let (answer, after) = match d.spool.remove(id).await {
+            let (answer, after) = match d.spool.remove(id, Durability::Now).await {
                 Ok(()) => (Ok(format!("removed {id}")), After::Removed),
                 Err(e) => (Err(format!("cannot remove {id}: {e}")), After::Kept),
             };
@@ -84,7 +84,7 @@ async fn apply(d: &Delivery, envelope: &Envelope, state: &mut QueueState, order:
             }
         },
     };
-    let answer = match d.spool.save_state(id, state).await {
+    let answer = match d.spool.save_state(id, state, Durability::Now).await {
         Ok(()) => Ok(answer),
         Err(e) => Err(format!("cannot save the state of {id}: {e}")),
     };
@@ -158,7 +158,7 @@ pub(super) async fn run_message(
         let failed = newly_failed(&before, &state.recipients);
         report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
         if state.pending().next().is_none() {
-            if let Err(e) = d.spool.remove(&id).await {
+            if let Err(e) = d.spool.remove(&id, Durability::Soon).await {
                 tracing::error!(%id, error = %e, "cannot remove delivered message");
             }
             return;
@@ -182,7 +182,7 @@ pub(super) async fn run_message(
             }
             let expired = newly_failed(&before, &state.recipients);
             report(&d, &envelope, &content, &expired, bounce::Kind::Failed).await;
-            let _ = d.spool.remove(&id).await;
+            let _ = d.spool.remove(&id, Durability::Soon).await;
             return;
         }
         if !state.delay_warned && age >= config.delivery.delay_warning.0.as_secs() as i64 {
@@ -204,7 +204,7 @@ pub(super) async fn run_message(
                 return;
             }
         }
-        if let Err(e) = d.spool.save_state(&id, &state).await {
+        if let Err(e) = d.spool.save_state(&id, &state, Durability::Soon).await {
             tracing::error!(%id, error = %e, "cannot save delivery state");
         }
     }

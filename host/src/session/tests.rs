@@ -23,7 +23,7 @@ impl Harness {
             dir.path().display()
         );
         let config = Arc::new(Config::parse("test", &toml).unwrap());
-        let (spool, _lock) = Spool::open(&config.spool.path).unwrap();
+        let (spool, _lock) = Spool::open(&config.spool.path, config.spool.segment_size.0).unwrap();
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         let (queue, _) = crate::delivery::start(

@@ -1,0 +1,380 @@
+//! The spool's one writer: a thread that appends records to the active segment and makes
+//! them durable in groups (group commit). It takes every request that arrived while the
+//! previous `fdatasync` ran, writes them all, syncs once, and only then answers them, so
+//! one sync covers many sessions' messages and none is answered before its sync.
+//!
+//! Requests that need not wait (delivery progress, a message done) are written at once
+//! and ride on the next sync, at most `LAZY_SYNC` later. After a write or sync error the
+//! segment is cut back to its last good length and a new one started: no later record
+//! ever follows a damaged one.
+//!
+//! Space: a segment is removed once nothing in it is still queued and every older segment
+//! is gone (so a "done" record is never removed while the message record it ends remains).
+//! A segment that holds back removal while mostly dead has its live messages copied
+//! forward, a budget per pass.
+
+use super::SpoolId;
+use super::index::{Index, segment_path};
+use super::log::{self, Found, HEAD, Kind, Span};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a written but unsynced record may wait for the next sync.
+const LAZY_SYNC: Duration = Duration::from_millis(200);
+/// An empty active segment at least this long is replaced, so its space returns.
+const EMPTY_ROTATE: u64 = 1 << 20;
+/// Octets of live messages copied forward per pass.
+const COMPACT_BUDGET: u64 = 8 << 20;
+
+/// A record to append.
+pub(super) enum Record {
+    Message {
+        id: SpoolId,
+        meta: Vec<u8>,
+        content: Vec<u8>,
+    },
+    State {
+        id: SpoolId,
+        json: Vec<u8>,
+    },
+    Done {
+        id: SpoolId,
+    },
+}
+
+pub(super) struct Request {
+    pub records: Vec<Record>,
+    /// Answered once the records are durable; `None`: written, synced with the next group.
+    pub reply: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+struct Active {
+    seq: u64,
+    file: File,
+    /// Its length at the last sync.
+    synced: u64,
+}
+
+pub(super) struct Writer {
+    pub dir: PathBuf,
+    pub index: Arc<Mutex<Index>>,
+    pub segment_size: u64,
+    /// The segment appended to; `None` until the first write (or after an error).
+    active: Option<Active>,
+    /// Records written since the last sync.
+    dirty: bool,
+}
+
+impl Writer {
+    pub fn new(dir: PathBuf, index: Arc<Mutex<Index>>, segment_size: u64) -> Writer {
+        Writer {
+            dir,
+            index,
+            segment_size,
+            active: None,
+            dirty: false,
+        }
+    }
+
+    pub fn run(mut self, requests: Receiver<Request>) {
+        loop {
+            let first = if self.dirty {
+                match requests.recv_timeout(LAZY_SYNC) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match requests.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                }
+            };
+            let mut batch: Vec<Request> = first.into_iter().collect();
+            while batch.len() < 4096 {
+                match requests.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+            self.maintain();
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "spool: final sync failed");
+        }
+    }
+
+    /// Writes a group, syncs it if anyone waits (or it has waited long enough), answers.
+    fn commit(&mut self, batch: Vec<Request>) {
+        let waiting = batch.is_empty() || batch.iter().any(|r| r.reply.is_some());
+        let result = self.write(batch.iter().flat_map(|r| &r.records), waiting);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "spool write failed");
+        }
+        for request in batch {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                });
+            }
+        }
+    }
+
+    /// Appends records (synced when `sync`) and then shows them in the index.
+    pub fn write<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a Record>,
+        sync: bool,
+    ) -> io::Result<()> {
+        let found = self.append(records)?;
+        if sync {
+            self.sync()?;
+        }
+        let mut index = self.index.lock().unwrap();
+        for f in found {
+            index.apply(f);
+        }
+        Ok(())
+    }
+
+    /// Appends records to the active segment; on error, cuts it back to where it was and
+    /// gives it up (the next write starts a new one).
+    fn append<'a>(&mut self, records: impl Iterator<Item = &'a Record>) -> io::Result<Vec<Found>> {
+        let (seq, start) = self.active()?;
+        let file = &self.active.as_ref().unwrap().file;
+        let mut found = Vec::new();
+        let mut at = start;
+        let written = (|| {
+            let mut out = BufWriter::with_capacity(256 << 10, file);
+            for record in records {
+                let (kind, id, meta, content): (_, _, &[u8], &[u8]) = match record {
+                    Record::Message { id, meta, content } => (Kind::Message, id, meta, content),
+                    Record::State { id, json } => (Kind::State, id, json, &[]),
+                    Record::Done { id } => (Kind::Done, id, &[], &[]),
+                };
+                out.write_all(&log::head(kind, id, meta, content))?;
+                out.write_all(id.as_str().as_bytes())?;
+                out.write_all(meta)?;
+                out.write_all(content)?;
+                let meta_at = at + (HEAD + id.as_str().len()) as u64;
+                let record = meta_at + (meta.len() + content.len()) as u64 - at;
+                let span = |off, len: usize| Span {
+                    seg: seq,
+                    off,
+                    len: len as u32,
+                    record,
+                };
+                found.push(Found {
+                    kind,
+                    id: id.clone(),
+                    meta: span(meta_at, meta.len()),
+                    content: span(meta_at + meta.len() as u64, content.len()),
+                });
+                at += record;
+            }
+            out.flush()
+        })();
+        match written {
+            Ok(()) => {
+                self.dirty |= at > start;
+                self.index
+                    .lock()
+                    .unwrap()
+                    .segments
+                    .get_mut(&seq)
+                    .unwrap()
+                    .len = at;
+                Ok(found)
+            }
+            Err(e) => {
+                self.abandon(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the active segment back to `len` and stops appending to it.
+    fn abandon(&mut self, len: u64) {
+        if let Some(Active { seq, file, .. }) = self.active.take() {
+            if let Err(e) = file.set_len(len).and_then(|()| file.sync_data()) {
+                tracing::error!(segment = seq, error = %e, "spool: cannot cut a failed write back");
+            }
+            self.index.lock().unwrap().cut(seq, len);
+        }
+        self.dirty = false;
+    }
+
+    /// Makes everything written durable. After a failed fsync the page cache cannot be
+    /// trusted (what reached the disk is unknown): the segment is cut back to its last
+    /// synced length and nothing more goes into it.
+    fn sync(&mut self) -> io::Result<()> {
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        match active.file.sync_data() {
+            Ok(()) => {
+                active.synced = self.index.lock().unwrap().segments[&active.seq].len;
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                let synced = active.synced;
+                self.abandon(synced);
+                Err(e)
+            }
+        }
+    }
+
+    /// The active segment and its length, starting one when there is none.
+    fn active(&mut self) -> io::Result<(u64, u64)> {
+        if let Some(active) = &self.active {
+            let len = self.index.lock().unwrap().segments[&active.seq].len;
+            return Ok((active.seq, len));
+        }
+        let seq = {
+            let index = self.index.lock().unwrap();
+            index.segments.keys().next_back().map_or(1, |s| s + 1)
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(segment_path(&self.dir, seq))?;
+        File::open(&self.dir)?.sync_all()?;
+        let reader = Arc::new(file.try_clone()?);
+        self.index.lock().unwrap().add_segment(seq, reader, 0);
+        self.active = Some(Active {
+            seq,
+            file,
+            synced: 0,
+        });
+        Ok((seq, 0))
+    }
+
+    /// Starts a new segment, so the active one can be removed once it is done with.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.sync()?;
+        self.active = None;
+        self.active().map(|_| ())
+    }
+
+    /// Rotates a full (or done-with) active segment, copies live messages out of a mostly
+    /// dead oldest segment, and removes segments nothing needs.
+    fn maintain(&mut self) {
+        if let Err(e) = self.try_maintain() {
+            tracing::error!(error = %e, "spool maintenance failed; will retry");
+        }
+    }
+
+    fn try_maintain(&mut self) -> io::Result<()> {
+        let (active_len, active_refs) = match &self.active {
+            Some(active) => {
+                let index = self.index.lock().unwrap();
+                let s = &index.segments[&active.seq];
+                (s.len, s.refs)
+            }
+            None => (0, 0),
+        };
+        if active_len >= self.segment_size || (active_refs == 0 && active_len >= EMPTY_ROTATE) {
+            self.rotate()?;
+        }
+        self.compact()?;
+        self.reclaim()
+    }
+
+    fn active_seq(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.seq)
+    }
+
+    /// Copies the live messages of the emptiest segment forward when less than half of it
+    /// is live, up to `COMPACT_BUDGET` octets per pass: a few long-deferred messages do not
+    /// keep a segment (and the "done" records that depend on it) on disk.
+    fn compact(&mut self) -> io::Result<()> {
+        let active = self.active_seq();
+        let copies = {
+            let index = self.index.lock().unwrap();
+            let Some(seg) = index
+                .segments
+                .iter()
+                .filter(|(seq, s)| Some(**seq) != active && s.refs > 0 && s.live * 2 < s.len)
+                .min_by_key(|(_, s)| s.live * 1000 / s.len.max(1))
+                .map(|(seq, _)| *seq)
+            else {
+                return Ok(());
+            };
+            let mut copies = Vec::new();
+            let mut budget = 0u64;
+            for (id, e) in &index.entries {
+                if budget >= COMPACT_BUDGET {
+                    break;
+                }
+                if e.meta.seg == seg || e.state.is_some_and(|s| s.seg == seg) {
+                    copies.push((id.clone(), e.clone(), index.file(e.meta.seg)?));
+                    budget += e.meta.record;
+                }
+            }
+            copies
+        };
+        let mut records = Vec::with_capacity(copies.len());
+        for (id, entry, file) in copies {
+            let meta = entry.meta.read(&file)?;
+            let (envelope, first_state) = log::split_message_meta(&meta)?;
+            let state = match entry.state {
+                Some(span) => {
+                    let file = self.index.lock().unwrap().file(span.seg)?;
+                    Some(span.read(&file)?)
+                }
+                None => first_state.map(<[u8]>::to_vec),
+            };
+            records.push(Record::Message {
+                id,
+                meta: log::message_meta(envelope, state.as_deref()),
+                content: entry.content.read(&file)?,
+            });
+        }
+        let count = records.len();
+        self.write(records.iter(), true)?;
+        tracing::debug!(count, "spool: live messages copied forward");
+        Ok(())
+    }
+
+    /// Removes the segments nothing needs: no live record in them, none of the segments
+    /// their "done" records depend on left; after making everything written so far
+    /// durable (a copy or a "done" must not be lost once what it replaces is gone).
+    fn reclaim(&mut self) -> io::Result<()> {
+        let active = self.active_seq();
+        loop {
+            let removable: Vec<u64> = {
+                let index = self.index.lock().unwrap();
+                index
+                    .segments
+                    .iter()
+                    .filter(|(seq, s)| {
+                        Some(**seq) != active
+                            && s.refs == 0
+                            && s.after.iter().all(|a| !index.segments.contains_key(a))
+                    })
+                    .map(|(seq, _)| *seq)
+                    .collect()
+            };
+            if removable.is_empty() {
+                return Ok(());
+            }
+            self.sync()?;
+            for seq in removable {
+                std::fs::remove_file(segment_path(&self.dir, seq))?;
+                self.index.lock().unwrap().segments.remove(&seq);
+            }
+        }
+    }
+}
