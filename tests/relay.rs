@@ -321,3 +321,67 @@ async fn metrics_endpoint_counts_what_happened() {
     }
     assert!(body.contains("# TYPE wasmtp_plugin_faults_total counter"));
 }
+
+/// Sends `n` messages one after another, each delivered before the next is sent.
+async fn one_by_one(s: &TestServer, sink: &Sink, n: usize, pause: std::time::Duration) {
+    for i in 1..=n {
+        s.send_one(&["u@example.test"], &format!("m{i}")).await;
+        sink.wait_for(i).await;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_to_a_hop_are_reused_up_to_the_limit() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = TestServer::start(&accept(&format!(
+        "reuse_limit = 3\n{}",
+        sink.config_route("*", "none")
+    )))
+    .await;
+    one_by_one(&s, &sink, 5, std::time::Duration::ZERO).await;
+    let got = sink.wait_for(5).await;
+    let on: Vec<(usize, usize)> = got.iter().map(|m| (m.connection, m.resets)).collect();
+    // Three messages on the first connection (RSET before the second and third), then a
+    // new one.
+    assert_eq!(on, [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_reuse_idle() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = TestServer::start(&accept(&format!(
+        "reuse_idle = \"200ms\"\n{}",
+        sink.config_route("*", "none")
+    )))
+    .await;
+    one_by_one(&s, &sink, 2, std::time::Duration::from_millis(700)).await;
+    let connections: Vec<usize> = sink
+        .wait_for(2)
+        .await
+        .iter()
+        .map(|m| m.connection)
+        .collect();
+    assert_eq!(connections, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_hop_that_hung_up_on_an_idle_connection_gets_a_new_one() {
+    // The hop closes each connection after its message, without a word: the next message
+    // finds the kept connection dead at RSET and goes out on a new one, not deferred.
+    let sink = Sink::start(SinkOptions {
+        hang_up_after_message: true,
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
+    one_by_one(&s, &sink, 3, std::time::Duration::from_millis(50)).await;
+    let connections: Vec<usize> = sink
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|m| m.connection)
+        .collect();
+    assert_eq!(connections, [1, 2, 3]);
+    assert_eq!(s.deferrals(), 0);
+}

@@ -15,6 +15,9 @@ pub struct SinkMessage {
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// Which connection it came on (1 for the sink's first), and the RSETs on it before.
+    pub connection: usize,
+    pub resets: usize,
 }
 
 impl SinkMessage {
@@ -33,6 +36,8 @@ pub struct SinkOptions {
     pub no_pipelining: bool,
     /// Speak LMTP (RFC 2033): LHLO, and one reply per recipient after the data.
     pub lmtp: bool,
+    /// Hang up (without a word) after each message's reply.
+    pub hang_up_after_message: bool,
 }
 
 pub struct Sink {
@@ -69,17 +74,22 @@ impl Sink {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let store = messages.clone();
         let task = tokio::spawn(async move {
-            loop {
+            for connection in 1.. {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let (store, options) = (store.clone(), options.clone());
                 tokio::spawn(async move {
-                    if let Some(tcp) = session(tcp, &options, &store, false).await
+                    let on = On {
+                        options: &options,
+                        store: &store,
+                        connection,
+                    };
+                    if let Some(tcp) = session(tcp, &on, false).await
                         && let Some(cfg) = options.tls.clone()
                         && let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
                     {
-                        session(tls, &options, &store, true).await;
+                        session(tls, &on, true).await;
                     }
                 });
             }
@@ -117,13 +127,21 @@ impl Sink {
     }
 }
 
+/// What a connection is served with.
+struct On<'a> {
+    options: &'a SinkOptions,
+    store: &'a Mutex<Vec<SinkMessage>>,
+    connection: usize,
+}
+
 /// Serves one connection; returns the stream when the client asked for STARTTLS.
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    options: &SinkOptions,
-    store: &Mutex<Vec<SinkMessage>>,
+    on: &On<'_>,
     tls: bool,
 ) -> Option<S> {
+    let (options, store) = (on.options, on.store);
+    let mut resets = 0;
     let mut s = BufReader::new(stream);
     if !tls {
         s.get_mut()
@@ -197,7 +215,13 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     rcpts: std::mem::take(&mut rcpts),
                     data,
                     tls,
+                    connection: on.connection,
+                    resets,
                 });
+                if options.hang_up_after_message {
+                    let _ = s.get_mut().write_all(b"250 2.0.0 queued at sink\r\n").await;
+                    return None;
+                }
                 if options.lmtp {
                     // RFC 2033 4.2: one reply per accepted recipient; the last one is refused
                     // here so that tests see per-recipient outcomes.
@@ -212,6 +236,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             "DATA" => "503 no valid recipients".into(),
             "RSET" => {
+                resets += 1;
                 mail = None;
                 rcpts.clear();
                 "250 ok".into()

@@ -23,6 +23,12 @@ pub struct Delivery {
     pub destination_concurrency: usize,
     /// MX host addresses tried per attempt (Postfix's smtp_mx_address_limit).
     pub mx_address_limit: usize,
+    /// Messages one connection to a next hop carries before it is closed (1: a connection
+    /// per message; Postfix's smtp_connection_reuse_count_limit).
+    pub reuse_limit: u32,
+    /// How long an idle connection waits for the next message to its hop (Postfix's
+    /// smtp_connection_cache_time_limit).
+    pub reuse_idle: Dur,
     pub connect_timeout: Dur,
     /// The server's 220 greeting (RFC 5321 4.5.3.2.1: 5 minutes).
     pub greeting_timeout: Dur,
@@ -50,6 +56,8 @@ impl Default for Delivery {
             concurrency: 64,
             destination_concurrency: 20,
             mx_address_limit: 5,
+            reuse_limit: 100,
+            reuse_idle: secs(2),
             connect_timeout: secs(30),
             greeting_timeout: secs(300),
             tls_timeout: secs(120),
@@ -70,6 +78,7 @@ impl Delivery {
             ("concurrency", self.concurrency),
             ("destination_concurrency", self.destination_concurrency),
             ("mx_address_limit", self.mx_address_limit),
+            ("reuse_limit", self.reuse_limit as usize),
         ] {
             if n == 0 {
                 p.push(format!("delivery.{key}: must be at least 1"));

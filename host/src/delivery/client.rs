@@ -6,6 +6,7 @@
 
 pub use super::conn::Protocol;
 use super::conn::{Client, Extensions, Timeouts, dot_stuff, within};
+use super::pool::{Pool, Session, Stream};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
@@ -13,7 +14,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// How a hop uses TLS.
@@ -22,8 +23,12 @@ pub enum TlsMode {
     Off,
     /// STARTTLS when offered, certificate not checked (RFC 7435).
     Opportunistic,
-    /// STARTTLS or no delivery; the certificate verified with this config.
-    Required(Arc<rustls::ClientConfig>),
+    /// STARTTLS or no delivery; the certificate verified with this config, whose trust
+    /// anchors `anchors` names (connections are reused only under the same ones).
+    Required {
+        config: Arc<rustls::ClientConfig>,
+        anchors: String,
+    },
 }
 
 /// What the connections of the delivery engine share.
@@ -33,6 +38,12 @@ pub struct ClientSettings {
     pub timeouts: Timeouts,
     /// The addresses our own listeners are bound to: a hop there is a loop.
     pub own_addrs: Vec<SocketAddr>,
+    /// Idle connections to next hops, and `[delivery] reuse_limit`, `reuse_idle`; at most
+    /// `reuse_keep` (the destination concurrency) wait per hop.
+    pub pool: Arc<Pool>,
+    pub reuse_limit: u32,
+    pub reuse_idle: Duration,
+    pub reuse_keep: usize,
 }
 
 impl ClientSettings {
@@ -58,6 +69,18 @@ pub struct Hop {
     pub tls_name: String,
     pub tls: TlsMode,
     pub protocol: Protocol,
+}
+
+impl Hop {
+    /// What a reused connection must share with this hop.
+    fn pool_key(&self) -> String {
+        let tls = match &self.tls {
+            TlsMode::Off => "off",
+            TlsMode::Opportunistic => "opportunistic",
+            TlsMode::Required { anchors, .. } => anchors,
+        };
+        format!("{:?} {self} {} {tls}", self.protocol, self.tls_name)
+    }
 }
 
 impl fmt::Display for Hop {
@@ -108,8 +131,34 @@ impl SmtpTransport {
         Reply::dynamic(451, 4, 4, format!("{what} {}: {e}", self.hop))
     }
 
-    /// One delivery; `Err` is a reply for every recipient (connection or MAIL failure).
+    /// One delivery, on an idle connection to the hop when there is one (RSET first),
+    /// else a new one; a connection whose transaction ended cleanly is kept for the next
+    /// message. `Err` is a reply for every recipient (connection or MAIL failure).
     pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
+        let key = self.hop.pool_key();
+        let settings = &self.settings;
+        let mut session = loop {
+            let Some(mut idle) = settings.pool.take(&key, settings.reuse_idle) else {
+                break self.connect().await?;
+            };
+            // One that hung up while it waited is dropped: the next, or a new connection.
+            if idle.reset().await {
+                break idle;
+            }
+        };
+        match self.transaction(&mut session.conn, &session.ext, msg).await {
+            Ok(result) => {
+                settings
+                    .pool
+                    .put(key, session, settings.reuse_limit, settings.reuse_keep);
+                result
+            }
+            Err(e) => Err(self.transient("talking to", e)),
+        }
+    }
+
+    /// A new session with the hop: connected, greeted, EHLO, STARTTLS per policy.
+    async fn connect(&self) -> Result<Session, Reply> {
         let t = self.settings.timeouts;
         let hop = &self.hop;
         let addrs: Vec<SocketAddr> = within(
@@ -132,7 +181,7 @@ impl SmtpTransport {
             return Err(loop_reply(hop));
         }
         let _ = tcp.set_nodelay(true);
-        let mut conn = Client::new(tcp, t);
+        let mut conn = Client::new(Stream::Plain(tcp), t);
         let greeting = conn
             .reply_within(t.greeting)
             .await
@@ -159,12 +208,12 @@ impl SmtpTransport {
         let config = match &hop.tls {
             TlsMode::Off => None,
             TlsMode::Opportunistic => Some(crate::tls::delivery_client_config()),
-            TlsMode::Required(config) => Some(config.clone()),
+            TlsMode::Required { config, .. } => Some(config.clone()),
         };
-        let required = matches!(hop.tls, TlsMode::Required(_));
+        let required = matches!(hop.tls, TlsMode::Required { .. });
         let Some(config) = config.filter(|_| ext.has("STARTTLS")) else {
             in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
-            return self.transaction(&mut conn, &ext, msg).await;
+            return Ok(Session::new(conn, ext));
         };
         conn.send(b"STARTTLS\r\n")
             .await
@@ -175,7 +224,7 @@ impl SmtpTransport {
             .map_err(|e| self.transient("STARTTLS to", e))?;
         if reply.code != 220 {
             in_the_clear(required, || format!("STARTTLS refused: {reply}"))?;
-            return self.transaction(&mut conn, &ext, msg).await;
+            return Ok(Session::new(conn, ext));
         }
         let name = rustls::pki_types::ServerName::try_from(hop.tls_name.clone());
         let name = match (name, required) {
@@ -187,10 +236,13 @@ impl SmtpTransport {
                 return Err(self.transient("TLS name of", e));
             }
         };
+        let Stream::Plain(tcp) = conn.into_inner() else {
+            unreachable!("STARTTLS on a new connection")
+        };
         let tls = within(
             "TLS handshake",
             t.tls,
-            tokio_rustls::TlsConnector::from(config).connect(name, conn.into_inner()),
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
         )
         .await
         .map_err(|e| {
@@ -202,31 +254,32 @@ impl SmtpTransport {
                 reply
             }
         })?;
-        let mut conn = Client::new(tls, t);
+        let mut conn = Client::new(Stream::Tls(Box::new(tls)), t);
         let ext = conn
             .hello(&self.settings.hostname, hop.protocol)
             .await
             .map_err(|e| self.transient("EHLO to", e))??;
-        self.transaction(&mut conn, &ext, msg).await
+        Ok(Session::new(conn, ext))
     }
 
-    async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    /// One transaction. Every way it ends without an I/O error leaves the session clean
+    /// for another (`Ok`); an I/O error leaves it unusable.
+    async fn transaction(
         &self,
-        conn: &mut Client<S>,
+        conn: &mut Client<Stream>,
         ext: &Extensions,
         msg: &Outgoing<'_>,
-    ) -> Result<Vec<DeliveryOutcome>, Reply> {
+    ) -> io::Result<Result<Vec<DeliveryOutcome>, Reply>> {
         let env = msg.envelope;
-        let io_err = |e: io::Error| self.transient("talking to", e);
         let utf8 = env.params.smtputf8;
         if utf8 && !ext.has("SMTPUTF8") {
             // RFC 6531 3.4: never send an SMTPUTF8 message to a server that lacks it.
-            return Err(Reply::dynamic(
+            return Ok(Err(Reply::dynamic(
                 553,
                 6,
                 7,
                 format!("{} does not support SMTPUTF8", self.hop),
-            ));
+            )));
         }
         let dsn = ext.has("DSN");
         let mut mail = format!(
@@ -279,10 +332,10 @@ impl SmtpTransport {
                 batch.extend_from_slice(r.as_bytes());
             }
             batch.extend_from_slice(b"DATA\r\n");
-            conn.send(&batch).await.map_err(io_err)?;
-            mail_reply = conn.reply().await.map_err(io_err)?;
+            conn.send(&batch).await?;
+            mail_reply = conn.reply().await?;
             for (i, slot) in outcomes.iter_mut().enumerate() {
-                let r = conn.reply().await.map_err(io_err)?;
+                let r = conn.reply().await?;
                 if mail_reply.is_positive() && r.is_positive() {
                     accepted.push(i);
                 } else {
@@ -293,17 +346,16 @@ impl SmtpTransport {
                     }));
                 }
             }
-            data_reply = conn.reply().await.map_err(io_err)?;
+            data_reply = conn.reply().await?;
         } else {
-            conn.send(mail.as_bytes()).await.map_err(io_err)?;
-            mail_reply = conn.reply().await.map_err(io_err)?;
+            conn.send(mail.as_bytes()).await?;
+            mail_reply = conn.reply().await?;
             if !mail_reply.is_positive() {
-                conn.quit().await;
-                return Err(mail_reply);
+                return Ok(Err(mail_reply));
             }
             for (i, line) in rcpts.iter().enumerate() {
-                conn.send(line.as_bytes()).await.map_err(io_err)?;
-                let r = conn.reply().await.map_err(io_err)?;
+                conn.send(line.as_bytes()).await?;
+                let r = conn.reply().await?;
                 if r.is_positive() {
                     accepted.push(i);
                 } else {
@@ -311,58 +363,52 @@ impl SmtpTransport {
                 }
             }
             if accepted.is_empty() {
-                conn.quit().await;
-                return Ok(outcomes
+                return Ok(Ok(outcomes
                     .into_iter()
                     .map(|o| o.expect("every recipient refused"))
-                    .collect());
+                    .collect()));
             }
-            conn.send(b"DATA\r\n").await.map_err(io_err)?;
-            data_reply = conn.reply().await.map_err(io_err)?;
+            conn.send(b"DATA\r\n").await?;
+            data_reply = conn.reply().await?;
         }
         if !mail_reply.is_positive() {
             if data_reply.code == 354 {
                 // RFC 2920 3.1: nothing valid to send; end the data at once.
-                conn.send(b".\r\n").await.map_err(io_err)?;
+                conn.send(b".\r\n").await?;
                 let _ = conn.reply_within(conn.timeouts.data_end).await;
             }
-            conn.quit().await;
-            return Err(mail_reply);
+            return Ok(Err(mail_reply));
         }
         if data_reply.code != 354 || accepted.is_empty() {
             if data_reply.code == 354 {
-                conn.send(b".\r\n").await.map_err(io_err)?;
+                conn.send(b".\r\n").await?;
                 let _ = conn.reply_within(conn.timeouts.data_end).await;
             }
             for &i in &accepted {
                 outcomes[i] = Some(DeliveryOutcome::from_reply(data_reply.clone()));
             }
-            conn.quit().await;
-            return Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect());
+            return Ok(Ok(outcomes
+                .into_iter()
+                .map(|o| o.expect("decided"))
+                .collect()));
         }
-        conn.send_data(&dot_stuff(msg.content))
-            .await
-            .map_err(io_err)?;
+        conn.send_data(&dot_stuff(msg.content)).await?;
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {
-                let r = conn
-                    .reply_within(conn.timeouts.data_end)
-                    .await
-                    .map_err(io_err)?;
+                let r = conn.reply_within(conn.timeouts.data_end).await?;
                 outcomes[i] = Some(DeliveryOutcome::from_reply(r));
             }
         } else {
-            let r = conn
-                .reply_within(conn.timeouts.data_end)
-                .await
-                .map_err(io_err)?;
+            let r = conn.reply_within(conn.timeouts.data_end).await?;
             for &i in &accepted {
                 outcomes[i] = Some(DeliveryOutcome::from_reply(r.clone()));
             }
         }
-        conn.quit().await;
-        Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect())
+        Ok(Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("decided"))
+            .collect()))
     }
 }
 

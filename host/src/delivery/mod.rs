@@ -8,6 +8,7 @@ mod client;
 mod conn;
 mod maildir;
 mod mx;
+mod pool;
 mod queue;
 mod retry;
 mod route;

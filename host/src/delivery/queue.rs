@@ -39,6 +39,7 @@ pub fn start(
         own_addrs,
         destinations: Default::default(),
         resolver: Default::default(),
+        pool: Default::default(),
     });
     let task = tokio::spawn(async move {
         let mut tasks = Tasks::default();
@@ -50,10 +51,12 @@ pub fn start(
         let mut control = tokio::time::interval(CONTROL_POLL);
         loop {
             tokio::select! {
+                // Idle connections to next hops past `reuse_idle` are closed on this tick too.
                 _ = control.tick() => {
                     for pending in control::take_requests(&delivery.spool) {
                         tasks.control(&delivery, &mut flushes, pending);
                     }
+                    delivery.pool.expire(delivery.config.borrow().delivery.reuse_idle.0);
                 }
                 event = rx.recv() => match event {
                     Some(QueueEvent::Submit(id)) => tasks.spawn(&delivery, id),

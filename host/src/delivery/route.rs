@@ -27,7 +27,10 @@ fn tls_mode(route: &Route) -> Result<TlsMode, Reply> {
         TlsPolicy::None => TlsMode::Off,
         TlsPolicy::Opportunistic => TlsMode::Opportunistic,
         TlsPolicy::Required => crate::tls::verifying_client_config(route.ca.as_deref())
-            .map(TlsMode::Required)
+            .map(|config| TlsMode::Required {
+                config,
+                anchors: format!("{:?}", route.ca),
+            })
             .map_err(|e| Reply::dynamic(451, 7, 5, format!("TLS required: {e}")))?,
     })
 }
@@ -80,6 +83,10 @@ pub(super) async fn attempt(
         hostname: config.hostname.clone(),
         timeouts: Timeouts::from_config(&config.delivery),
         own_addrs: d.own_addrs.clone(),
+        pool: d.pool.clone(),
+        reuse_limit: config.delivery.reuse_limit,
+        reuse_idle: config.delivery.reuse_idle.0,
+        reuse_keep: config.delivery.destination_concurrency,
     });
     // Recipients go together when they share the next hop and how TLS is used to reach it.
     let mut groups: BTreeMap<(String, String), (Route, Vec<usize>)> = BTreeMap::new();

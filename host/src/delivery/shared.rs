@@ -80,6 +80,8 @@ pub(super) struct Delivery {
     /// One semaphore per destination in use (`delivery.destination_concurrency`).
     pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
+    /// Idle connections to next hops, for the next message to the same hop.
+    pub(super) pool: Arc<super::pool::Pool>,
 }
 
 impl Delivery {
