@@ -133,9 +133,6 @@ async fn kill_9_while_delivering_and_reclaiming_loses_nothing() {
     }
     let _server = Process::serve(&config, dir.path(), addr).await;
     every_acknowledged_arrives(&sink, &acked).await;
-    let segments = std::fs::read_dir(dir.path().join("spool/log"))
-        .unwrap()
-        .count();
     common::eventually("the spool emptied", || {
         wasmtp::spool::Spool::attach(&dir.path().join("spool"))
             .unwrap()
@@ -143,6 +140,8 @@ async fn kill_9_while_delivering_and_reclaiming_loses_nothing() {
             .is_empty()
     })
     .await;
-    let segments = std::fs::read_dir(dir.path().join("spool/log")).unwrap().count();
+    let segments = std::fs::read_dir(dir.path().join("spool/log"))
+        .unwrap()
+        .count();
     assert!(segments < 20, "{segments} segments left");
 }
