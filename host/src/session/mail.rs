@@ -62,6 +62,7 @@ impl Session {
             params,
             recipients: Vec::new(),
             bdat: None,
+            _open: self.ctx.spool.open_transaction(),
         });
         replies::SENDER_OK
     }

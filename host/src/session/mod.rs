@@ -59,6 +59,8 @@ struct Transaction {
     recipients: Vec<Recipient>,
     /// Set once the first BDAT arrived; DATA is then out of sequence (RFC 3030 4.1).
     bdat: Option<crate::proto::data::BdatReceiver>,
+    /// Counts it among the open transactions, whose commits the spool groups.
+    _open: crate::spool::OpenTransaction,
 }
 
 pub struct Session {

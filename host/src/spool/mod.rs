@@ -25,7 +25,7 @@ use std::fs::{self, File};
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -44,9 +44,11 @@ impl SpoolId {
             .unwrap_or_default()
             .as_micros() as u64;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let pid = *PID.get_or_init(std::process::id);
         SpoolId(format!(
             "{micros:013X}{:05X}{:05X}",
-            std::process::id() & 0xFFFFF,
+            pid & 0xFFFFF,
             n & 0xFFFFF
         ))
     }
@@ -163,10 +165,23 @@ impl Drop for SpoolLock {
     }
 }
 
+/// A session's open mail transaction, counted while it lives: the writer waits a moment
+/// for more commits while other transactions are open (`writer`'s group window).
+#[derive(Debug)]
+pub struct OpenTransaction(Arc<AtomicUsize>);
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct Spool {
     root: Arc<PathBuf>,
     index: Arc<Mutex<Index>>,
+    /// Transactions open in sessions now (`OpenTransaction`).
+    open: Arc<AtomicUsize>,
     /// The writer thread; `None` for a spool attached read-only.
     writer: Option<mpsc::Sender<Request>>,
 }
@@ -218,7 +233,8 @@ impl Spool {
             file.sync_all()?;
         }
         let index = Arc::new(Mutex::new(index));
-        let mut writer = Writer::new(log_dir, index.clone(), segment_size);
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut writer = Writer::new(log_dir, index.clone(), open.clone(), segment_size);
         let migrated = legacy::import(&root, &mut writer)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -227,6 +243,7 @@ impl Spool {
         let spool = Spool {
             root,
             index,
+            open,
             writer: Some(tx),
         };
         let (count, segments) = {
@@ -259,6 +276,7 @@ impl Spool {
         Ok(Spool {
             root,
             index: Arc::new(Mutex::new(index)),
+            open: Default::default(),
             writer: None,
         })
     }
@@ -276,6 +294,12 @@ impl Spool {
     /// Requests from `wasmtp queue` to a running server (flush, release).
     pub fn control_dir(&self) -> PathBuf {
         self.root.join("control")
+    }
+
+    /// Counts a new mail transaction as open until the guard is dropped.
+    pub fn open_transaction(&self) -> OpenTransaction {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenTransaction(self.open.clone())
     }
 
     /// Free space for unprivileged writers on the spool's filesystem, in octets.

@@ -19,11 +19,16 @@ use super::log::{self, Found, HEAD, Kind, Span};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// While other transactions are open, how long a group waits for their commits (up to
+/// GROUP_TARGET of them).
+const GROUP_WINDOW: Duration = Duration::from_millis(5);
+const GROUP_TARGET: usize = 32;
 /// How long a written but unsynced record may wait for the next sync.
 const LAZY_SYNC: Duration = Duration::from_millis(200);
 /// An empty active segment at least this long is replaced, so its space returns.
@@ -68,16 +73,24 @@ pub(super) struct Writer {
     active: Option<Active>,
     /// Records written since the last sync.
     dirty: bool,
+    /// Transactions open in sessions (`super::OpenTransaction`).
+    open: Arc<AtomicUsize>,
 }
 
 impl Writer {
-    pub fn new(dir: PathBuf, index: Arc<Mutex<Index>>, segment_size: u64) -> Writer {
+    pub fn new(
+        dir: PathBuf,
+        index: Arc<Mutex<Index>>,
+        open: Arc<AtomicUsize>,
+        segment_size: u64,
+    ) -> Writer {
         Writer {
             dir,
             index,
             segment_size,
             active: None,
             dirty: false,
+            open,
         }
     }
 
@@ -100,6 +113,21 @@ impl Writer {
                 match requests.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
+                }
+            }
+            let waiting = |b: &[Request]| b.iter().filter(|r| r.reply.is_some()).count();
+            // Under concurrent load a little patience makes the groups larger (PostgreSQL's
+            // commit_delay and commit_siblings): while other sessions have a transaction
+            // open, wait up to GROUP_WINDOW for their commits. A lone sender never waits.
+            let siblings = self.open.load(Ordering::Relaxed).min(GROUP_TARGET);
+            if (1..siblings).contains(&waiting(&batch)) {
+                let deadline = Instant::now() + GROUP_WINDOW;
+                while waiting(&batch) < siblings {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match requests.recv_timeout(left) {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
                 }
             }
             self.commit(batch);
