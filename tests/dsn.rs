@@ -125,3 +125,84 @@ async fn one_delay_report_when_asked_for() {
     common::eventually("three deferrals", || s.deferrals() >= 3).await;
     assert_eq!(reports(&sink).len(), 1);
 }
+
+/// Sends one message with two recipients, the first with NOTIFY=SUCCESS.
+async fn send_asking_for_success(s: &TestServer) {
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd("MAIL FROM:<s@c.test> ENVID=e1", "250").await;
+    c.cmd("RCPT TO:<want@example.test> NOTIFY=SUCCESS", "250")
+        .await;
+    c.cmd("RCPT TO:<plain@example.test>", "250").await;
+    c.cmd("DATA", "354").await;
+    c.send(b"Subject: arrived\r\n\r\nsecret body\r\n.\r\n")
+        .await;
+    assert!(c.reply().await.starts_with("250"));
+}
+
+fn assert_success_report(report: &SinkMessage, action: &str) {
+    let text = report.text();
+    assert_eq!(report.rcpts, vec!["RCPT TO:<s@c.test>".to_string()]);
+    for needle in [
+        "Subject: Successful Mail Delivery Report",
+        "Original-Envelope-Id: e1",
+        "Final-Recipient: rfc822; want@example.test",
+        &format!("Action: {action}"),
+        "Status: 2.0.0",
+        "Content-Type: message/rfc822-headers",
+        "Subject: arrived",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    assert!(!text.contains("plain@example.test"), "{text}");
+    assert!(!text.contains("secret body"), "a success report returned the body");
+}
+
+#[tokio::test]
+async fn relayed_report_when_the_next_hop_lacks_dsn() {
+    let sink = Sink::start(common::sink::SinkOptions {
+        no_dsn: true,
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n{}",
+        sink.config_route("*", "none")
+    ))
+    .await;
+    send_asking_for_success(&s).await;
+    common::eventually("the report", || reports(&sink).len() == 1).await;
+    assert_success_report(&reports(&sink)[0], "relayed");
+    let relayed = &sink.messages.lock().unwrap()[0];
+    assert!(relayed.rcpts.iter().all(|r| !r.contains("NOTIFY")), "{relayed:?}");
+}
+
+#[tokio::test]
+async fn no_report_when_the_next_hop_takes_the_dsn_request() {
+    let (sink, s) = setup("").await;
+    send_asking_for_success(&s).await;
+    sink.wait_for(1).await;
+    common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(reports(&sink).is_empty());
+    let relayed = &sink.messages.lock().unwrap()[0];
+    assert!(relayed.rcpts[0].contains("NOTIFY=SUCCESS"), "{relayed:?}");
+}
+
+#[tokio::test]
+async fn delivered_report_on_final_delivery() {
+    let sink = Sink::start(Default::default()).await;
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n\
+         [[route]]\ndomain = \"example.test\"\nto = \"maildir:{{dir}}/mail\"\n{}",
+        sink.config_route("*", "none")
+    ))
+    .await;
+    send_asking_for_success(&s).await;
+    common::eventually("the report", || reports(&sink).len() == 1).await;
+    assert_success_report(&reports(&sink)[0], "delivered");
+    assert_eq!(
+        common::maildir_files(&s.dir.path().join("mail"), "want").len(),
+        1
+    );
+}

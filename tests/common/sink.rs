@@ -38,6 +38,8 @@ pub struct SinkOptions {
     pub lmtp: bool,
     /// Hang up (without a word) after each message's reply.
     pub hang_up_after_message: bool,
+    /// Leave DSN out of the EHLO reply.
+    pub no_dsn: bool,
 }
 
 pub struct Sink {
@@ -171,12 +173,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 if options.tls.is_some() && !tls {
                     ext.push("250-STARTTLS");
                 }
-                ext.extend([
-                    "250-SIZE 100000000",
-                    "250-8BITMIME",
-                    "250-SMTPUTF8",
-                    "250 DSN",
-                ]);
+                ext.extend(["250-SIZE 100000000", "250-8BITMIME", "250-SMTPUTF8"]);
+                if !options.no_dsn {
+                    ext.push("250-DSN");
+                }
+                ext.push("250 HELP");
                 ext.join("\r\n")
             }
             "STARTTLS" if options.tls.is_some() && !tls => {

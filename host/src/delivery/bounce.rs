@@ -1,7 +1,10 @@
 //! Delivery status notifications (RFC 3464) to the sender: a failure report when
-//! recipients fail permanently (or expire at `delivery.max_age`), and one delay report when
+//! recipients fail permanently (or expire at `delivery.max_age`), one delay report when
 //! NOTIFY=DELAY asked for it and the message is older than `delivery.delay_warning`
-//! (RFC 3461 4.1). Never for the null sender, so reports cannot loop; never for NOTIFY=NEVER.
+//! (RFC 3461 4.1), and for NOTIFY=SUCCESS a "delivered" report on final delivery or a
+//! "relayed" one when the next hop does not support DSN (RFC 3461 6.2.1; a hop that does
+//! was given the NOTIFY and reports itself). Never for the null sender, so reports cannot
+//! loop; never for NOTIFY=NEVER.
 
 use crate::proto::params::{MailParams, Ret, decode_xtext};
 use crate::spool::{Envelope, Recipient, Spool, SpoolId};
@@ -11,6 +14,8 @@ use crate::spool::{Envelope, Recipient, Spool, SpoolId};
 pub enum Kind {
     Failed,
     Delayed,
+    Delivered,
+    Relayed,
 }
 
 /// Does this recipient want a report of this kind? RFC 3461 4.1: without NOTIFY the
@@ -18,9 +23,10 @@ pub enum Kind {
 pub fn wanted(recipient: &Recipient, kind: Kind) -> bool {
     match (&recipient.params.notify, kind) {
         (None, Kind::Failed) => true,
-        (None, Kind::Delayed) => false,
+        (None, _) => false,
         (Some(n), Kind::Failed) => n.failure,
         (Some(n), Kind::Delayed) => n.delay,
+        (Some(n), Kind::Delivered | Kind::Relayed) => n.success,
     }
 }
 
@@ -36,11 +42,12 @@ fn status_of(reply: &str, kind: Kind) -> String {
         })
         .map(str::to_string)
         .unwrap_or_else(|| {
-            if kind == Kind::Failed {
-                "5.0.0".into()
-            } else {
-                "4.0.0".into()
+            match kind {
+                Kind::Failed => "5.0.0",
+                Kind::Delayed => "4.0.0",
+                Kind::Delivered | Kind::Relayed => "2.0.0",
             }
+            .into()
         })
 }
 
@@ -86,6 +93,16 @@ pub async fn send(
             "delayed",
             "Your message has not been delivered yet to one or more recipients.\r\nIt is still being retried; no need to send it again.",
         ),
+        Kind::Delivered => (
+            "Successful Mail Delivery Report",
+            "delivered",
+            "Your message was delivered to the recipients below, as you asked to be told.",
+        ),
+        Kind::Relayed => (
+            "Successful Mail Delivery Report",
+            "relayed",
+            "Your message was passed on to the recipients below, as you asked to be told.\r\nThe next mail server does not report delivery status, so this is the last word.",
+        ),
     };
     let mut text = format!("This is the mail system at {hostname}.\r\n\r\n{intro}\r\n\r\n");
     let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
@@ -115,8 +132,11 @@ pub async fn send(
             one_line(reply)
         ));
     }
-    // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message.
-    let headers_only = envelope.params.ret == Some(Ret::Hdrs);
+    // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message,
+    // in failure reports; a success report returns the header only (RFC 3461 4.3: the
+    // message need not go back to a sender whose mail arrived).
+    let success = matches!(kind, Kind::Delivered | Kind::Relayed);
+    let headers_only = success || envelope.params.ret == Some(Ret::Hdrs);
     let original: &[u8] = if headers_only {
         let end = content
             .windows(4)

@@ -148,10 +148,23 @@ impl SmtpTransport {
         };
         match self.transaction(&mut session.conn, &session.ext, msg).await {
             Ok(result) => {
+                let dsn = session.ext.has("DSN");
                 settings
                     .pool
                     .put(key, session, settings.reuse_limit, settings.reuse_keep);
-                result
+                // SMTP hands the message on; LMTP delivers it (RFC 2033).
+                let relayed = self.hop.protocol == Protocol::Smtp;
+                result.map(|outcomes| {
+                    outcomes
+                        .into_iter()
+                        .map(|o| match o {
+                            DeliveryOutcome::Delivered(reply) if relayed => {
+                                DeliveryOutcome::Relayed { reply, dsn }
+                            }
+                            o => o,
+                        })
+                        .collect()
+                })
             }
             Err(e) => Err(self.transient("talking to", e)),
         }

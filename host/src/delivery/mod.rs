@@ -25,7 +25,14 @@ use std::pin::Pin;
 /// The result for one recipient of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
+    /// Final delivery (a mailbox, an LMTP store).
     Delivered(Reply),
+    /// Taken by a next hop that relays it further; `dsn`: the hop supports DSN (RFC 3461)
+    /// and was given the recipient's NOTIFY, so reports are its job from here.
+    Relayed {
+        reply: Reply,
+        dsn: bool,
+    },
     Transient(Reply),
     Permanent(Reply),
 }

@@ -152,11 +152,21 @@ pub(super) async fn run_message(
             }
         };
         let before = state.recipients.clone();
-        if !content.is_empty() {
-            attempt(&d, &envelope, &content, &mut state).await;
-        }
+        let successes = if content.is_empty() {
+            Vec::new()
+        } else {
+            attempt(&d, &envelope, &content, &mut state).await
+        };
         let failed = newly_failed(&before, &state.recipients);
         report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
+        for kind in [bounce::Kind::Delivered, bounce::Kind::Relayed] {
+            let these: Vec<(usize, String)> = successes
+                .iter()
+                .filter(|s| s.2 == kind)
+                .map(|(i, r, _)| (*i, r.clone()))
+                .collect();
+            report(&d, &envelope, &content, &these, kind).await;
+        }
         if state.pending().next().is_none() {
             if let Err(e) = d.spool.remove(&id, Durability::Soon).await {
                 tracing::error!(%id, error = %e, "cannot remove delivered message");

@@ -4,7 +4,7 @@
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::Timeouts;
 use super::shared::Delivery;
-use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, maildir, mx};
+use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Metrics;
 use crate::proto::Reply;
@@ -71,13 +71,16 @@ fn transport_for(
     }
 }
 
-/// One attempt over every pending recipient, grouped by route.
+/// One attempt over every pending recipient, grouped by route. Returns the recipients
+/// whose success the sender may want to hear of (RFC 3461 NOTIFY=SUCCESS): delivered, or
+/// relayed to a hop that cannot pass DSN requests on.
 pub(super) async fn attempt(
     d: &Delivery,
     envelope: &Envelope,
     content: &[u8],
     state: &mut QueueState,
-) {
+) -> Vec<(usize, String, bounce::Kind)> {
+    let mut successes = Vec::new();
     let config = d.config.borrow().clone();
     let settings = Arc::new(ClientSettings {
         hostname: config.hostname.clone(),
@@ -109,7 +112,7 @@ pub(super) async fn attempt(
         // destination holds nothing that other destinations need.
         let _destination = d.destination_permit(&destination, &config).await;
         let Ok(_global) = d.permits.acquire().await else {
-            return;
+            return successes;
         };
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
         let transport = transport_for(d, &config, &route, &domain, &settings);
@@ -122,10 +125,18 @@ pub(super) async fn attempt(
         let outcomes = transport.deliver(&outgoing).await;
         for (&i, outcome) in recipients.iter().zip(outcomes) {
             let rcpt = &envelope.recipients[i].address;
+            let report = match &outcome {
+                DeliveryOutcome::Delivered(_) => Some(bounce::Kind::Delivered),
+                DeliveryOutcome::Relayed { dsn: false, .. } => Some(bounce::Kind::Relayed),
+                _ => None,
+            };
             state.recipients[i] = match outcome {
-                DeliveryOutcome::Delivered(r) => {
+                DeliveryOutcome::Delivered(r) | DeliveryOutcome::Relayed { reply: r, .. } => {
                     Metrics::inc(&d.metrics.deliveries_total);
                     tracing::info!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "delivered");
+                    if let Some(kind) = report {
+                        successes.push((i, r.to_string(), kind));
+                    }
                     RecipientStatus::Delivered(r.to_string())
                 }
                 DeliveryOutcome::Transient(r) => {
@@ -141,4 +152,5 @@ pub(super) async fn attempt(
             };
         }
     }
+    successes
 }
