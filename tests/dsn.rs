@@ -69,7 +69,7 @@ async fn failure_report_to_the_sender() {
         "Action: failed",
         "Status: 5.1.1",
         "Diagnostic-Code: smtp; 550 5.1.1 no such user",
-        "Content-Type: message/rfc822-headers",
+        "Content-Type: text/rfc822-headers",
         "Subject: will bounce",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
@@ -149,13 +149,16 @@ fn assert_success_report(report: &SinkMessage, action: &str) {
         "Final-Recipient: rfc822; want@example.test",
         &format!("Action: {action}"),
         "Status: 2.0.0",
-        "Content-Type: message/rfc822-headers",
+        "Content-Type: text/rfc822-headers",
         "Subject: arrived",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
     assert!(!text.contains("plain@example.test"), "{text}");
-    assert!(!text.contains("secret body"), "a success report returned the body");
+    assert!(
+        !text.contains("secret body"),
+        "a success report returned the body"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +177,10 @@ async fn relayed_report_when_the_next_hop_lacks_dsn() {
     common::eventually("the report", || reports(&sink).len() == 1).await;
     assert_success_report(&reports(&sink)[0], "relayed");
     let relayed = &sink.messages.lock().unwrap()[0];
-    assert!(relayed.rcpts.iter().all(|r| !r.contains("NOTIFY")), "{relayed:?}");
+    assert!(
+        relayed.rcpts.iter().all(|r| !r.contains("NOTIFY")),
+        "{relayed:?}"
+    );
 }
 
 #[tokio::test]

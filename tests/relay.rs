@@ -385,3 +385,105 @@ async fn a_hop_that_hung_up_on_an_idle_connection_gets_a_new_one() {
     assert_eq!(connections, [1, 2, 3]);
     assert_eq!(s.deferrals(), 0);
 }
+
+/// A server relaying everything to a sink that lacks `what` (8BITMIME or SMTPUTF8).
+async fn to_a_hop_without(what: &str) -> (Sink, TestServer) {
+    let sink = Sink::start(SinkOptions {
+        no_8bitmime: what == "8BITMIME",
+        no_smtputf8: what == "SMTPUTF8",
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
+    (sink, s)
+}
+
+async fn send_raw(s: &TestServer, mail: &str, rcpt: &str, body: &[u8]) {
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    c.cmd(mail, "250").await;
+    c.cmd(rcpt, "250").await;
+    c.cmd("DATA", "354").await;
+    c.send(body).await;
+    c.send(b"\r\n.\r\n").await;
+    let reply = c.reply().await;
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+/// The delivery status report the sink got for the sender (MAIL FROM:<>).
+async fn report_at(sink: &Sink) -> String {
+    common::eventually("a report", || {
+        sink.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.mail.starts_with("MAIL FROM:<>"))
+    })
+    .await;
+    let messages = sink.messages.lock().unwrap();
+    messages
+        .iter()
+        .find(|m| m.mail.starts_with("MAIL FROM:<>"))
+        .unwrap()
+        .text()
+}
+
+#[tokio::test]
+async fn eight_bit_mail_is_converted_for_a_hop_without_8bitmime() {
+    let (sink, s) = to_a_hop_without("8BITMIME").await;
+    send_raw(
+        &s,
+        "MAIL FROM:<s@c.test> BODY=8BITMIME",
+        "RCPT TO:<u@example.test>",
+        "Subject: Grusse\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln"
+            .as_bytes(),
+    )
+    .await;
+    let got = &sink.wait_for(1).await[0];
+    assert!(!got.mail.contains("BODY="), "{}", got.mail);
+    assert!(got.data.iter().all(|b| b.is_ascii()), "{}", got.text());
+    let text = got.text();
+    assert!(
+        text.contains(
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus K=C3=B6ln"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Content-Transfer-Encoding: 8bit"), "{text}");
+}
+
+#[tokio::test]
+async fn eight_bit_headers_to_a_hop_without_8bitmime_bounce() {
+    let (sink, s) = to_a_hop_without("8BITMIME").await;
+    // RET=HDRS: the report returns the header as text/rfc822-headers, which can itself be
+    // converted for this hop (an 8-bit message/rfc822 could not).
+    send_raw(
+        &s,
+        "MAIL FROM:<s@c.test> BODY=8BITMIME RET=HDRS",
+        "RCPT TO:<u@example.test>",
+        "Subject: Grüße\r\n\r\nbody".as_bytes(),
+    )
+    .await;
+    let report = report_at(&sink).await;
+    assert!(report.contains("Status: 5.6.3"), "{report}");
+    assert!(report.contains("does not support 8BITMIME"), "{report}");
+    // Only the report reached the sink.
+    assert_eq!(sink.count(), 1);
+}
+
+#[tokio::test]
+async fn smtputf8_mail_to_a_hop_without_smtputf8_bounces() {
+    let (sink, s) = to_a_hop_without("SMTPUTF8").await;
+    send_raw(
+        &s,
+        "MAIL FROM:<s@c.test> SMTPUTF8",
+        "RCPT TO:<jörg@example.test>",
+        "Subject: x\r\n\r\nbody".as_bytes(),
+    )
+    .await;
+    let report = report_at(&sink).await;
+    assert!(report.contains("Status: 5.6.7"), "{report}");
+    assert!(report.contains("does not support SMTPUTF8"), "{report}");
+    assert_eq!(sink.count(), 1);
+}

@@ -38,8 +38,10 @@ pub struct SinkOptions {
     pub lmtp: bool,
     /// Hang up (without a word) after each message's reply.
     pub hang_up_after_message: bool,
-    /// Leave DSN out of the EHLO reply.
+    /// Leave DSN, 8BITMIME, SMTPUTF8 out of the EHLO reply.
     pub no_dsn: bool,
+    pub no_8bitmime: bool,
+    pub no_smtputf8: bool,
 }
 
 pub struct Sink {
@@ -173,9 +175,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 if options.tls.is_some() && !tls {
                     ext.push("250-STARTTLS");
                 }
-                ext.extend(["250-SIZE 100000000", "250-8BITMIME", "250-SMTPUTF8"]);
-                if !options.no_dsn {
-                    ext.push("250-DSN");
+                ext.push("250-SIZE 100000000");
+                for (name, off) in [
+                    ("250-8BITMIME", options.no_8bitmime),
+                    ("250-SMTPUTF8", options.no_smtputf8),
+                    ("250-DSN", options.no_dsn),
+                ] {
+                    if !off {
+                        ext.push(name);
+                    }
                 }
                 ext.push("250 HELP");
                 ext.join("\r\n")

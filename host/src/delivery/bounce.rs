@@ -153,7 +153,8 @@ pub async fn send(
          --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\
          --{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n{status}\r\n\
          --{boundary}\r\nContent-Type: {}\r\n\r\n",
-        if headers_only { "message/rfc822-headers" } else { "message/rfc822" }
+        // RFC 6522 4 / RFC 3462: the header alone is text/rfc822-headers.
+        if headers_only { "text/rfc822-headers" } else { "message/rfc822" }
     )
     .into_bytes();
     message.extend_from_slice(original);
@@ -162,7 +163,14 @@ pub async fn send(
         id: id.clone(),
         received_at: chrono::Utc::now().timestamp(),
         sender: None,
-        params: MailParams::default(),
+        // What it returns of the original may be 8-bit (RFC 6152).
+        params: MailParams {
+            body: message
+                .iter()
+                .any(|&b| b >= 0x80)
+                .then_some(crate::proto::params::Body::EightBitMime),
+            ..MailParams::default()
+        },
         recipients: vec![Recipient {
             address: sender,
             params: Default::default(),

@@ -6,10 +6,12 @@
 
 pub use super::conn::Protocol;
 use super::conn::{Client, Extensions, Timeouts, dot_stuff, within};
+use super::convert;
 use super::pool::{Pool, Session, Stream};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -294,6 +296,26 @@ impl SmtpTransport {
                 format!("{} does not support SMTPUTF8", self.hop),
             )));
         }
+        // RFC 6152 3: 8-bit content to a hop without 8BITMIME is converted to 7 bit, or
+        // refused for good where it cannot be (RFC 3463 X.6.3).
+        let content: Cow<[u8]> = if !ext.has("8BITMIME") && convert::has_8bit(msg.content) {
+            match convert::to_seven_bit(msg.content) {
+                Ok(converted) => Cow::Owned(converted),
+                Err(why) => {
+                    return Ok(Err(Reply::dynamic(
+                        554,
+                        6,
+                        3,
+                        format!(
+                            "{} does not support 8BITMIME and the message cannot be converted: {why}",
+                            self.hop
+                        ),
+                    )));
+                }
+            }
+        } else {
+            Cow::Borrowed(msg.content)
+        };
         let dsn = ext.has("DSN");
         let mut mail = format!(
             "MAIL FROM:<{}>",
@@ -303,7 +325,7 @@ impl SmtpTransport {
                 .unwrap_or_default()
         );
         if ext.has("SIZE") {
-            mail.push_str(&format!(" SIZE={}", msg.content.len()));
+            mail.push_str(&format!(" SIZE={}", content.len()));
         }
         for param in env.params.to_wire() {
             let pass_on = match param.keyword {
@@ -405,7 +427,7 @@ impl SmtpTransport {
                 .map(|o| o.expect("decided"))
                 .collect()));
         }
-        conn.send_data(&dot_stuff(msg.content)).await?;
+        conn.send_data(&dot_stuff(&content)).await?;
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {

@@ -6,6 +6,7 @@
 mod bounce;
 mod client;
 mod conn;
+mod convert;
 mod maildir;
 mod mx;
 mod pool;
