@@ -203,3 +203,65 @@ async fn a_backup_mx_that_is_ourselves_defers_instead_of_bouncing() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn equal_preferences_share_the_mail() {
+    let a = Sink::start(SinkOptions::default()).await;
+    let port = a.addr.port();
+    let b = Sink::start_on(&format!("127.0.0.2:{port}"), SinkOptions::default()).await;
+    let dns = TestDns::start_with_mx(
+        &[
+            ("a.eq.test.", "127.0.0.1".parse().unwrap()),
+            ("b.eq.test.", "127.0.0.2".parse().unwrap()),
+        ],
+        &[
+            ("eq.test.", 10, "a.eq.test."),
+            ("eq.test.", 10, "b.eq.test."),
+        ],
+    )
+    .await;
+    // One message per connection, so that each message's order decides.
+    let s = server_with(&dns, port, "", "reuse_limit = 1\n").await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    for i in 0..24 {
+        let reply = c
+            .send_mail(
+                "a@b.test",
+                &["u@eq.test"],
+                &format!("Subject: {i}\r\n\r\nx"),
+            )
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    common::eventually("24 messages delivered", || a.count() + b.count() == 24).await;
+    // Both get some (all 24 on one host: a chance of 2 in 2^24).
+    assert!(
+        a.count() > 0 && b.count() > 0,
+        "{} and {}",
+        a.count(),
+        b.count()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_mx_lookup_defers() {
+    let dns = TestDns::start(&[]).await;
+    let s = server(&dns, common::free_port()).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let reply = c
+        .send_mail(
+            "a@b.test",
+            &["u@broken.servfail.test"],
+            "Subject: x\r\n\r\nx",
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    common::eventually("a deferral", || s.deferrals() >= 1).await;
+    let (_, state) = s.spool().load_envelope(&s.spool().list()[0]).unwrap();
+    assert!(
+        format!("{:?}", state.recipients[0]).contains("MX lookup for broken.servfail.test failed"),
+        "{state:?}"
+    );
+}

@@ -4,6 +4,7 @@
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
@@ -22,15 +23,17 @@ pub enum DnsError {
 
 impl From<ResolveError> for DnsError {
     fn from(e: ResolveError) -> DnsError {
-        if e.is_nx_domain() || e.is_no_records_found() {
-            DnsError::NotFound
-        } else if e
-            .proto()
-            .is_some_and(|p| matches!(p.kind(), ProtoErrorKind::Timeout))
-        {
-            DnsError::Timeout
-        } else {
-            DnsError::Failure(e.to_string())
+        match e.proto().map(|p| p.kind()) {
+            // hickory reports SERVFAIL and REFUSED as "no records" too, with that code:
+            // only NXDOMAIN and an empty NOERROR answer mean there is nothing (a failed
+            // lookup must defer mail, never bounce it).
+            Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+                ResponseCode::NXDomain | ResponseCode::NoError => DnsError::NotFound,
+                code => DnsError::Failure(format!("server answered {code}")),
+            },
+            Some(ProtoErrorKind::Timeout) => DnsError::Timeout,
+            _ if e.is_nx_domain() || e.is_no_records_found() => DnsError::NotFound,
+            _ => DnsError::Failure(e.to_string()),
         }
     }
 }

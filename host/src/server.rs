@@ -229,6 +229,10 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel queues per listener (tokio's default, 128, drops SYNs
+/// under a burst of a few hundred clients; the kernel caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Binds the address of config key `key`; returns the listener and its bound address (port
 /// 0 resolved).
 async fn bind(key: String, address: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
@@ -237,7 +241,15 @@ async fn bind(key: String, address: SocketAddr) -> Result<(TcpListener, SocketAd
         address,
         source,
     };
-    let listener = TcpListener::bind(address).await.map_err(&failed)?;
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(&failed)?;
+    // As std's and tokio's own bind do: a restart can rebind while old connections linger.
+    socket.set_reuseaddr(true).map_err(&failed)?;
+    socket.bind(address).map_err(&failed)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(&failed)?;
     let bound = listener.local_addr().map_err(&failed)?;
     Ok((listener, bound))
 }

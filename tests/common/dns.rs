@@ -1,5 +1,6 @@
 //! A DNS server for tests: answers A and MX queries from a fixed table over UDP on
-//! 127.0.0.1; an empty answer when the name has other records, NXDOMAIN when it has none.
+//! 127.0.0.1; an empty answer when the name has other records, NXDOMAIN when it has none,
+//! SERVFAIL for names under `servfail.test.`.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, MX};
@@ -82,7 +83,14 @@ impl TestDns {
                     }
                 }
                 // A name with other records answers empty; an unknown one is NXDOMAIN.
-                if !exists {
+                if request.queries().iter().any(|q| {
+                    q.name()
+                        .to_ascii()
+                        .to_lowercase()
+                        .ends_with("servfail.test.")
+                }) {
+                    response.set_response_code(ResponseCode::ServFail);
+                } else if !exists {
                     response.set_response_code(ResponseCode::NXDomain);
                 }
                 if let Ok(bytes) = response.to_vec() {

@@ -2,6 +2,8 @@
 //! domain itself when it has no MX ("implicit MX"); a null MX (RFC 7505) means the domain
 //! takes no mail. Each host's addresses are tried in turn on `[delivery] smtp_port` until
 //! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
+//! Hosts of equal preference are tried in random order. A lookup that fails (SERVFAIL, a
+//! timeout) defers; only "no such domain" and a null MX are permanent.
 //! Lookups use the server's resolver (`[dns] nameservers`).
 
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode, is_loop};
@@ -56,7 +58,12 @@ impl MxTransport {
                 10,
                 format!("{} does not accept mail (null MX)", self.domain),
             )),
-            Ok(mx) if !mx.is_empty() => {
+            Ok(mut mx) if !mx.is_empty() => {
+                // RFC 5321 5.1: hosts of equal preference in random order, so that they
+                // share the load.
+                for equal in mx.chunk_by_mut(|a, b| a.0 == b.0) {
+                    fastrand::shuffle(equal);
+                }
                 Hosts::Found(mx.into_iter().map(|(_, host)| host).collect())
             }
             // RFC 5321 5.1: no MX records: the domain itself is the implicit MX.
