@@ -487,3 +487,27 @@ async fn smtputf8_mail_to_a_hop_without_smtputf8_bounces() {
     assert!(report.contains("does not support SMTPUTF8"), "{report}");
     assert_eq!(sink.count(), 1);
 }
+
+#[tokio::test]
+async fn bdat_to_a_hop_that_offers_chunking() {
+    let sink = Sink::start(SinkOptions {
+        chunking: true,
+        ..Default::default()
+    })
+    .await;
+    let s = TestServer::start(&accept(&sink.config_route("*", "none"))).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let body = "Subject: chunks\r\n\r\n.leading dot\r\n..two\r\nend";
+    let reply = c.send_mail("s@c.test", &["u@example.test"], body).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = &sink.wait_for(1).await[0];
+    assert!(got.chunked, "sent with DATA");
+    // The content as spooled (our DATA reader took one dot off each line's start), sent
+    // as it is: BDAT carries no dot-stuffing, so the sink's raw chunk has ".two", not "..two".
+    let text = got.text();
+    assert!(
+        text.ends_with("Subject: chunks\r\n\r\nleading dot\r\n.two\r\nend\r\n"),
+        "{text:?}"
+    );
+}

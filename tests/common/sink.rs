@@ -18,6 +18,8 @@ pub struct SinkMessage {
     /// Which connection it came on (1 for the sink's first), and the RSETs on it before.
     pub connection: usize,
     pub resets: usize,
+    /// It came in BDAT chunks (RFC 3030), not DATA.
+    pub chunked: bool,
 }
 
 impl SinkMessage {
@@ -42,6 +44,8 @@ pub struct SinkOptions {
     pub no_dsn: bool,
     pub no_8bitmime: bool,
     pub no_smtputf8: bool,
+    /// Offer CHUNKING (RFC 3030) and take BDAT.
+    pub chunking: bool,
 }
 
 pub struct Sink {
@@ -146,6 +150,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<S> {
     let (options, store) = (on.options, on.store);
     let mut resets = 0;
+    let mut chunks = Vec::new();
     let mut s = BufReader::new(stream);
     if !tls {
         s.get_mut()
@@ -176,6 +181,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     ext.push("250-STARTTLS");
                 }
                 ext.push("250-SIZE 100000000");
+                if options.chunking {
+                    ext.push("250-CHUNKING");
+                }
                 for (name, off) in [
                     ("250-8BITMIME", options.no_8bitmime),
                     ("250-SMTPUTF8", options.no_smtputf8),
@@ -226,6 +234,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     tls,
                     connection: on.connection,
                     resets,
+                    chunked: false,
                 });
                 if options.hang_up_after_message {
                     let _ = s.get_mut().write_all(b"250 2.0.0 queued at sink\r\n").await;
@@ -244,6 +253,30 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             "DATA" => "503 no valid recipients".into(),
+            "BDAT" if options.chunking && mail.is_some() && !rcpts.is_empty() => {
+                let mut args = line.split(' ').skip(1);
+                let size: usize = args.next()?.parse().ok()?;
+                let last = args.next().is_some_and(|a| a.eq_ignore_ascii_case("LAST"));
+                let mut chunk = vec![0u8; size];
+                tokio::io::AsyncReadExt::read_exact(&mut s, &mut chunk)
+                    .await
+                    .ok()?;
+                chunks.extend_from_slice(&chunk);
+                if last {
+                    store.lock().unwrap().push(SinkMessage {
+                        mail: mail.take().unwrap(),
+                        rcpts: std::mem::take(&mut rcpts),
+                        data: std::mem::take(&mut chunks),
+                        tls,
+                        connection: on.connection,
+                        resets,
+                        chunked: true,
+                    });
+                    "250 2.0.0 queued at sink".into()
+                } else {
+                    format!("250 2.0.0 {size} octets")
+                }
+            }
             "RSET" => {
                 resets += 1;
                 mail = None;

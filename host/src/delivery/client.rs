@@ -1,6 +1,7 @@
 //! The SMTP (RFC 5321) and LMTP (RFC 2033) client that relays to a next hop: EHLO (HELO
-//! fallback), STARTTLS per route policy (verified when required), PIPELINING (RFC 2920) when
-//! offered, SIZE, BODY, SMTPUTF8 and DSN parameters passed on, per-recipient outcomes. Every
+//! fallback), STARTTLS per route policy (verified when required), PIPELINING (RFC 2920) and
+//! CHUNKING (RFC 3030) when offered, SIZE, BODY, SMTPUTF8 and DSN parameters passed on,
+//! 8-bit content converted for a hop without 8BITMIME, per-recipient outcomes. Every
 //! step has a deadline (`conn::Timeouts`), and a hop that turns out to be this server is a
 //! routing loop, not a delivery.
 
@@ -357,16 +358,22 @@ impl SmtpTransport {
             .collect();
 
         let pipelining = ext.has("PIPELINING");
+        // RFC 3030: the content goes in one BDAT ... LAST chunk, as it is (no dot-stuffing),
+        // to an SMTP hop that offers CHUNKING.
+        let chunking = ext.has("CHUNKING") && self.hop.protocol == Protocol::Smtp;
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; rcpts.len()];
         let mail_reply;
         let mut accepted = Vec::new();
-        let data_reply;
+        // The reply to DATA (`None` with BDAT, which has none before the content).
+        let mut data_reply = None;
         if pipelining {
             let mut batch = mail.clone().into_bytes();
             for r in &rcpts {
                 batch.extend_from_slice(r.as_bytes());
             }
-            batch.extend_from_slice(b"DATA\r\n");
+            if !chunking {
+                batch.extend_from_slice(b"DATA\r\n");
+            }
             conn.send(&batch).await?;
             mail_reply = conn.reply().await?;
             for (i, slot) in outcomes.iter_mut().enumerate() {
@@ -381,7 +388,9 @@ impl SmtpTransport {
                     }));
                 }
             }
-            data_reply = conn.reply().await?;
+            if !chunking {
+                data_reply = Some(conn.reply().await?);
+            }
         } else {
             conn.send(mail.as_bytes()).await?;
             mail_reply = conn.reply().await?;
@@ -397,37 +406,37 @@ impl SmtpTransport {
                     outcomes[i] = Some(DeliveryOutcome::from_reply(r));
                 }
             }
-            if accepted.is_empty() {
-                return Ok(Ok(outcomes
-                    .into_iter()
-                    .map(|o| o.expect("every recipient refused"))
-                    .collect()));
+            if !accepted.is_empty() && !chunking {
+                conn.send(b"DATA\r\n").await?;
+                data_reply = Some(conn.reply().await?);
             }
-            conn.send(b"DATA\r\n").await?;
-            data_reply = conn.reply().await?;
         }
-        if !mail_reply.is_positive() {
-            if data_reply.code == 354 {
+        let data_open = data_reply.as_ref().is_some_and(|r| r.code == 354);
+        if !mail_reply.is_positive() || accepted.is_empty() || data_reply.is_some() && !data_open {
+            if data_open {
                 // RFC 2920 3.1: nothing valid to send; end the data at once.
                 conn.send(b".\r\n").await?;
                 let _ = conn.reply_within(conn.timeouts.data_end).await;
             }
-            return Ok(Err(mail_reply));
-        }
-        if data_reply.code != 354 || accepted.is_empty() {
-            if data_reply.code == 354 {
-                conn.send(b".\r\n").await?;
-                let _ = conn.reply_within(conn.timeouts.data_end).await;
+            if !mail_reply.is_positive() {
+                return Ok(Err(mail_reply));
             }
             for &i in &accepted {
-                outcomes[i] = Some(DeliveryOutcome::from_reply(data_reply.clone()));
+                let refused = data_reply.clone().expect("DATA was refused");
+                outcomes[i] = Some(DeliveryOutcome::from_reply(refused));
             }
             return Ok(Ok(outcomes
                 .into_iter()
                 .map(|o| o.expect("decided"))
                 .collect()));
         }
-        conn.send_data(&dot_stuff(&content)).await?;
+        if chunking {
+            conn.send_data(format!("BDAT {} LAST\r\n", content.len()).as_bytes())
+                .await?;
+            conn.send_data(&content).await?;
+        } else {
+            conn.send_data(&dot_stuff(&content)).await?;
+        }
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {
