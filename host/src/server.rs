@@ -328,30 +328,40 @@ async fn serve_connection(
 ) {
     let mut session = Session::new(ctx.clone(), mode, peer);
     let greeting = session.greeting();
+    // The TLS part is boxed: a TLS stream and its session future are large, and an idle
+    // session in the clear should not carry room for them.
     let result = if mode == Mode::Submissions {
         // RFC 8314 3: implicit TLS, the greeting comes after the handshake.
-        match handshake(&ctx, tcp).await {
-            Some((mut tls, description)) => {
-                session.tls_started(description);
-                session.run(&mut tls, Some(greeting)).await
-            }
+        match Box::pin(over_tls(&ctx, tcp, &mut session, Some(greeting))).await {
+            Some(result) => result,
             None => return,
         }
     } else {
         match session.run(&mut tcp, Some(greeting)).await {
-            Ok(Outcome::StartTls) => match handshake(&ctx, tcp).await {
-                Some((mut tls, description)) => {
-                    session.tls_started(description);
-                    session.run(&mut tls, None).await
+            Ok(Outcome::StartTls) => {
+                match Box::pin(over_tls(&ctx, tcp, &mut session, None)).await {
+                    Some(result) => result,
+                    None => return,
                 }
-                None => return,
-            },
+            }
             other => other,
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "session ended with an I/O error");
     }
+}
+
+/// The handshake, then the session over TLS; `None` when the handshake failed.
+async fn over_tls(
+    ctx: &Context,
+    tcp: TcpStream,
+    session: &mut Session,
+    greeting: Option<crate::proto::Reply>,
+) -> Option<std::io::Result<Outcome>> {
+    let (mut tls, description) = handshake(ctx, tcp).await?;
+    session.tls_started(description);
+    Some(session.run(&mut tls, greeting).await)
 }
 
 async fn handshake(

@@ -47,7 +47,7 @@ impl Session {
                 return Ok(None);
             }
         }
-        Ok(Some(self.end_of_content(receiver.finish()).await))
+        Ok(Some(Box::pin(self.end_of_content(receiver.finish())).await))
     }
 
     /// Reads one BDAT chunk. The chunk's octets are always consumed, even when the command
@@ -105,7 +105,7 @@ impl Session {
         let Some(receiver) = tx.bdat.take() else {
             return Ok(Some(replies::NEED_MAIL));
         };
-        Ok(Some(self.end_of_content(receiver.finish()).await))
+        Ok(Some(Box::pin(self.end_of_content(receiver.finish())).await))
     }
 
     /// The whole message is in (DATA's end or the last BDAT chunk): refused if it broke a

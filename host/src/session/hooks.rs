@@ -24,7 +24,9 @@ impl Session {
     pub(super) async fn policy(&mut self, call: Call<'_>) -> Decision {
         let info = self.plugin_info();
         match self.plugins.as_mut() {
-            Some(p) => p.run(&info, call).await,
+            // Boxed: a plugin call's future is large, and would otherwise be part of every
+            // session's future, idle or not.
+            Some(p) => Box::pin(p.run(&info, call)).await,
             None => Decision::Continue,
         }
     }

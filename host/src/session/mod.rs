@@ -92,6 +92,8 @@ struct Conn<'a, S> {
     lines: LineReader,
     /// For each write: a client that stops reading loses its slot.
     write_timeout: Duration,
+    /// The last read filled all the room it had: more is on its way.
+    streaming: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
@@ -106,19 +108,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         line
     }
 
-    /// Reads more bytes; Ok(0) at end of stream.
+    /// Reads more bytes; Ok(0) at end of stream. The buffer is sized to what is pending: a
+    /// session waiting for its next command holds a small one (most of the memory of
+    /// thousands of idle sessions would otherwise be read buffers); a read that fills its
+    /// space means more is coming (message data), and the next reads get large ones.
     async fn fill(&mut self) -> io::Result<usize> {
         if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
             self.start = 0;
+            if self.streaming {
+                self.buf.clear();
+            } else {
+                // Nothing pending and no stream of data: give the memory back.
+                self.buf = Vec::new();
+            }
         } else if self.start > 64 * 1024 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
         let len = self.buf.len();
-        self.buf.resize(len + 16 * 1024, 0);
+        let room = if self.streaming { 64 * 1024 } else { 1024 };
+        self.buf.resize(len + room, 0);
         let result = self.stream.read(&mut self.buf[len..]).await;
-        self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(len + n);
+        self.streaming = n == room;
         result
     }
 
@@ -185,15 +198,16 @@ impl Session {
     ) -> io::Result<Outcome> {
         let mut conn = Conn {
             stream,
-            buf: Vec::with_capacity(16 * 1024),
+            buf: Vec::new(),
             start: 0,
+            streaming: false,
             out: Vec::new(),
             lines: LineReader::default(),
             write_timeout: self.ctx.config.limits.command_timeout.0,
         };
         if let Some(g) = greeting {
             // The connect hook decides whether the client is greeted at all.
-            let decision = self.policy(crate::plugin::Call::Connect).await;
+            let decision = Box::pin(self.policy(crate::plugin::Call::Connect)).await;
             if let Some(refusal) = self.refusal(decision) {
                 refusal.write_to(&mut conn.out);
                 conn.flush().await?;
@@ -210,7 +224,9 @@ impl Session {
             let errors_before = self.errors;
             conn.lines.expect_sasl(self.sasl.is_some());
             let next = match conn.take_line() {
-                Line::Text(line) => self.dispatch(&line, &mut conn.out).await,
+                // Each command's work is boxed: the session's own future (what an idle
+                // session costs) stays small however large a command's steps are.
+                Line::Text(line) => Box::pin(self.dispatch(&line, &mut conn.out)).await,
                 Line::Bad(reply) => {
                     self.reply(&mut conn.out, reply);
                     Next::Continue
@@ -255,13 +271,14 @@ impl Session {
                 }
                 Next::Data => {
                     conn.flush().await?;
-                    let Some(reply) = self.receive_data(&mut conn).await? else {
+                    let Some(reply) = Box::pin(self.receive_data(&mut conn)).await? else {
                         return Ok(Outcome::Closed);
                     };
                     self.reply(&mut conn.out, reply);
                 }
                 Next::Bdat { size, last } => {
-                    let Some(reply) = self.receive_bdat(&mut conn, size, last).await? else {
+                    let Some(reply) = Box::pin(self.receive_bdat(&mut conn, size, last)).await?
+                    else {
                         return Ok(Outcome::Closed);
                     };
                     self.reply(&mut conn.out, reply);
