@@ -146,7 +146,7 @@ impl SpoolConfig {
         Size(100 << 20)
     }
     fn default_segment_size() -> Size {
-        Size(crate::spool::DEFAULT_SEGMENT_SIZE)
+        Size(64 << 20)
     }
 }
 

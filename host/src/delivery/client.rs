@@ -6,7 +6,7 @@
 //! routing loop, not a delivery.
 
 pub use super::conn::Protocol;
-use super::conn::{Client, Extensions, Timeouts, dot_stuff, within};
+use super::conn::{Client, Extensions, Timeouts, within};
 use super::convert;
 use super::pool::{Pool, Session, Stream};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
@@ -435,7 +435,7 @@ impl SmtpTransport {
                 .await?;
             conn.send_data(&content).await?;
         } else {
-            conn.send_data(&dot_stuff(&content)).await?;
+            conn.send_stuffed(&content).await?;
         }
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.

@@ -116,6 +116,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         within("data write", limit, self.stream.flush()).await
     }
 
+    /// Writes message content after DATA: dot-stuffed and ended (RFC 5321 4.5.2), a block
+    /// at a time as `send_data` does.
+    pub async fn send_stuffed(&mut self, content: &[u8]) -> io::Result<()> {
+        let limit = self.timeouts.data;
+        let mut stuffer = DotStuffer::new(content);
+        let mut block = Vec::with_capacity(DATA_BLOCK.min(content.len() + 8) + 1);
+        while stuffer.next_block(&mut block, DATA_BLOCK) {
+            within("data write", limit, self.stream.write_all(&block)).await?;
+        }
+        within("data write", limit, self.stream.flush()).await
+    }
+
     /// EHLO, or LHLO for LMTP; falls back to HELO when EHLO is refused (RFC 5321 3.2).
     pub async fn hello(
         &mut self,
@@ -184,22 +196,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-/// RFC 5321 4.5.2: a leading dot gets another; the content ends with CRLF `.` CRLF.
-pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut line_start = true;
-    for &b in content {
-        if line_start && b == b'.' {
-            out.push(b'.');
+/// RFC 5321 4.5.2: a leading dot gets another; the content ends with CRLF `.` CRLF. The
+/// stuffed form is made a block at a time (lines found with memchr), never as a whole copy.
+struct DotStuffer<'a> {
+    content: &'a [u8],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> DotStuffer<'a> {
+    fn new(content: &'a [u8]) -> Self {
+        DotStuffer {
+            content,
+            at: 0,
+            done: false,
         }
-        out.push(b);
-        line_start = b == b'\n';
     }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+
+    /// Replaces `out` with the next block of about `size` octets; false when none is left.
+    fn next_block(&mut self, out: &mut Vec<u8>, size: usize) -> bool {
+        out.clear();
+        if self.done {
+            return false;
+        }
+        let content = self.content;
+        while self.at < content.len() && out.len() < size {
+            // Each step starts a line (or goes on with one longer than a block).
+            let line_start = self.at == 0 || content[self.at - 1] == b'\n';
+            if line_start && content[self.at] == b'.' {
+                out.push(b'.');
+            }
+            let room = self.at + (size - out.len()).max(1);
+            let end = match memchr::memchr(b'\n', &content[self.at..room.min(content.len())]) {
+                Some(n) => self.at + n + 1,
+                None => room.min(content.len()),
+            };
+            out.extend_from_slice(&content[self.at..end]);
+            self.at = end;
+        }
+        if self.at == content.len() && out.len() < size {
+            if !content.is_empty() && !content.ends_with(b"\r\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+            self.done = true;
+        }
+        true
     }
-    out.extend_from_slice(b".\r\n");
-    out
 }
 
 #[cfg(test)]
@@ -217,14 +260,28 @@ mod tests {
         }
     }
 
+    /// The stuffed form, in blocks of `size`.
+    fn stuffed(content: &[u8], size: usize) -> Vec<u8> {
+        let mut stuffer = DotStuffer::new(content);
+        let (mut block, mut all) = (Vec::new(), Vec::new());
+        while stuffer.next_block(&mut block, size) {
+            assert!(block.len() <= size + 5, "a block of {}", block.len());
+            all.extend_from_slice(&block);
+        }
+        all
+    }
+
     #[test]
     fn stuffing() {
-        assert_eq!(
-            dot_stuff(b".a\r\nb\r\n..c\r\n"),
-            b"..a\r\nb\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
+        for size in [1, 2, 3, 7, 64 * 1024] {
+            assert_eq!(
+                stuffed(b".a\r\nb\r\n..c\r\n", size),
+                b"..a\r\nb\r\n...c\r\n.\r\n"
+            );
+            assert_eq!(stuffed(b"no newline", size), b"no newline\r\n.\r\n");
+            assert_eq!(stuffed(b"", size), b".\r\n");
+            assert_eq!(stuffed(b"x\r\n.", size), b"x\r\n..\r\n.\r\n");
+        }
     }
 
     #[tokio::test]

@@ -50,11 +50,12 @@ impl DataReceiver {
         }
     }
 
+    /// Keeps what fits under the size cap (a prefix of the content), counts everything.
     fn push(&mut self, bytes: &[u8]) {
+        let room = self.max_size.saturating_sub(self.size);
+        self.message
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
         self.size += bytes.len();
-        if self.size <= self.max_size {
-            self.message.extend_from_slice(bytes);
-        }
     }
 
     /// Consumes bytes; returns how many were used and whether the end of data was reached.
@@ -62,6 +63,20 @@ impl DataReceiver {
     pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
         let mut i = 0;
         while i < input.len() {
+            if self.state == State::Text {
+                // Within a line: everything up to the next CR or LF is text, taken at once.
+                match memchr::memchr2(b'\r', b'\n', &input[i..]) {
+                    Some(0) => {}
+                    Some(n) => {
+                        self.push(&input[i..i + n]);
+                        i += n;
+                    }
+                    None => {
+                        self.push(&input[i..]);
+                        return (input.len(), false);
+                    }
+                }
+            }
             let b = input[i];
             i += 1;
             match (self.state, b) {

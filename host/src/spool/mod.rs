@@ -287,7 +287,9 @@ impl Spool {
         let Some(lock) = try_lock(&self.root)? else {
             return Ok(None);
         };
-        let spool = Spool::writer(self.root.clone(), DEFAULT_SEGMENT_SIZE)?;
+        // The writer of a queue command appends a record or two: the default size will do.
+        let segment_size = crate::config::SpoolConfig::default().segment_size.0;
+        let spool = Spool::writer(self.root.clone(), segment_size)?;
         Ok(Some((spool, lock)))
     }
 
@@ -430,9 +432,6 @@ impl Spool {
     }
 }
 
-/// The default `spool.segment_size`.
-pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-
 fn state_record(id: &SpoolId, state: &QueueState) -> io::Result<Vec<Record>> {
     Ok(vec![Record::State {
         id: id.clone(),
@@ -500,6 +499,8 @@ mod tests {
             auth_user: None,
         }
     }
+
+    const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
     fn message(n: usize) -> Vec<u8> {
         format!("Subject: {n}\r\n\r\n{}\r\n", "x".repeat(n)).into_bytes()
