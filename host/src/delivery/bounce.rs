@@ -179,7 +179,7 @@ pub async fn send(
         helo: hostname.to_string(),
         auth_user: None,
     };
-    spool.store(&report, message, None).await?;
+    spool.store(&report, vec![message], None).await?;
     Ok(Some(id))
 }
 

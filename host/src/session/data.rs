@@ -162,7 +162,9 @@ impl Session {
                 Decision::Continue | Decision::Accept => {}
             }
             let edits = super::hooks::header_edits(&outcome.changes);
-            content = super::hooks::remove_fields(&content, &edits.remove);
+            if !edits.remove.is_empty() {
+                content = super::hooks::remove_fields(&content, &edits.remove);
+            }
             added_headers = edits.add;
             apply_recipient_changes(
                 &mut tx.recipients,
@@ -189,11 +191,12 @@ impl Session {
             helo,
             auth_user: self.auth_user.clone(),
         };
-        let header = self.received_header(&envelope);
-        let mut message = Vec::with_capacity(header.len() + added_headers.len() + content.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(added_headers.as_bytes());
-        message.extend_from_slice(&content);
+        // Our trace header and the plugins' fields go before the content as it came: the
+        // spool writes the parts one after the other (a 25 MiB message is not copied).
+        let mut head = self.received_header(&envelope);
+        head.push_str(&added_headers);
+        let size = content.len();
+        let message = vec![head.into_bytes(), content];
         // Quarantine: held in the spool, never delivered until released; the hold is
         // committed with the message, before the 250.
         let held = hold_reason.as_ref().map(|reason| {
@@ -226,7 +229,7 @@ impl Session {
                     client = %self.peer.ip(),
                     from = %envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
                     recipients = envelope.recipients.len(),
-                    size = content.len(),
+                    size,
                     "message queued"
                 );
                 let reply = replies::queued_as(&envelope.id);
@@ -236,7 +239,7 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed; message refused");
                 Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                // Nothing half-written was acknowledged: `store` removes its temp file.
+                // Nothing half-written was acknowledged: the writer cuts a failed write off.
                 if e.kind() == std::io::ErrorKind::StorageFull {
                     replies::SPOOL_FULL
                 } else {

@@ -110,9 +110,6 @@ pub(super) fn header_edits(changes: &[PluginChange]) -> HeaderEdits {
 
 /// Drops every header field (with its continuation lines) whose name is in `names`.
 pub(super) fn remove_fields(content: &[u8], names: &[String]) -> Vec<u8> {
-    if names.is_empty() {
-        return content.to_vec();
-    }
     let mut out = Vec::with_capacity(content.len());
     let mut rest = content;
     let mut skipping = false;

@@ -50,7 +50,7 @@ pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
         let record = Record::Message {
             id,
             meta: log::message_meta(&bytes[..split], state.as_deref()),
-            content: bytes[split + 1..].to_vec(),
+            content: vec![bytes[split + 1..].to_vec()],
         };
         octets += bytes.len();
         batch.push(record);

@@ -59,20 +59,24 @@ impl Span {
     }
 }
 
-/// Lays out a record's head (the id, meta and content follow it).
-pub(super) fn head(kind: Kind, id: &SpoolId, meta: &[u8], content: &[u8]) -> [u8; HEAD] {
+/// Lays out a record's head (the id, meta and content follow it); the content may come in
+/// parts (our trace header, then the message as received), written one after the other.
+pub(super) fn head(kind: Kind, id: &SpoolId, meta: &[u8], content: &[&[u8]]) -> [u8; HEAD] {
     let mut h = [0u8; HEAD];
     h[..4].copy_from_slice(MAGIC);
     h[4] = kind as u8;
     h[5] = id.as_str().len() as u8;
     h[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    h[12..16].copy_from_slice(&(content.len() as u32).to_le_bytes());
+    let len: usize = content.iter().map(|p| p.len()).sum();
+    h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[..16]);
     crc.update(id.as_str().as_bytes());
     crc.update(meta);
     h[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
-    h[20..24].copy_from_slice(&crc32fast::hash(content).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    content.iter().for_each(|p| crc.update(p));
+    h[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
     h
 }
 

@@ -327,13 +327,14 @@ impl Spool {
         Ok(WaitFor(wait))
     }
 
-    /// Commits a message durably: when this returns Ok it survives a crash. A first
-    /// `state` (a quarantine hold) is part of the same record, so the message never
-    /// exists without it.
+    /// Commits a message durably: when this returns Ok it survives a crash. The message
+    /// is the `parts` one after the other (a trace header, then the content: never joined
+    /// in memory). A first `state` (a quarantine hold) is part of the same record, so the
+    /// message never exists without it.
     pub async fn store(
         &self,
         envelope: &Envelope,
-        message: Vec<u8>,
+        parts: Vec<Vec<u8>>,
         state: Option<&QueueState>,
     ) -> io::Result<()> {
         let record = Record::Message {
@@ -342,7 +343,7 @@ impl Spool {
                 &serde_json::to_vec(envelope)?,
                 state.map(serde_json::to_vec).transpose()?.as_deref(),
             ),
-            content: message,
+            content: parts,
         };
         self.send(vec![record], Durability::Now)?.wait().await
     }
@@ -506,6 +507,12 @@ mod tests {
         format!("Subject: {n}\r\n\r\n{}\r\n", "x".repeat(n)).into_bytes()
     }
 
+    /// The message in two parts, as a session stores it.
+    fn parts(n: usize) -> Vec<Vec<u8>> {
+        let m = message(n);
+        vec![m[..5].to_vec(), m[5..].to_vec()]
+    }
+
     #[tokio::test]
     async fn store_load_state_remove_and_recover() {
         let dir = tempfile::tempdir().unwrap();
@@ -517,8 +524,8 @@ mod tests {
             "a second writer got the lock"
         );
         let (a, b) = (envelope(), envelope());
-        spool.store(&a, message(10), None).await.unwrap();
-        spool.store(&b, message(20), None).await.unwrap();
+        spool.store(&a, parts(10), None).await.unwrap();
+        spool.store(&b, parts(20), None).await.unwrap();
         assert_eq!(spool.list(), vec![a.id.clone(), b.id.clone()]);
         let (loaded, mut state) = spool.load_envelope(&a.id).unwrap();
         assert_eq!(loaded.helo, "client");
@@ -548,7 +555,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
         let envs: Vec<Envelope> = (0..3).map(|_| envelope()).collect();
         for (i, e) in envs.iter().enumerate() {
-            spool.store(e, message(100 + i), None).await.unwrap();
+            spool.store(e, parts(100 + i), None).await.unwrap();
         }
         drop((spool, lock));
         // A crash in the middle of the third record's content, then garbage.
@@ -560,7 +567,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
         assert_eq!(spool.list(), vec![envs[0].id.clone(), envs[1].id.clone()]);
         let d = envelope();
-        spool.store(&d, message(7), None).await.unwrap();
+        spool.store(&d, parts(7), None).await.unwrap();
         drop((spool, lock));
         let reader = Spool::attach(dir.path()).unwrap();
         assert_eq!(
@@ -585,19 +592,19 @@ mod tests {
         let mut held = QueueState::new(&stayer);
         held.hold();
         spool
-            .store(&stayer, message(1000), Some(&held))
+            .store(&stayer, parts(1000), Some(&held))
             .await
             .unwrap();
         for _ in 0..20 {
             let e = envelope();
-            spool.store(&e, message(4000), None).await.unwrap();
+            spool.store(&e, parts(4000), None).await.unwrap();
             spool.remove(&e.id, Durability::Soon).await.unwrap();
         }
         let big = envelope();
-        spool.store(&big, message(60_000), None).await.unwrap();
+        spool.store(&big, parts(60_000), None).await.unwrap();
         for _ in 0..200 {
             let e = envelope();
-            spool.store(&e, message(4000), None).await.unwrap();
+            spool.store(&e, parts(4000), None).await.unwrap();
             spool.remove(&e.id, Durability::Soon).await.unwrap();
         }
         // 800 KiB went through 64 KiB segments; only the last ones remain (the writer

@@ -41,7 +41,8 @@ pub(super) enum Record {
     Message {
         id: SpoolId,
         meta: Vec<u8>,
-        content: Vec<u8>,
+        /// Written one after the other: one content on disk, no copy to join them.
+        content: Vec<Vec<u8>>,
     },
     State {
         id: SpoolId,
@@ -182,17 +183,25 @@ impl Writer {
         let written = (|| {
             let mut out = BufWriter::with_capacity(256 << 10, file);
             for record in records {
-                let (kind, id, meta, content): (_, _, &[u8], &[u8]) = match record {
-                    Record::Message { id, meta, content } => (Kind::Message, id, meta, content),
-                    Record::State { id, json } => (Kind::State, id, json, &[]),
-                    Record::Done { id } => (Kind::Done, id, &[], &[]),
+                let (kind, id, meta, content): (_, _, &[u8], Vec<&[u8]>) = match record {
+                    Record::Message { id, meta, content } => (
+                        Kind::Message,
+                        id,
+                        meta,
+                        content.iter().map(Vec::as_slice).collect(),
+                    ),
+                    Record::State { id, json } => (Kind::State, id, json, Vec::new()),
+                    Record::Done { id } => (Kind::Done, id, &[], Vec::new()),
                 };
-                out.write_all(&log::head(kind, id, meta, content))?;
+                out.write_all(&log::head(kind, id, meta, &content))?;
                 out.write_all(id.as_str().as_bytes())?;
                 out.write_all(meta)?;
-                out.write_all(content)?;
+                for part in &content {
+                    out.write_all(part)?;
+                }
+                let content_len: usize = content.iter().map(|p| p.len()).sum();
                 let meta_at = at + (HEAD + id.as_str().len()) as u64;
-                let record = meta_at + (meta.len() + content.len()) as u64 - at;
+                let record = meta_at + (meta.len() + content_len) as u64 - at;
                 let span = |off, len: usize| Span {
                     seg: seq,
                     off,
@@ -203,7 +212,7 @@ impl Writer {
                     kind,
                     id: id.clone(),
                     meta: span(meta_at, meta.len()),
-                    content: span(meta_at + meta.len() as u64, content.len()),
+                    content: span(meta_at + meta.len() as u64, content_len),
                 });
                 at += record;
             }
@@ -367,7 +376,7 @@ impl Writer {
             records.push(Record::Message {
                 id,
                 meta: log::message_meta(envelope, state.as_deref()),
-                content: entry.content.read(&file)?,
+                content: vec![entry.content.read(&file)?],
             });
         }
         let count = records.len();

@@ -40,7 +40,7 @@ const SPAM_WORDS: &[(&str, f64)] = &[
 ];
 
 /// Scores headers and the start of the body; returns the total and the names of the tests hit.
-pub fn content_score(headers: &[(String, String)], body: &str) -> (f64, Vec<String>) {
+pub fn content_score(headers: &[(String, String)], body: &[u8]) -> (f64, Vec<String>) {
     let mut score = 0.0;
     let mut hits = Vec::new();
     let header = |name: &str| {
@@ -70,9 +70,15 @@ pub fn content_score(headers: &[(String, String)], body: &str) -> (f64, Vec<Stri
     if subject.matches('!').count() >= 3 {
         hit("SUBJ_EXCLAIM", 1.0);
     }
-    let text = format!("{subject}\n{body}").to_lowercase();
+    // The words are ASCII: an ASCII-lowercased copy and a substring search (memchr's
+    // memmem) find them without decoding or Unicode case mapping of the whole body.
+    let mut text = Vec::with_capacity(subject.len() + 1 + body.len());
+    text.extend_from_slice(subject.as_bytes());
+    text.push(b'\n');
+    text.extend_from_slice(body);
+    text.make_ascii_lowercase();
     for (word, points) in SPAM_WORDS {
-        if text.contains(word) {
+        if memchr::memmem::find(&text, word.as_bytes()).is_some() {
             hit(
                 &format!("WORD_{}", word.to_uppercase().replace([' ', '%'], "_")),
                 *points,
@@ -105,8 +111,7 @@ impl Plugin for SpamScore {
             .into_iter()
             .map(|h| (h.name, h.value))
             .collect();
-        let body = String::from_utf8_lossy(&message.body(0, 64 * 1024)).into_owned();
-        let (mut score, mut hits) = content_score(&headers, &body);
+        let (mut score, mut hits) = content_score(&headers, &message.body(0, 64 * 1024));
         for zone in &self.0.dnsbl {
             match dns::dnsbl(&session.client_ip, zone) {
                 Ok(codes) if !codes.is_empty() => {
@@ -164,7 +169,7 @@ mod tests {
                 ("Message-ID", "<a@b>"),
                 ("Subject", "Lunch on Friday?"),
             ]),
-            "See you there.",
+            b"See you there.",
         );
         assert_eq!(score, 0.0, "{hits:?}");
     }
@@ -173,7 +178,7 @@ mod tests {
     fn spammy_mail_scores_high() {
         let (score, hits) = content_score(
             &h(&[("Subject", "YOU ARE A WINNER!!!")]),
-            "Click here for free money and viagra",
+            b"Click here for free money and viagra",
         );
         assert!(score > 10.0, "{score} {hits:?}");
         assert!(hits.contains(&"SUBJ_ALL_CAPS".to_string()));
