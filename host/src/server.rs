@@ -208,7 +208,8 @@ impl Server {
 
     /// Stops accepting, answers idle sessions 421 4.3.2 and lets transactions in flight
     /// finish within `grace`. Delivery stops at the signal (attempts in flight get 10 s);
-    /// the kv store is written once more after the sessions, which may have changed it.
+    /// the spool is synced, and the kv store written once more after the sessions, which
+    /// may have changed it.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         if tokio::time::timeout(grace, self.sessions.acquire_many(self.max_sessions))
@@ -218,6 +219,10 @@ impl Server {
             tracing::warn!("grace period over; closing remaining sessions");
         }
         let _ = self.queue_task.await;
+        // Delivery progress written "soon" is made durable before the process goes.
+        if let Err(e) = self.fixed.spool.sync().await {
+            tracing::error!(error = %e, "cannot sync the spool");
+        }
         let _ = self.kv_task.await;
         let kv = self.fixed.kv.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kv.flush()).await {

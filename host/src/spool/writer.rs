@@ -176,6 +176,11 @@ impl Writer {
     /// Appends records to the active segment; on error, cuts it back to where it was and
     /// gives it up (the next write starts a new one).
     fn append<'a>(&mut self, records: impl Iterator<Item = &'a Record>) -> io::Result<Vec<Found>> {
+        let mut records = records.peekable();
+        if records.peek().is_none() {
+            // A bare sync request: no segment to start for it.
+            return Ok(Vec::new());
+        }
         let (seq, start) = self.active()?;
         let file = &self.active.as_ref().unwrap().file;
         let mut found = Vec::new();
