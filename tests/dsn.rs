@@ -27,16 +27,6 @@ async fn setup(extra: &str) -> (Sink, TestServer) {
     (sink, s)
 }
 
-fn reports(sink: &Sink) -> Vec<SinkMessage> {
-    sink.messages
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|m| m.mail.starts_with("MAIL FROM:<>"))
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn failure_report_to_the_sender() {
     let (sink, s) = setup("[delivery]\nretry = [\"1h\"]\n").await;
@@ -54,8 +44,8 @@ async fn failure_report_to_the_sender() {
     c.send(b"Subject: will bounce\r\n\r\nsecret body\r\n.\r\n")
         .await;
     assert!(c.reply().await.starts_with("250"));
-    common::eventually("the report", || reports(&sink).len() == 1).await;
-    let report = &reports(&sink)[0];
+    common::eventually("the report", || sink.reports().len() == 1).await;
+    let report = &sink.reports()[0];
     assert_eq!(report.rcpts, vec!["RCPT TO:<s@c.test>".to_string()]);
     let text = report.text();
     for needle in [
@@ -99,7 +89,7 @@ async fn no_report_for_notify_never_or_the_null_sender() {
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(reports(&sink).is_empty());
+    assert!(sink.reports().is_empty());
     assert_eq!(sink.count(), 0);
 }
 
@@ -114,8 +104,8 @@ async fn one_delay_report_when_asked_for() {
     c.cmd("DATA", "354").await;
     c.send(b"Subject: slow\r\n\r\nx\r\n.\r\n").await;
     assert!(c.reply().await.starts_with("250"));
-    common::eventually("the delay report", || reports(&sink).len() == 1).await;
-    let text = reports(&sink)[0].text();
+    common::eventually("the delay report", || sink.reports().len() == 1).await;
+    let text = sink.reports()[0].text();
     assert!(
         text.contains("Action: delayed") && text.contains("Status: 4.2.0"),
         "{text}"
@@ -123,7 +113,7 @@ async fn one_delay_report_when_asked_for() {
     assert!(text.contains("Content-Type: message/rfc822\r\n"), "{text}");
     // More attempts follow, but no second delay report.
     common::eventually("three deferrals", || s.deferrals() >= 3).await;
-    assert_eq!(reports(&sink).len(), 1);
+    assert_eq!(sink.reports().len(), 1);
 }
 
 /// Sends one message with two recipients, the first with NOTIFY=SUCCESS.
@@ -174,8 +164,8 @@ async fn relayed_report_when_the_next_hop_lacks_dsn() {
     ))
     .await;
     send_asking_for_success(&s).await;
-    common::eventually("the report", || reports(&sink).len() == 1).await;
-    assert_success_report(&reports(&sink)[0], "relayed");
+    common::eventually("the report", || sink.reports().len() == 1).await;
+    assert_success_report(&sink.reports()[0], "relayed");
     let relayed = &sink.messages.lock().unwrap()[0];
     assert!(
         relayed.rcpts.iter().all(|r| !r.contains("NOTIFY")),
@@ -190,7 +180,7 @@ async fn no_report_when_the_next_hop_takes_the_dsn_request() {
     sink.wait_for(1).await;
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(reports(&sink).is_empty());
+    assert!(sink.reports().is_empty());
     let relayed = &sink.messages.lock().unwrap()[0];
     assert!(relayed.rcpts[0].contains("NOTIFY=SUCCESS"), "{relayed:?}");
 }
@@ -205,8 +195,8 @@ async fn delivered_report_on_final_delivery() {
     ))
     .await;
     send_asking_for_success(&s).await;
-    common::eventually("the report", || reports(&sink).len() == 1).await;
-    assert_success_report(&reports(&sink)[0], "delivered");
+    common::eventually("the report", || sink.reports().len() == 1).await;
+    assert_success_report(&sink.reports()[0], "delivered");
     assert_eq!(
         common::maildir_files(&s.dir.path().join("mail"), "want").len(),
         1

@@ -97,14 +97,20 @@ async fn every_acknowledged_arrives(sink: &Sink, acked: &Arc<Mutex<BTreeSet<Stri
     .await;
 }
 
-#[tokio::test]
-async fn kill_9_after_250_loses_nothing() {
+/// A directory with the config, the server's address, and the next hop's port.
+fn setup() -> (tempfile::TempDir, PathBuf, SocketAddr, u16) {
     let dir = tempfile::tempdir().unwrap();
     let hop = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .unwrap();
     let config = config(dir.path(), addr, hop);
+    (dir, config, addr, hop)
+}
+
+#[tokio::test]
+async fn kill_9_after_250_loses_nothing() {
+    let (dir, config, addr, hop) = setup();
     // Phase 1: the next hop is down, so everything acknowledged is only in the spool.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let server = Process::serve(&config, dir.path(), addr).await;
@@ -119,12 +125,7 @@ async fn kill_9_after_250_loses_nothing() {
 async fn kill_9_while_delivering_and_reclaiming_loses_nothing() {
     // The next hop is up: messages are delivered, marked done, their segments (64 KiB)
     // rotated and removed while the server is killed, three times over.
-    let dir = tempfile::tempdir().unwrap();
-    let hop = common::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let config = config(dir.path(), addr, hop);
+    let (dir, config, addr, hop) = setup();
     let sink = Sink::start_on(&format!("127.0.0.1:{hop}"), SinkOptions::default()).await;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     for round in 0..3 {

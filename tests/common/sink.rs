@@ -113,6 +113,17 @@ impl Sink {
         self.messages.lock().unwrap().len()
     }
 
+    /// The delivery status reports it got (MAIL FROM:<>).
+    pub fn reports(&self) -> Vec<SinkMessage> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mail.starts_with("MAIL FROM:<>"))
+            .cloned()
+            .collect()
+    }
+
     /// Waits until at least `n` messages arrived; returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<SinkMessage> {
         super::eventually(&format!("{n} message(s) at the sink"), || self.count() >= n).await;
