@@ -29,6 +29,8 @@ pub(super) struct Segment {
     /// Segments holding message records that "done" records in this one end: this one
     /// stays while any of them does, or those messages would come back after a restart.
     pub after: BTreeSet<u64>,
+    /// A record in it did not check out (damage on disk): never removed by us.
+    pub damaged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -47,7 +49,9 @@ pub(super) fn segment_numbers(dir: &Path) -> io::Result<Vec<u64>> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
+            let seq = u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()?;
+            // Only the names we write: another spelling of a number would be read twice.
+            (name == format!("{seq:016X}.seg")).then_some(seq)
         })
         .collect();
     seqs.sort_unstable();
@@ -57,8 +61,12 @@ pub(super) fn segment_numbers(dir: &Path) -> io::Result<Vec<u64>> {
 /// What a scan of the segments found.
 #[derive(Debug, Default)]
 pub(super) struct Recovered {
-    /// Segments whose tail did not check out: (segment, valid length, file length).
-    pub torn: Vec<(u64, u64, u64)>,
+    /// The newest segment's tail did not check out (a crash during a write): (segment,
+    /// valid length, file length).
+    pub torn: Option<(u64, u64, u64)>,
+    /// Older segments with a record that does not check out (damage on disk, not a
+    /// crash: those were synced before a newer one was started); read up to it.
+    pub damaged: Vec<(u64, u64, u64)>,
 }
 
 impl Index {
@@ -81,8 +89,11 @@ impl Index {
             let mut found = Vec::new();
             let valid = log::scan(&file, seq, newest, |f| found.push(f))?;
             let size = file.metadata()?.len();
-            if valid < size {
-                recovered.torn.push((seq, valid, size));
+            if valid < size && newest {
+                recovered.torn = Some((seq, valid, size));
+            } else if valid < size {
+                recovered.damaged.push((seq, valid, size));
+                index.segments.get_mut(&seq).unwrap().damaged = true;
             }
             index.segments.get_mut(&seq).unwrap().len = valid;
             for f in found {
@@ -101,6 +112,7 @@ impl Index {
                 refs: 0,
                 live: 0,
                 after: BTreeSet::new(),
+                damaged: false,
             },
         );
     }
@@ -175,24 +187,6 @@ impl Index {
                     }
                 }
             }
-        }
-    }
-
-    /// A segment was cut back to `len`: states written past it are gone (the message falls
-    /// back to its earlier state).
-    pub fn cut(&mut self, seg: u64, len: u64) {
-        if let Some(s) = self.segments.get_mut(&seg) {
-            s.len = len;
-        }
-        let lost: Vec<(SpoolId, Span)> = self
-            .entries
-            .iter()
-            .filter_map(|(id, e)| e.state.map(|s| (id.clone(), s)))
-            .filter(|(_, s)| s.seg == seg && s.off >= len)
-            .collect();
-        for (id, span) in lost {
-            self.release(span);
-            self.entries.get_mut(&id).unwrap().state = None;
         }
     }
 

@@ -17,9 +17,13 @@ const BATCH: usize = 64 << 20;
 /// Imports `queue/` (if any) into the log; returns how many messages it held.
 pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
     let queue = root.join("queue");
+    let done = root.join("queue.imported");
     let entries = match fs::read_dir(&queue) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            remove_imported(root)?;
+            return Ok(0);
+        }
         Err(e) => return Err(e),
     };
     let mut count = 0;
@@ -65,9 +69,21 @@ pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
     if count > 0 {
         tracing::info!(count, "spool: imported messages of the earlier format");
     }
-    fs::remove_dir_all(&queue)?;
-    match fs::remove_dir_all(root.join("tmp")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(count),
+    // Out of the way for good (the rename made durable) before it is removed: a `queue/`
+    // that came back after a crash would be imported again over newer states.
+    fs::rename(&queue, &done)?;
+    fs::File::open(root)?.sync_all()?;
+    remove_imported(root)?;
+    Ok(count)
+}
+
+/// Removes what an import left: the old queue once renamed, and the old `tmp/`.
+fn remove_imported(root: &Path) -> io::Result<()> {
+    for dir in [root.join("queue.imported"), root.join("tmp")] {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }

@@ -210,16 +210,18 @@ impl Spool {
                 "another wasmtp server is using this spool",
             )
         })?;
-        let spool = Spool::writer(root, segment_size)?;
+        let spool = Spool::writer(root, segment_size, true)?;
         Ok((spool, lock))
     }
 
-    /// `open` for a caller that already holds the lock (`wasmtp queue` without a server).
-    fn writer(root: Arc<PathBuf>, segment_size: u64) -> io::Result<Spool> {
+    /// `open` for a caller that already holds the lock (`wasmtp queue` without a server);
+    /// `maintains`: rotates, compacts and reclaims (a server), or only appends (a queue
+    /// command, whose lock goes as soon as its change is durable).
+    fn writer(root: Arc<PathBuf>, segment_size: u64, maintains: bool) -> io::Result<Spool> {
         let started = Instant::now();
         let log_dir = root.join("log");
         let (index, recovered) = Index::scan(&log_dir)?;
-        for &(seg, valid, size) in &recovered.torn {
+        if let Some((seg, valid, size)) = recovered.torn {
             tracing::warn!(
                 segment = seg,
                 valid,
@@ -232,9 +234,19 @@ impl Spool {
             file.set_len(valid)?;
             file.sync_all()?;
         }
+        for &(seg, valid, size) in &recovered.damaged {
+            // Kept as it is for the operator: what follows the damage cannot be framed.
+            tracing::error!(
+                segment = seg,
+                valid,
+                size,
+                "spool: a damaged record in a segment; read up to it, the file kept as it is"
+            );
+        }
         let index = Arc::new(Mutex::new(index));
         let open = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer::new(log_dir, index.clone(), open.clone(), segment_size);
+        writer.maintains = maintains;
         let migrated = legacy::import(&root, &mut writer)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -289,7 +301,7 @@ impl Spool {
         };
         // The writer of a queue command appends a record or two: the default size will do.
         let segment_size = crate::config::SpoolConfig::default().segment_size.0;
-        let spool = Spool::writer(self.root.clone(), segment_size)?;
+        let spool = Spool::writer(self.root.clone(), segment_size, false)?;
         Ok(Some((spool, lock)))
     }
 
@@ -353,27 +365,28 @@ impl Spool {
         self.index.lock().unwrap().entries.keys().cloned().collect()
     }
 
-    fn entry(&self, id: &SpoolId) -> io::Result<(Entry, Arc<File>)> {
+    /// A message's records and the files they are in (its message record's, its latest
+    /// state's), taken together under the lock: a segment removed afterwards stays
+    /// readable through them.
+    fn entry(&self, id: &SpoolId) -> io::Result<(Entry, Arc<File>, Option<Arc<File>>)> {
         let index = self.index.lock().unwrap();
         let entry =
             index.entries.get(id).cloned().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("no message {id}"))
             })?;
         let file = index.file(entry.meta.seg)?;
-        Ok((entry, file))
+        let state_file = entry.state.map(|s| index.file(s.seg)).transpose()?;
+        Ok((entry, file, state_file))
     }
 
     /// Reads the envelope and the delivery state (without the content).
     pub fn load_envelope(&self, id: &SpoolId) -> io::Result<(Envelope, QueueState)> {
-        let (entry, file) = self.entry(id)?;
+        let (entry, file, state_file) = self.entry(id)?;
         let meta = entry.meta.read(&file)?;
         let (envelope, first_state) = log::split_message_meta(&meta)?;
         let envelope: Envelope = serde_json::from_slice(envelope).map_err(invalid)?;
-        let state = match entry.state {
-            Some(span) => {
-                let file = self.index.lock().unwrap().file(span.seg)?;
-                serde_json::from_slice(&span.read(&file)?).map_err(invalid)?
-            }
+        let state = match entry.state.zip(state_file) {
+            Some((span, file)) => serde_json::from_slice(&span.read(&file)?).map_err(invalid)?,
             None => match first_state {
                 Some(json) => serde_json::from_slice(json).map_err(invalid)?,
                 None => QueueState::new(&envelope),
@@ -385,7 +398,7 @@ impl Spool {
     /// Reads the message content: at once when small (most likely in the page cache,
     /// just written), on a blocking thread when large.
     pub async fn load_content(&self, id: &SpoolId) -> io::Result<Vec<u8>> {
-        let (entry, file) = self.entry(id)?;
+        let (entry, file, _) = self.entry(id)?;
         if entry.content.len <= 256 << 10 {
             return entry.content.read(&file);
         }
@@ -640,6 +653,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn damage_in_an_older_segment_is_left_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, lock) = Spool::open(dir.path(), 64 << 10).unwrap();
+        let envs: Vec<Envelope> = (0..40).map(|_| envelope()).collect();
+        for e in &envs {
+            spool.store(e, parts(4000), None).await.unwrap();
+        }
+        spool.sync().await.unwrap();
+        drop((spool, lock));
+        let seqs = segments(dir.path());
+        assert!(seqs.len() >= 2, "{seqs:?}");
+        // A bad byte in the first record of the first segment (its id); another spelling of
+        // a number (which must not be read as a second copy of that segment).
+        let first = index::segment_path(&dir.path().join("log"), seqs[0]);
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[log::HEAD + 2] ^= 0xFF;
+        fs::write(&first, &bytes).unwrap();
+        fs::write(dir.path().join("log/00000000000000001.seg"), b"junk").unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), 64 << 10).unwrap();
+        assert_eq!(fs::metadata(&first).unwrap().len(), bytes.len() as u64);
+        // The first segment's messages are not read (and not lost: the file is there for
+        // the operator); the others are.
+        let listed = spool.list();
+        assert!(listed.len() < 40 && listed.len() > 10, "{}", listed.len());
+        assert!(!listed.contains(&envs[0].id) && listed.contains(&envs[39].id));
+        // Space is reclaimed around it, never by removing it.
+        for e in &envs[20..] {
+            spool.remove(&e.id, Durability::Now).await.unwrap();
+        }
+        spool.sync().await.unwrap();
+        assert!(first.exists());
+    }
+
+    #[tokio::test]
     async fn a_spool_of_the_earlier_format_is_imported() {
         let dir = tempfile::tempdir().unwrap();
         let queue = dir.path().join("queue");
@@ -665,6 +712,7 @@ mod tests {
         assert_eq!(spool.load_envelope(&a.id).unwrap().1.attempts, 0);
         assert_eq!(spool.load_content(&a.id).await.unwrap(), message(5));
         assert!(!queue.exists() && !dir.path().join("tmp").exists());
+        assert!(!dir.path().join("queue.imported").exists());
     }
 
     #[test]

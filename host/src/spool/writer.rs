@@ -76,6 +76,13 @@ pub(super) struct Writer {
     dirty: bool,
     /// Transactions open in sessions (`super::OpenTransaction`).
     open: Arc<AtomicUsize>,
+    /// The number of the next segment.
+    next_seq: u64,
+    /// When the oldest write not yet synced was made.
+    unsynced_since: Option<Instant>,
+    /// Whether this writer rotates, compacts and reclaims (not `wasmtp queue`'s, whose
+    /// process lets go of the spool's lock as soon as its change is durable).
+    pub maintains: bool,
 }
 
 impl Writer {
@@ -92,6 +99,9 @@ impl Writer {
             active: None,
             dirty: false,
             open,
+            next_seq: 1,
+            unsynced_since: None,
+            maintains: true,
         }
     }
 
@@ -132,7 +142,9 @@ impl Writer {
                 }
             }
             self.commit(batch);
-            self.maintain();
+            if self.maintains {
+                self.maintain();
+            }
         }
         if let Err(e) = self.sync() {
             tracing::error!(error = %e, "spool: final sync failed");
@@ -141,7 +153,10 @@ impl Writer {
 
     /// Writes a group, syncs it if anyone waits (or it has waited long enough), answers.
     fn commit(&mut self, batch: Vec<Request>) {
-        let waiting = batch.is_empty() || batch.iter().any(|r| r.reply.is_some());
+        let overdue = self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= LAZY_SYNC);
+        let waiting = batch.is_empty() || overdue || batch.iter().any(|r| r.reply.is_some());
         let result = self.write(batch.iter().flat_map(|r| &r.records), waiting);
         if let Err(e) = &result {
             tracing::error!(error = %e, "spool write failed");
@@ -198,13 +213,21 @@ impl Writer {
                     Record::State { id, json } => (Kind::State, id, json, Vec::new()),
                     Record::Done { id } => (Kind::Done, id, &[], Vec::new()),
                 };
+                let content_len: usize = content.iter().map(|p| p.len()).sum();
+                // The format's lengths are 32 bits: a longer one would be cut, and the
+                // record's end fall inside its content.
+                if u32::try_from(content_len).is_err() || u32::try_from(meta.len()).is_err() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a record of 4 GiB or more",
+                    ));
+                }
                 out.write_all(&log::head(kind, id, meta, &content))?;
                 out.write_all(id.as_str().as_bytes())?;
                 out.write_all(meta)?;
                 for part in &content {
                     out.write_all(part)?;
                 }
-                let content_len: usize = content.iter().map(|p| p.len()).sum();
                 let meta_at = at + (HEAD + id.as_str().len()) as u64;
                 let record = meta_at + (meta.len() + content_len) as u64 - at;
                 let span = |off, len: usize| Span {
@@ -225,6 +248,9 @@ impl Writer {
         })();
         match written {
             Ok(()) => {
+                if at > start && !self.dirty {
+                    self.unsynced_since = Some(Instant::now());
+                }
                 self.dirty |= at > start;
                 self.index
                     .lock()
@@ -243,14 +269,21 @@ impl Writer {
     }
 
     /// Cuts the active segment back to `len` and stops appending to it.
+    /// The index is then rebuilt from the disk: states written after the cut are gone, and
+    /// each message falls back to its last durable state (never to an older one, which
+    /// could let a held message go).
     fn abandon(&mut self, len: u64) {
         if let Some(Active { seq, file, .. }) = self.active.take() {
             if let Err(e) = file.set_len(len).and_then(|()| file.sync_data()) {
                 tracing::error!(segment = seq, error = %e, "spool: cannot cut a failed write back");
             }
-            self.index.lock().unwrap().cut(seq, len);
+            match Index::scan(&self.dir) {
+                Ok((index, _)) => *self.index.lock().unwrap() = index,
+                Err(e) => tracing::error!(error = %e, "spool: cannot re-read the log"),
+            }
         }
         self.dirty = false;
+        self.unsynced_since = None;
     }
 
     /// Makes everything written durable. After a failed fsync the page cache cannot be
@@ -267,6 +300,7 @@ impl Writer {
             Ok(()) => {
                 active.synced = self.index.lock().unwrap().segments[&active.seq].len;
                 self.dirty = false;
+                self.unsynced_since = None;
                 Ok(())
             }
             Err(e) => {
@@ -283,17 +317,31 @@ impl Writer {
             let len = self.index.lock().unwrap().segments[&active.seq].len;
             return Ok((active.seq, len));
         }
+        // A number never used by this writer: one whose creation failed is not tried again.
         let seq = {
             let index = self.index.lock().unwrap();
-            index.segments.keys().next_back().map_or(1, |s| s + 1)
+            let next = index.segments.keys().next_back().map_or(1, |s| s + 1);
+            next.max(self.next_seq)
         };
+        self.next_seq = seq
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
+        let path = segment_path(&self.dir, seq);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(segment_path(&self.dir, seq))?;
-        File::open(&self.dir)?.sync_all()?;
-        let reader = Arc::new(file.try_clone()?);
+            .open(&path)?;
+        let reader = File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .and_then(|()| file.try_clone());
+        let reader = match reader {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         self.index.lock().unwrap().add_segment(seq, reader, 0);
         self.active = Some(Active {
             seq,
@@ -330,8 +378,10 @@ impl Writer {
         if active_len >= self.segment_size || (active_refs == 0 && active_len >= EMPTY_ROTATE) {
             self.rotate()?;
         }
-        self.compact()?;
-        self.reclaim()
+        // Space comes back even when a copy cannot be made (a full disk, a bad old record).
+        let compacted = self.compact();
+        self.reclaim()?;
+        compacted
     }
 
     fn active_seq(&self) -> Option<u64> {
@@ -404,6 +454,7 @@ impl Writer {
                     .filter(|(seq, s)| {
                         Some(**seq) != active
                             && s.refs == 0
+                            && !s.damaged
                             && s.after.iter().all(|a| !index.segments.contains_key(a))
                     })
                     .map(|(seq, _)| *seq)
@@ -414,9 +465,15 @@ impl Writer {
             }
             self.sync()?;
             for seq in removable {
-                std::fs::remove_file(segment_path(&self.dir, seq))?;
+                match std::fs::remove_file(segment_path(&self.dir, seq)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 self.index.lock().unwrap().segments.remove(&seq);
             }
+            // Removed for good before segments that depended on these go in the next pass
+            // (or a "done" could vanish while the message it ends comes back).
+            File::open(&self.dir)?.sync_all()?;
         }
     }
 }
