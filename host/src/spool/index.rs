@@ -16,6 +16,7 @@ pub(super) struct Entry {
     pub content: Span,
     pub state: Option<Span>,
     pub copies: Vec<u64>,
+    pub content_crc: u32,
 }
 
 #[derive(Debug)]
@@ -157,6 +158,7 @@ impl Index {
                         content: found.content,
                         state: None,
                         copies,
+                        content_crc: found.content_crc,
                     },
                 );
             }

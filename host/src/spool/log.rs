@@ -104,6 +104,25 @@ pub(super) struct Found {
     pub id: SpoolId,
     pub meta: Span,
     pub content: Span,
+    /// The content's CRC, checked again whenever the content is read.
+    pub content_crc: u32,
+}
+
+/// The content CRC a record head carries.
+pub(super) fn content_crc(head: &[u8; HEAD]) -> u32 {
+    u32::from_le_bytes(head[20..24].try_into().unwrap())
+}
+
+/// Content read back, checked against its CRC: damage on disk is an error, not a message.
+pub(super) fn checked(content: Vec<u8>, crc: u32) -> io::Result<Vec<u8>> {
+    if crc32fast::hash(&content) == crc {
+        Ok(content)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message content damaged on disk (CRC mismatch)",
+        ))
+    }
 }
 
 /// Reads a segment's records in order until its end or the first one that does not check
@@ -182,6 +201,7 @@ pub(super) fn scan(
                 len: content_len as u32,
                 record,
             },
+            content_crc: content_crc(&h),
         });
         at += record;
     }

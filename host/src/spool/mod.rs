@@ -395,14 +395,15 @@ impl Spool {
         Ok((envelope, state))
     }
 
-    /// Reads the message content: at once when small (most likely in the page cache,
-    /// just written), on a blocking thread when large.
+    /// Reads the message content, checked against its CRC: at once when small (most likely
+    /// in the page cache, just written), on a blocking thread when large.
     pub async fn load_content(&self, id: &SpoolId) -> io::Result<Vec<u8>> {
         let (entry, file, _) = self.entry(id)?;
+        let read = move || log::checked(entry.content.read(&file)?, entry.content_crc);
         if entry.content.len <= 256 << 10 {
-            return entry.content.read(&file);
+            return read();
         }
-        tokio::task::spawn_blocking(move || entry.content.read(&file))
+        tokio::task::spawn_blocking(read)
             .await
             .map_err(io::Error::other)?
     }
@@ -684,6 +685,35 @@ mod tests {
         }
         spool.sync().await.unwrap();
         assert!(first.exists());
+    }
+
+    #[tokio::test]
+    async fn damaged_content_is_an_error_not_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, lock) = Spool::open(dir.path(), 64 << 10).unwrap();
+        let envs: Vec<Envelope> = (0..40).map(|_| envelope()).collect();
+        for e in &envs {
+            spool.store(e, parts(4000), None).await.unwrap();
+        }
+        spool.sync().await.unwrap();
+        drop((spool, lock));
+        // One bit of the first message's body, in the oldest segment (whose contents are
+        // not read at start).
+        let first = index::segment_path(&dir.path().join("log"), segments(dir.path())[0]);
+        let mut bytes = fs::read(&first).unwrap();
+        let body = bytes
+            .windows(64)
+            .position(|w| w.iter().all(|&b| b == b'x'))
+            .unwrap();
+        bytes[body + 10] ^= 1;
+        fs::write(&first, &bytes).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), 64 << 10).unwrap();
+        let e = spool.load_content(&envs[0].id).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            spool.load_content(&envs[1].id).await.unwrap(),
+            message(4000)
+        );
     }
 
     #[tokio::test]

@@ -222,7 +222,8 @@ impl Writer {
                         "a record of 4 GiB or more",
                     ));
                 }
-                out.write_all(&log::head(kind, id, meta, &content))?;
+                let head = log::head(kind, id, meta, &content);
+                out.write_all(&head)?;
                 out.write_all(id.as_str().as_bytes())?;
                 out.write_all(meta)?;
                 for part in &content {
@@ -241,6 +242,7 @@ impl Writer {
                     id: id.clone(),
                     meta: span(meta_at, meta.len()),
                     content: span(meta_at + meta.len() as u64, content_len),
+                    content_crc: log::content_crc(&head),
                 });
                 at += record;
             }
@@ -431,7 +433,7 @@ impl Writer {
             records.push(Record::Message {
                 id,
                 meta: log::message_meta(envelope, state.as_deref()),
-                content: vec![entry.content.read(&file)?],
+                content: vec![log::checked(entry.content.read(&file)?, entry.content_crc)?],
             });
         }
         let count = records.len();
