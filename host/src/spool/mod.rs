@@ -653,8 +653,8 @@ mod tests {
         assert_eq!(reader.load_content(&big.id).await.unwrap(), message(60_000));
     }
 
-    #[tokio::test]
-    async fn damage_in_an_older_segment_is_left_for_the_operator() {
+    /// A stopped spool of 40 messages of 4 KiB in 64 KiB segments.
+    async fn forty_in_segments() -> (tempfile::TempDir, Vec<Envelope>) {
         let dir = tempfile::tempdir().unwrap();
         let (spool, lock) = Spool::open(dir.path(), 64 << 10).unwrap();
         let envs: Vec<Envelope> = (0..40).map(|_| envelope()).collect();
@@ -663,6 +663,12 @@ mod tests {
         }
         spool.sync().await.unwrap();
         drop((spool, lock));
+        (dir, envs)
+    }
+
+    #[tokio::test]
+    async fn damage_in_an_older_segment_is_left_for_the_operator() {
+        let (dir, envs) = forty_in_segments().await;
         let seqs = segments(dir.path());
         assert!(seqs.len() >= 2, "{seqs:?}");
         // A bad byte in the first record of the first segment (its id); another spelling of
@@ -689,14 +695,7 @@ mod tests {
 
     #[tokio::test]
     async fn damaged_content_is_an_error_not_a_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, lock) = Spool::open(dir.path(), 64 << 10).unwrap();
-        let envs: Vec<Envelope> = (0..40).map(|_| envelope()).collect();
-        for e in &envs {
-            spool.store(e, parts(4000), None).await.unwrap();
-        }
-        spool.sync().await.unwrap();
-        drop((spool, lock));
+        let (dir, envs) = forty_in_segments().await;
         // One bit of the first message's body, in the oldest segment (whose contents are
         // not read at start).
         let first = index::segment_path(&dir.path().join("log"), segments(dir.path())[0]);
