@@ -152,9 +152,13 @@ impl SmtpTransport {
         match self.transaction(&mut session.conn, &session.ext, msg).await {
             Ok(result) => {
                 let dsn = session.ext.has("DSN");
-                settings
-                    .pool
-                    .put(key, session, settings.reuse_limit, settings.reuse_keep);
+                // Only a session with nothing unread goes back: a reply nobody asked for
+                // would answer the next command.
+                if session.conn.is_idle() {
+                    settings
+                        .pool
+                        .put(key, session, settings.reuse_limit, settings.reuse_keep);
+                }
                 // SMTP hands the message on; LMTP delivers it (RFC 2033).
                 let relayed = self.hop.protocol == Protocol::Smtp;
                 result.map(|outcomes| {
@@ -411,12 +415,24 @@ impl SmtpTransport {
                 data_reply = Some(conn.reply().await?);
             }
         }
+        if let Some(r) = data_reply
+            .as_ref()
+            .filter(|r| r.code != 354 && r.code < 400)
+        {
+            // Only 354 lets the content go; a "success" here would mark recipients
+            // delivered with nothing sent. Not a session to keep either.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("answered DATA with {r}"),
+            ));
+        }
         let data_open = data_reply.as_ref().is_some_and(|r| r.code == 354);
         if !mail_reply.is_positive() || accepted.is_empty() || data_reply.is_some() && !data_open {
             if data_open {
-                // RFC 2920 3.1: nothing valid to send; end the data at once.
+                // RFC 2920 3.1: nothing valid to send; end the data at once. Its reply is
+                // read (or the session dropped), so the next command's reply is its own.
                 conn.send(b".\r\n").await?;
-                let _ = conn.reply_within(conn.timeouts.data_end).await;
+                conn.reply_within(conn.timeouts.data_end).await?;
             }
             if !mail_reply.is_positive() {
                 return Ok(Err(mail_reply));

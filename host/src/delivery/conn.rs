@@ -157,6 +157,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         })
     }
 
+    /// Nothing received and not yet read.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Reads one reply to a command.
     pub async fn reply(&mut self) -> io::Result<Reply> {
         self.reply_within(self.timeouts.command).await

@@ -10,6 +10,7 @@ pub enum Unconvertible {
     EightBitHeader,
     EightBitMessagePart,
     BadMultipart,
+    TooDeep,
 }
 
 impl std::fmt::Display for Unconvertible {
@@ -18,6 +19,7 @@ impl std::fmt::Display for Unconvertible {
             Unconvertible::EightBitHeader => "8-bit octets in a header field",
             Unconvertible::EightBitMessagePart => "8-bit octets in an attached message",
             Unconvertible::BadMultipart => "a multipart without its boundary",
+            Unconvertible::TooDeep => "multiparts nested deeper than 20",
         })
     }
 }
@@ -26,11 +28,26 @@ pub fn has_8bit(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b >= 0x80)
 }
 
-/// The message (or MIME entity), 7-bit.
-pub fn to_seven_bit(entity: &[u8]) -> Result<Vec<u8>, Unconvertible> {
-    let (header, body) = match find(entity, b"\r\n\r\n") {
-        Some(at) => (&entity[..at + 2], &entity[at + 4..]),
-        None => (entity, &b""[..]),
+/// Multiparts nested deeper than this are not converted (each level is a recursion).
+const MAX_DEPTH: usize = 20;
+
+/// The message, 7-bit.
+pub fn to_seven_bit(message: &[u8]) -> Result<Vec<u8>, Unconvertible> {
+    entity(message, 0)
+}
+
+/// A MIME entity, 7-bit; `depth`: multiparts around it.
+fn entity(entity: &[u8], depth: usize) -> Result<Vec<u8>, Unconvertible> {
+    if depth > MAX_DEPTH {
+        return Err(Unconvertible::TooDeep);
+    }
+    // A part may have no header at all (RFC 2046 5.1.1): it starts with the empty line.
+    let (header, body) = match entity.strip_prefix(b"\r\n") {
+        Some(body) => (&b""[..], body),
+        None => match find(entity, b"\r\n\r\n") {
+            Some(at) => (&entity[..at + 2], &entity[at + 4..]),
+            None => (entity, &b""[..]),
+        },
     };
     if has_8bit(header) {
         return Err(Unconvertible::EightBitHeader);
@@ -53,7 +70,7 @@ pub fn to_seven_bit(entity: &[u8]) -> Result<Vec<u8>, Unconvertible> {
         let boundary = boundary.ok_or(Unconvertible::BadMultipart)?;
         out.extend_from_slice(header);
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&multipart(body, boundary.as_bytes())?);
+        out.extend_from_slice(&multipart(body, boundary.as_bytes(), depth + 1)?);
         return Ok(out);
     }
     if media.starts_with("message/") {
@@ -67,7 +84,7 @@ pub fn to_seven_bit(entity: &[u8]) -> Result<Vec<u8>, Unconvertible> {
 
 /// Converts each part between the boundary lines; the preamble and epilogue are for
 /// readers without MIME and are dropped when 8-bit.
-fn multipart(body: &[u8], boundary: &[u8]) -> Result<Vec<u8>, Unconvertible> {
+fn multipart(body: &[u8], boundary: &[u8], depth: usize) -> Result<Vec<u8>, Unconvertible> {
     let mut delimiter = b"--".to_vec();
     delimiter.extend_from_slice(boundary);
     let mut out = Vec::with_capacity(body.len() + body.len() / 8);
@@ -84,7 +101,7 @@ fn multipart(body: &[u8], boundary: &[u8]) -> Result<Vec<u8>, Unconvertible> {
                 if in_part {
                     // The CRLF before a delimiter belongs to the delimiter (RFC 2046 5.1.1).
                     let content = part.strip_suffix(b"\r\n").unwrap_or(&part);
-                    out.extend_from_slice(&to_seven_bit(content)?);
+                    out.extend_from_slice(&entity(content, depth)?);
                     out.extend_from_slice(b"\r\n");
                 } else if !has_8bit(&part) {
                     out.extend_from_slice(&part);
@@ -174,7 +191,7 @@ fn without_field(header: &[u8], name: &str) -> Vec<u8> {
     out
 }
 
-/// RFC 2045 6.7: printable ASCII but `=` as is, the rest `=XX`; spaces and tabs at the end
+/// RFC 2045 6.7: printable ASCII other than `=` as is, the rest `=XX`; spaces and tabs at the end
 /// of a line encoded; lines of at most 76 characters with soft breaks (`=` CRLF).
 fn quoted_printable(body: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -237,6 +254,27 @@ mod tests {
             out,
             "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nna=C3=AFve\r\n--b1--\r\n"
         );
+    }
+
+    #[test]
+    fn a_part_without_a_header() {
+        let msg = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nnaïve\r\n--b--\r\n";
+        let out = String::from_utf8(to_seven_bit(msg.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nna=C3=AFve\r\n--b--\r\n"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_followed() {
+        let mut msg = String::from("ü");
+        for i in 0..1000 {
+            msg = format!(
+                "Content-Type: multipart/mixed; boundary=x{i}\r\n\r\n--x{i}\r\n{msg}\r\n--x{i}--\r\n"
+            );
+        }
+        assert_eq!(to_seven_bit(msg.as_bytes()), Err(Unconvertible::TooDeep));
     }
 
     #[test]

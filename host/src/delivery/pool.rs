@@ -81,13 +81,19 @@ impl Session {
 
     /// RSET before a reused session's next transaction: false when the hop hung up while
     /// it waited (or answers anything but 250).
+    /// A hop that went silent (a NAT that forgot the connection) is given up on after
+    /// `RSET_TIMEOUT`, not the whole command timeout.
     pub async fn reset(&mut self) -> bool {
         if self.conn.send(b"RSET\r\n").await.is_err() {
             return false;
         }
-        matches!(self.conn.reply().await, Ok(r) if r.code == 250)
+        let limit = RSET_TIMEOUT.min(self.conn.timeouts.command);
+        matches!(self.conn.reply_within(limit).await, Ok(r) if r.code == 250)
     }
 }
+
+/// How long a reused session's RSET may take (Postfix's smtp_rset_timeout).
+const RSET_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Closes a session politely, off the caller's path.
 fn close(mut session: Session) {

@@ -125,13 +125,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
         let room = if self.streaming { 64 * 1024 } else { 1024 };
-        self.buf.resize(len + room, 0);
-        let result = self.stream.read(&mut self.buf[len..]).await;
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n);
-        self.streaming = n == room;
+        // Into spare capacity: a read cancelled (shutdown) leaves nothing behind.
+        self.buf.reserve(room);
+        let result = self.stream.read_buf(&mut self.buf).await;
+        // A read that filled the small buffer, or any sizeable one (TLS gives at most a
+        // record, 16 KiB, at a time): data is streaming.
+        self.streaming = *result.as_ref().unwrap_or(&0) >= 1024;
         result
     }
 
