@@ -152,13 +152,9 @@ impl SmtpTransport {
         match self.transaction(&mut session.conn, &session.ext, msg).await {
             Ok(result) => {
                 let dsn = session.ext.has("DSN");
-                // Only a session with nothing unread goes back: a reply nobody asked for
-                // would answer the next command.
-                if session.conn.is_idle() {
-                    settings
-                        .pool
-                        .put(key, session, settings.reuse_limit, settings.reuse_keep);
-                }
+                settings
+                    .pool
+                    .put(key, session, settings.reuse_limit, settings.reuse_keep);
                 // SMTP hands the message on; LMTP delivers it (RFC 2033).
                 let relayed = self.hop.protocol == Protocol::Smtp;
                 result.map(|outcomes| {

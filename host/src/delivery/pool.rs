@@ -122,10 +122,11 @@ impl Pool {
     }
 
     /// Keeps a session whose transaction ended cleanly for the next message, unless it
-    /// carried `limit` already or `keep` of them wait for this hop.
+    /// carried `limit` already, `keep` of them wait for this hop, or the hop sent something
+    /// nobody asked for (it would answer the next command).
     pub fn put(&self, key: String, mut session: Session, limit: u32, keep: usize) {
         session.used += 1;
-        if session.used >= limit {
+        if session.used >= limit || !session.conn.is_idle() {
             return close(session);
         }
         let mut idle = self.idle.lock().unwrap();

@@ -19,6 +19,32 @@ pub(super) struct Entry {
     pub content_crc: u32,
 }
 
+/// A message found in the index, with the files to read it from.
+pub(super) struct Located {
+    pub entry: Entry,
+    file: Arc<File>,
+    state_file: Option<Arc<File>>,
+}
+
+impl Located {
+    /// The envelope's JSON and the current delivery state's (`None`: the message was
+    /// stored without one and has had none since).
+    pub fn read_meta(&self) -> io::Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let meta = self.entry.meta.read(&self.file)?;
+        let (envelope, first_state) = log::split_message_meta(&meta)?;
+        let state = match self.entry.state.zip(self.state_file.as_ref()) {
+            Some((span, file)) => Some(span.read(file)?),
+            None => first_state.map(<[u8]>::to_vec),
+        };
+        Ok((envelope.to_vec(), state))
+    }
+
+    /// The content, checked against its CRC: damage on disk is an error, not a message.
+    pub fn read_content(&self) -> io::Result<Vec<u8>> {
+        log::checked(self.entry.content.read(&self.file)?, self.entry.content_crc)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Segment {
     pub file: Arc<File>,
@@ -190,6 +216,23 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// A message's records and the files they are in (its message record's, its latest
+    /// state's), taken together under the lock: a segment removed afterwards stays
+    /// readable through them.
+    pub fn locate(&self, id: &SpoolId) -> io::Result<Located> {
+        let entry =
+            self.entries.get(id).cloned().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no message {id}"))
+            })?;
+        let file = self.file(entry.meta.seg)?;
+        let state_file = entry.state.map(|s| self.file(s.seg)).transpose()?;
+        Ok(Located {
+            entry,
+            file,
+            state_file,
+        })
     }
 
     pub fn file(&self, seg: u64) -> io::Result<Arc<File>> {

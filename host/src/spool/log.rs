@@ -108,9 +108,33 @@ pub(super) struct Found {
     pub content_crc: u32,
 }
 
-/// The content CRC a record head carries.
-pub(super) fn content_crc(head: &[u8; HEAD]) -> u32 {
-    u32::from_le_bytes(head[20..24].try_into().unwrap())
+/// The 32-bit little-endian field of a head at `at`.
+fn word(head: &[u8; HEAD], at: usize) -> u64 {
+    u32::from_le_bytes(head[at..at + 4].try_into().unwrap()) as u64
+}
+
+impl Found {
+    /// The record with `head` and `id` at offset `at` of segment `seg`: where its meta and
+    /// content are (the one place that knows the layout). `None` for an unknown kind.
+    pub fn at(seg: u64, at: u64, id: SpoolId, head: &[u8; HEAD]) -> Option<Found> {
+        let kind = Kind::from_u8(head[4])?;
+        let (meta_len, content_len) = (word(head, 8), word(head, 12));
+        let meta_at = at + (HEAD + id.as_str().len()) as u64;
+        let record = meta_at + meta_len + content_len - at;
+        let span = |off, len| Span {
+            seg,
+            off,
+            len: len as u32,
+            record,
+        };
+        Some(Found {
+            kind,
+            meta: span(meta_at, meta_len),
+            content: span(meta_at + meta_len, content_len),
+            content_crc: word(head, 20) as u32,
+            id,
+        })
+    }
 }
 
 /// Content read back, checked against its CRC: damage on disk is an error, not a message.
@@ -145,12 +169,11 @@ pub(super) fn scan(
         }
         let mut h = [0u8; HEAD];
         reader.read_exact(&mut h)?;
-        let (Some(kind), true) = (Kind::from_u8(h[4]), &h[..4] == MAGIC) else {
+        if &h[..4] != MAGIC || Kind::from_u8(h[4]).is_none() {
             return Ok(at);
-        };
+        }
         let id_len = h[5] as u64;
-        let meta_len = u32::from_le_bytes(h[8..12].try_into().unwrap()) as u64;
-        let content_len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as u64;
+        let (meta_len, content_len) = (word(&h, 8), word(&h, 12));
         let record = HEAD as u64 + id_len + meta_len + content_len;
         if size - at < record {
             return Ok(at);
@@ -185,24 +208,10 @@ pub(super) fn scan(
         else {
             return Ok(at);
         };
-        let meta_at = at + HEAD as u64 + id_len;
-        each(Found {
-            kind,
-            id,
-            meta: Span {
-                seg,
-                off: meta_at,
-                len: meta_len as u32,
-                record,
-            },
-            content: Span {
-                seg,
-                off: meta_at + meta_len,
-                len: content_len as u32,
-                record,
-            },
-            content_crc: content_crc(&h),
-        });
+        let Some(found) = Found::at(seg, at, id, &h) else {
+            return Ok(at);
+        };
+        each(found);
         at += record;
     }
 }

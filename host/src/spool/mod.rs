@@ -18,7 +18,7 @@ mod log;
 mod writer;
 
 use crate::proto::{MailParams, Mailbox, RcptParams};
-use index::{Entry, Index};
+use index::{Index, Located};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, File};
@@ -245,8 +245,13 @@ impl Spool {
         }
         let index = Arc::new(Mutex::new(index));
         let open = Arc::new(AtomicUsize::new(0));
-        let mut writer = Writer::new(log_dir, index.clone(), open.clone(), segment_size);
-        writer.maintains = maintains;
+        let mut writer = Writer::new(
+            log_dir,
+            index.clone(),
+            open.clone(),
+            segment_size,
+            maintains,
+        );
         let migrated = legacy::import(&root, &mut writer)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -365,32 +370,17 @@ impl Spool {
         self.index.lock().unwrap().entries.keys().cloned().collect()
     }
 
-    /// A message's records and the files they are in (its message record's, its latest
-    /// state's), taken together under the lock: a segment removed afterwards stays
-    /// readable through them.
-    fn entry(&self, id: &SpoolId) -> io::Result<(Entry, Arc<File>, Option<Arc<File>>)> {
-        let index = self.index.lock().unwrap();
-        let entry =
-            index.entries.get(id).cloned().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("no message {id}"))
-            })?;
-        let file = index.file(entry.meta.seg)?;
-        let state_file = entry.state.map(|s| index.file(s.seg)).transpose()?;
-        Ok((entry, file, state_file))
+    fn locate(&self, id: &SpoolId) -> io::Result<Located> {
+        self.index.lock().unwrap().locate(id)
     }
 
     /// Reads the envelope and the delivery state (without the content).
     pub fn load_envelope(&self, id: &SpoolId) -> io::Result<(Envelope, QueueState)> {
-        let (entry, file, state_file) = self.entry(id)?;
-        let meta = entry.meta.read(&file)?;
-        let (envelope, first_state) = log::split_message_meta(&meta)?;
-        let envelope: Envelope = serde_json::from_slice(envelope).map_err(invalid)?;
-        let state = match entry.state.zip(state_file) {
-            Some((span, file)) => serde_json::from_slice(&span.read(&file)?).map_err(invalid)?,
-            None => match first_state {
-                Some(json) => serde_json::from_slice(json).map_err(invalid)?,
-                None => QueueState::new(&envelope),
-            },
+        let (envelope, state) = self.locate(id)?.read_meta()?;
+        let envelope: Envelope = serde_json::from_slice(&envelope).map_err(invalid)?;
+        let state = match state {
+            Some(json) => serde_json::from_slice(&json).map_err(invalid)?,
+            None => QueueState::new(&envelope),
         };
         Ok((envelope, state))
     }
@@ -398,19 +388,18 @@ impl Spool {
     /// Reads the message content, checked against its CRC: at once when small (most likely
     /// in the page cache, just written), on a blocking thread when large.
     pub async fn load_content(&self, id: &SpoolId) -> io::Result<Vec<u8>> {
-        let (entry, file, _) = self.entry(id)?;
-        let read = move || log::checked(entry.content.read(&file)?, entry.content_crc);
-        if entry.content.len <= 256 << 10 {
-            return read();
+        let located = self.locate(id)?;
+        if located.entry.content.len <= 256 << 10 {
+            return located.read_content();
         }
-        tokio::task::spawn_blocking(read)
+        tokio::task::spawn_blocking(move || located.read_content())
             .await
             .map_err(io::Error::other)?
     }
 
     /// Size of the stored message, for listings.
     pub fn message_size(&self, id: &SpoolId) -> io::Result<u64> {
-        Ok(self.entry(id)?.0.content.len as u64)
+        Ok(self.locate(id)?.entry.content.len as u64)
     }
 
     /// Records a new delivery state.
@@ -438,7 +427,7 @@ impl Spool {
 
     /// Takes a message out of the queue (delivered, failed, or removed on request).
     pub async fn remove(&self, id: &SpoolId, durability: Durability) -> io::Result<()> {
-        self.entry(id)?;
+        self.locate(id)?;
         self.send(vec![Record::Done { id: id.clone() }], durability)?
             .wait()
             .await
@@ -446,7 +435,7 @@ impl Spool {
 
     /// `remove` (durably) for callers outside the runtime (`wasmtp queue`).
     pub fn remove_sync(&self, id: &SpoolId) -> io::Result<()> {
-        self.entry(id)?;
+        self.locate(id)?;
         self.send(vec![Record::Done { id: id.clone() }], Durability::Now)?
             .wait_blocking()
     }

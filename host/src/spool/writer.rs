@@ -15,7 +15,7 @@
 
 use super::SpoolId;
 use super::index::{Index, segment_path};
-use super::log::{self, Found, HEAD, Kind, Span};
+use super::log::{self, Found, Kind};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -82,7 +82,7 @@ pub(super) struct Writer {
     unsynced_since: Option<Instant>,
     /// Whether this writer rotates, compacts and reclaims (not `wasmtp queue`'s, whose
     /// process lets go of the spool's lock as soon as its change is durable).
-    pub maintains: bool,
+    maintains: bool,
 }
 
 impl Writer {
@@ -91,6 +91,7 @@ impl Writer {
         index: Arc<Mutex<Index>>,
         open: Arc<AtomicUsize>,
         segment_size: u64,
+        maintains: bool,
     ) -> Writer {
         Writer {
             dir,
@@ -101,7 +102,7 @@ impl Writer {
             open,
             next_seq: 1,
             unsynced_since: None,
-            maintains: true,
+            maintains,
         }
     }
 
@@ -229,22 +230,9 @@ impl Writer {
                 for part in &content {
                     out.write_all(part)?;
                 }
-                let meta_at = at + (HEAD + id.as_str().len()) as u64;
-                let record = meta_at + (meta.len() + content_len) as u64 - at;
-                let span = |off, len: usize| Span {
-                    seg: seq,
-                    off,
-                    len: len as u32,
-                    record,
-                };
-                found.push(Found {
-                    kind,
-                    id: id.clone(),
-                    meta: span(meta_at, meta.len()),
-                    content: span(meta_at + meta.len() as u64, content_len),
-                    content_crc: log::content_crc(&head),
-                });
-                at += record;
+                let record = Found::at(seq, at, id.clone(), &head).expect("a kind we wrote");
+                at += record.meta.record;
+                found.push(record);
             }
             out.flush()
         })();
@@ -413,27 +401,19 @@ impl Writer {
                     break;
                 }
                 if e.meta.seg == seg || e.state.is_some_and(|s| s.seg == seg) {
-                    copies.push((id.clone(), e.clone(), index.file(e.meta.seg)?));
+                    copies.push((id.clone(), index.locate(id)?));
                     budget += e.meta.record;
                 }
             }
             copies
         };
         let mut records = Vec::with_capacity(copies.len());
-        for (id, entry, file) in copies {
-            let meta = entry.meta.read(&file)?;
-            let (envelope, first_state) = log::split_message_meta(&meta)?;
-            let state = match entry.state {
-                Some(span) => {
-                    let file = self.index.lock().unwrap().file(span.seg)?;
-                    Some(span.read(&file)?)
-                }
-                None => first_state.map(<[u8]>::to_vec),
-            };
+        for (id, located) in copies {
+            let (envelope, state) = located.read_meta()?;
             records.push(Record::Message {
                 id,
-                meta: log::message_meta(envelope, state.as_deref()),
-                content: vec![log::checked(entry.content.read(&file)?, entry.content_crc)?],
+                meta: log::message_meta(&envelope, state.as_deref()),
+                content: vec![located.read_content()?],
             });
         }
         let count = records.len();
