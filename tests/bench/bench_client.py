@@ -29,12 +29,7 @@ def loopback(host):
 
 async def reply(reader):
     """Reads one (possibly multi-line) SMTP reply; returns its code."""
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("connection closed by server")
-        if len(line) < 4 or line[3:4] != b"-":
-            return int(line[:3])
+    return (await reply_line(reader))[0]
 
 
 async def reply_line(reader):
