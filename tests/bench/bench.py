@@ -639,6 +639,15 @@ def finish(p, timeout, what):
     return out
 
 
+def stop_both(server, sink, tag):
+    """Stops the server (a failure to stop is logged, not raised) and the sink."""
+    try:
+        server.stop()
+    except Exception as e:
+        log(f"{tag}: stopping: {e}")
+    sink.stop()
+
+
 def one_run(server, work, size, sessions, messages, rep, timeout, quiet_wait):
     """One measured run on a freshly started server. Returns a dict of figures."""
     tag = f"{server.name}-{size}-{sessions}-{rep}"
@@ -726,11 +735,7 @@ def one_run(server, work, size, sessions, messages, rep, timeout, quiet_wait):
     finally:
         if sampler is not None and sampler.is_alive():
             sampler.stop()
-        try:
-            server.stop()
-        except Exception as e:
-            log(f"{tag}: stopping: {e}")
-        sink.stop()
+        stop_both(server, sink, tag)
     c = perf.counts()
     if c and c["cpu_ms"] is not None and "clients_cpu_s" in res:
         # what neither the server nor the benchmark used: other users of the machine
@@ -916,11 +921,7 @@ def idle_one(server, work, count, hold, timeout):
     finally:
         if client is not None and client.poll() is None:
             client.kill()
-        try:
-            server.stop()
-        except Exception as e:
-            log(f"idle {server.name}: stopping: {e}")
-        sink.stop()
+        stop_both(server, sink, f"idle {server.name}")
     return res
 
 
