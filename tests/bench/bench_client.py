@@ -81,33 +81,31 @@ async def probe(args):
         data = message(args.size, seq, args.mail_from, args.rcpt_to)
         t0 = time.monotonic()
         reader, writer = await asyncio.open_connection(args.host, args.port)
+
+        async def steps(*exchanges):
+            """Sends each command (None: only read, the greeting) and reads its reply;
+            False (the refusal counted) at the first unexpected code."""
+            for stage, command, want in exchanges:
+                if command is not None:
+                    writer.write(command)
+                    await writer.drain()
+                code, line = await reply_line(reader)
+                if code != want:
+                    refuse(stage, code, line)
+                    return False
+            return True
+
         try:
-            code, line = await reply_line(reader)
-            if code != 220:
-                return refuse("greeting", code, line)
-            writer.write(f"HELO {args.helo}\r\n".encode())
-            code, line = await reply_line(reader)
-            if code != 250:
-                return refuse("HELO", code, line)
+            if not await steps(("greeting", None, 220),
+                               ("HELO", f"HELO {args.helo}\r\n".encode(), 250)):
+                return
             t1 = time.monotonic()
-            writer.write(f"MAIL FROM:<{args.mail_from}>\r\n".encode())
-            code, line = await reply_line(reader)
-            if code != 250:
-                return refuse("MAIL", code, line)
-            writer.write(f"RCPT TO:<{args.rcpt_to}>\r\n".encode())
-            code, line = await reply_line(reader)
-            if code != 250:
-                return refuse("RCPT", code, line)
-            writer.write(b"DATA\r\n")
-            code, line = await reply_line(reader)
-            if code != 354:
-                return refuse("DATA", code, line)
-            writer.write(data)
-            await writer.drain()
-            code, line = await reply_line(reader)
+            if not await steps(("MAIL", f"MAIL FROM:<{args.mail_from}>\r\n".encode(), 250),
+                               ("RCPT", f"RCPT TO:<{args.rcpt_to}>\r\n".encode(), 250),
+                               ("DATA", b"DATA\r\n", 354),
+                               ("end of data", data, 250)):
+                return
             t2 = time.monotonic()
-            if code != 250:
-                return refuse("end of data", code, line)
             txn.append(t2 - t1)
             sess.append(t2 - t0)
         finally:
