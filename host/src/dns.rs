@@ -1,12 +1,11 @@
 //! The server's resolver (hickory), honouring `[dns] nameservers`. Used by plugins' `dns`
 //! capability and by MX delivery.
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ProtocolConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::proto::{NoRecords, ProtoError, ProtoErrorKind};
 use std::net::{IpAddr, SocketAddr};
 
 /// Why a lookup gave no answer.
@@ -21,18 +20,18 @@ pub enum DnsError {
     Failure(String),
 }
 
-impl From<ResolveError> for DnsError {
-    fn from(e: ResolveError) -> DnsError {
-        match e.proto().map(|p| p.kind()) {
+impl From<ProtoError> for DnsError {
+    fn from(e: ProtoError) -> DnsError {
+        match e.kind() {
             // hickory reports SERVFAIL and REFUSED as "no records" too, with that code:
             // only NXDOMAIN and an empty NOERROR answer mean there is nothing (a failed
             // lookup must defer mail, never bounce it).
-            Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+            ProtoErrorKind::NoRecordsFound(NoRecords { response_code, .. }) => match *response_code
+            {
                 ResponseCode::NXDomain | ResponseCode::NoError => DnsError::NotFound,
                 code => DnsError::Failure(format!("server answered {code}")),
             },
-            Some(ProtoErrorKind::Timeout) => DnsError::Timeout,
-            _ if e.is_nx_domain() || e.is_no_records_found() => DnsError::NotFound,
+            ProtoErrorKind::Timeout => DnsError::Timeout,
             _ => DnsError::Failure(e.to_string()),
         }
     }
@@ -41,7 +40,7 @@ impl From<ResolveError> for DnsError {
 /// The system's resolver configuration could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("system resolver: {0}")]
-pub struct ResolverError(#[from] ResolveError);
+pub struct ResolverError(#[from] ProtoError);
 
 #[derive(Clone)]
 pub struct Dns {
@@ -54,10 +53,10 @@ impl Dns {
         let builder = if nameservers.is_empty() {
             TokioResolver::builder_tokio()?
         } else {
-            let mut config = ResolverConfig::new();
+            let mut config = ResolverConfig::default();
             for &ns in nameservers {
-                config.add_name_server(NameServerConfig::new(ns, Protocol::Udp));
-                config.add_name_server(NameServerConfig::new(ns, Protocol::Tcp));
+                config.add_name_server(NameServerConfig::new(ns, ProtocolConfig::Udp));
+                config.add_name_server(NameServerConfig::new(ns, ProtocolConfig::Tcp));
             }
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
         };
