@@ -51,6 +51,7 @@ fn main() {
             auth_user: None,
             helo: Some("client.test".into()),
         };
+        let spf = wasmtp::plugin::SpfResults::none();
         let sender = PluginSender {
             address: "a@b.test".into(),
             params: Vec::new(),
@@ -58,12 +59,30 @@ fn main() {
 
         const BATCH: u32 = 100;
         let mut session = set.session();
-        session.run(&info, Call::Mail { sender: &sender }).await; // instantiate once
+        session
+            .run(
+                &info,
+                Call::Mail {
+                    sender: &sender,
+                    spf: &spf,
+                },
+            )
+            .await; // instantiate once
         let mut reused = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
             for _ in 0..BATCH {
-                std::hint::black_box(session.run(&info, Call::Mail { sender: &sender }).await);
+                std::hint::black_box(
+                    session
+                        .run(
+                            &info,
+                            Call::Mail {
+                                sender: &sender,
+                                spf: &spf,
+                            },
+                        )
+                        .await,
+                );
             }
             reused.push(start.elapsed() / BATCH);
         }
@@ -71,7 +90,16 @@ fn main() {
         for _ in 0..300 {
             let start = Instant::now();
             let mut s = set.session();
-            std::hint::black_box(s.run(&info, Call::Mail { sender: &sender }).await);
+            std::hint::black_box(
+                s.run(
+                    &info,
+                    Call::Mail {
+                        sender: &sender,
+                        spf: &spf,
+                    },
+                )
+                .await,
+            );
             drop(s);
             fresh.push(start.elapsed());
         }

@@ -42,6 +42,11 @@ impl From<ProtoError> for DnsError {
 #[error("system resolver: {0}")]
 pub struct ResolverError(#[from] ProtoError);
 
+pub struct TxtAnswer {
+    pub records: Vec<Vec<u8>>,
+    pub valid_until: std::time::Instant,
+}
+
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
@@ -63,6 +68,11 @@ impl Dns {
         Ok(Dns {
             resolver: builder.build(),
         })
+    }
+
+    /// The resolver itself, for libraries that take one (mail-auth).
+    pub fn resolver(&self) -> TokioResolver {
+        self.resolver.clone()
     }
 
     pub async fn a(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
@@ -92,15 +102,22 @@ impl Dns {
     }
 
     pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
-        let l = self.resolver.txt_lookup(name).await?;
-        Ok(l.iter()
-            .map(|t| {
-                t.txt_data()
-                    .iter()
-                    .map(|d| String::from_utf8_lossy(d))
-                    .collect()
-            })
+        let answer = self.txt_records(name).await?;
+        Ok(answer
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
             .collect())
+    }
+
+    /// TXT records as octets, each record's strings joined (RFC 7208 3.3), and until when
+    /// the answer may be kept.
+    pub async fn txt_records(&self, name: &str) -> Result<TxtAnswer, DnsError> {
+        let l = self.resolver.txt_lookup(name).await?;
+        Ok(TxtAnswer {
+            records: l.iter().map(|t| t.txt_data().concat()).collect(),
+            valid_until: l.valid_until(),
+        })
     }
 
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {

@@ -35,6 +35,26 @@ enum Command {
     CheckConfig,
     /// Read a password from standard input and print its argon2id hash for [[user]]
     HashPassword,
+    /// Make a DKIM key pair for [[dkim]]: prints the private key (PEM) and the DNS TXT
+    /// record to publish
+    DkimKeygen {
+        /// The signing domain (d=)
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=): the key is published at SELECTOR._domainkey.DOMAIN
+        #[arg(long)]
+        selector: String,
+        /// rsa or ed25519 (RFC 8463; not every verifier knows it yet: sign with both)
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// RSA key size (1024-4096; RFC 8301 asks for at least 1024, 2048 is usual)
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Write the private key to this file (readable by its owner only) instead of
+        /// printing it
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Work with plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -104,6 +124,13 @@ fn main() -> ExitCode {
                 QueueCommand::Release { id } => wasmtp::queue::release(&spool, &id),
             })
         }
+        Command::DkimKeygen {
+            domain,
+            selector,
+            algorithm,
+            bits,
+            out,
+        } => report(dkim_keygen(&domain, &selector, &algorithm, bits, out)),
         Command::HashPassword => {
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err()
@@ -121,6 +148,60 @@ fn main() -> ExitCode {
 }
 
 /// Prints a command's output, or its error as one line; exit 0 or 1.
+/// `wasmtp dkim-keygen`: the key (printed, or written to `out`), the record to publish and
+/// the config lines that use it.
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: usize,
+    out: Option<PathBuf>,
+) -> Result<String, String> {
+    use wasmtp::proto::address::is_domain;
+    if !is_domain(domain) {
+        return Err(format!("--domain: {domain:?} is not a domain name"));
+    }
+    if !is_domain(selector) {
+        return Err(format!("--selector: {selector:?} is not a selector"));
+    }
+    let rsa_bits = match algorithm {
+        "rsa" if (1024..=4096).contains(&bits) => Some(bits),
+        "rsa" => return Err(format!("--bits: {bits} is not within 1024-4096")),
+        "ed25519" => None,
+        other => return Err(format!("--algorithm: {other:?} is neither rsa nor ed25519")),
+    };
+    let key = wasmtp::mailauth::keygen(domain, selector, rsa_bits).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let key_path = match &out {
+        Some(path) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut f| f.write_all(key.private_pem.as_bytes()))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            path.display().to_string()
+        }
+        None => {
+            text.push_str(
+                "# The private key for [[dkim]] private_key: save it where only wasmtp reads it.\n",
+            );
+            text.push_str(&key.private_pem);
+            format!("dkim-{selector}.pem")
+        }
+    };
+    let strings: Vec<String> = key.txt.iter().map(|s| format!("\"{s}\"")).collect();
+    text.push_str(&format!(
+        "# Publish in DNS:\n{} IN TXT ( {} )\n# In wasmtp.toml:\n[[dkim]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key = \"{key_path}\"\n",
+        key.name,
+        strings.join(" ")
+    ));
+    Ok(text)
+}
+
 fn report<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
     match result {
         Ok(out) => {

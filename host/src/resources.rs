@@ -1,8 +1,10 @@
 //! What a config names outside itself, loaded in one place: the `[tls]` certificate and
-//! key, and the plugins (read, compiled, probed) with the resolver they use. The server
-//! loads them at start-up and on SIGHUP; `check-config` loads them to report every problem.
+//! key, the `[[dkim]]` keys, the resolver, and with it the plugins (read, compiled,
+//! probed) and the sender verifier. The server loads them at start-up and on SIGHUP;
+//! `check-config` loads them to report every problem.
 
 use crate::config::Config;
+use crate::mailauth::{KeyError, Signers, Verifier};
 use crate::metrics::Metrics;
 use crate::plugin::kv::KvStore;
 use crate::plugin::{self, PluginSet};
@@ -15,6 +17,9 @@ pub struct Resources {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The loaded plugins; `None` without `[[plugin]]`.
     pub plugins: Option<Arc<PluginSet>>,
+    /// `None` when `authentication.verify` is off, or without a resolver.
+    pub verifier: Option<Arc<Verifier>>,
+    pub signers: Arc<Signers>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,8 @@ pub enum ResourceError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Plugins(#[from] plugin::LoadError),
+    #[error(transparent)]
+    Dkim(#[from] KeyError),
 }
 
 /// Every problem found while loading (a bad certificate and a bad plugin are both named).
@@ -57,14 +64,30 @@ impl Resources {
                 .map_err(|e| errors.push(e.into()))
                 .ok()
         });
+        let signers = Signers::load(&config.dkim).unwrap_or_else(|e| {
+            errors.extend(e.into_iter().map(ResourceError::from));
+            Signers::default()
+        });
+        let verify = config.authentication.verify;
+        let dns = if config.plugin.is_empty() && !verify {
+            None
+        } else {
+            crate::dns::Dns::new(&config.dns.nameservers)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups and sender verification will fail")
+                })
+                .ok()
+        };
+        let verifier = dns.clone().filter(|_| verify).map(|dns| {
+            Arc::new(Verifier::new(
+                dns,
+                &config.hostname,
+                config.authentication.timeout.0,
+            ))
+        });
         let plugins = if config.plugin.is_empty() {
             None
         } else {
-            let dns = crate::dns::Dns::new(&config.dns.nameservers)
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail"),
-                )
-                .ok();
             let cache = plugin::cache_dir(config);
             match PluginSet::load(config, &cache, kv, dns, metrics).await {
                 Ok(set) => Some(Arc::new(set)),
@@ -75,7 +98,12 @@ impl Resources {
             }
         };
         if errors.is_empty() {
-            Ok(Resources { tls, plugins })
+            Ok(Resources {
+                tls,
+                plugins,
+                verifier,
+                signers: Arc::new(signers),
+            })
         } else {
             Err(ResourceErrors(errors))
         }

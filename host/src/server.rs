@@ -81,8 +81,12 @@ struct Fixed {
 
 /// Builds what sessions share from a config, loading its TLS files and plugins.
 async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerError> {
-    let Resources { tls, plugins } =
-        Resources::load(&config, fixed.kv.clone(), fixed.metrics.clone()).await?;
+    let Resources {
+        tls,
+        plugins,
+        verifier,
+        signers,
+    } = Resources::load(&config, fixed.kv.clone(), fixed.metrics.clone()).await?;
     Ok(Context {
         config,
         spool: fixed.spool.clone(),
@@ -92,6 +96,8 @@ async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerEr
         metrics: fixed.metrics.clone(),
         clients: fixed.clients.clone(),
         plugins,
+        verifier,
+        signers,
     })
 }
 

@@ -48,7 +48,8 @@ pub use wit::wasmtp::plugin::dns;
 pub use wit::wasmtp::plugin::kv;
 pub use wit::wasmtp::plugin::message::Message;
 pub use wit::wasmtp::plugin::types::{
-    Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Param, Reply, Session, Verdict,
+    ArcCheck, AuthResults, AuthStatus, Change, DataResult, DataVerdict, DkimCheck, DmarcCheck,
+    DmarcPolicy, EnvelopeFrom, Header, Hook, Param, Reply, Session, SpfCheck, SpfResults, Verdict,
 };
 
 /// A policy plugin. One value lives per (SMTP session, plugin), created by [`Plugin::new`]
@@ -81,8 +82,9 @@ pub trait Plugin: Sized + 'static {
     ) -> Verdict {
         Verdict::Continue
     }
-    /// MAIL FROM.
-    fn mail(&mut self, _session: &Session, _sender: &EnvelopeFrom) -> Verdict {
+    /// MAIL FROM; `spf` has the SPF results of the HELO and MAIL FROM identities, checked
+    /// by the server (all `none` for authenticated and `relay.networks` clients).
+    fn mail(&mut self, _session: &Session, _sender: &EnvelopeFrom, _spf: &SpfResults) -> Verdict {
         Verdict::Continue
     }
     /// RCPT TO; `accepted` lists the recipients accepted so far.
@@ -97,12 +99,15 @@ pub trait Plugin: Sized + 'static {
         Verdict::Continue
     }
     /// The message arrived; read it through `message` and answer with a verdict and changes.
+    /// `auth` has the server's sender authentication results: SPF, each DKIM signature,
+    /// the ARC chain and DMARC (see [`AuthResults`]).
     fn data(
         &mut self,
         _session: &Session,
         _sender: &EnvelopeFrom,
         _recipients: &[String],
         _message: &Message,
+        _auth: &AuthResults,
     ) -> DataResult {
         DataResult::default()
     }
@@ -178,6 +183,41 @@ impl DataResult {
     }
 }
 
+impl AuthStatus {
+    /// The result's name as in Authentication-Results (RFC 8601 2.7): "pass", "fail", ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStatus::None => "none",
+            AuthStatus::Pass => "pass",
+            AuthStatus::Fail => "fail",
+            AuthStatus::Softfail => "softfail",
+            AuthStatus::Neutral => "neutral",
+            AuthStatus::Temperror => "temperror",
+            AuthStatus::Permerror => "permerror",
+        }
+    }
+}
+
+impl DmarcPolicy {
+    /// "none", "quarantine" or "reject", as in the DMARC record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmarcPolicy::None => "none",
+            DmarcPolicy::Quarantine => "quarantine",
+            DmarcPolicy::Reject => "reject",
+        }
+    }
+}
+
+impl AuthResults {
+    /// Did any DKIM signature of `domain` (case-insensitive) verify?
+    pub fn dkim_pass_for(&self, domain: &str) -> bool {
+        self.dkim
+            .iter()
+            .any(|d| d.status == AuthStatus::Pass && d.domain.eq_ignore_ascii_case(domain))
+    }
+}
+
 impl EnvelopeFrom {
     /// The value of an ESMTP parameter (`SIZE`, `BODY`, ...), if given with a value.
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -247,8 +287,8 @@ impl<P: Plugin> Guest for Adapter<P> {
     fn on_auth(session: Session, mechanism: String, user: String, success: bool) -> Verdict {
         with::<P, _>(|p| p.auth(&session, &mechanism, &user, success))
     }
-    fn on_mail(session: Session, sender: EnvelopeFrom) -> Verdict {
-        with::<P, _>(|p| p.mail(&session, &sender))
+    fn on_mail(session: Session, sender: EnvelopeFrom, spf: SpfResults) -> Verdict {
+        with::<P, _>(|p| p.mail(&session, &sender, &spf))
     }
     fn on_rcpt(
         session: Session,
@@ -264,8 +304,9 @@ impl<P: Plugin> Guest for Adapter<P> {
         sender: EnvelopeFrom,
         recipients: Vec<String>,
         message: &Message,
+        auth: AuthResults,
     ) -> DataResult {
-        with::<P, _>(|p| p.data(&session, &sender, &recipients, message))
+        with::<P, _>(|p| p.data(&session, &sender, &recipients, message, &auth))
     }
     fn on_vrfy(session: Session, argument: String) -> Verdict {
         with::<P, _>(|p| p.vrfy(&session, &argument))

@@ -3,8 +3,10 @@
 //! Pure data and checks: what the config names outside itself (TLS files, plugins) is
 //! loaded at start-up by `crate::resources`.
 
+mod auth;
 mod delivery;
 mod values;
+pub use auth::{Authentication, Dkim};
 pub use delivery::Delivery;
 pub use values::{Dur, Network, Size, Target};
 
@@ -42,6 +44,10 @@ pub struct Config {
     pub dns: Dns,
     #[serde(default)]
     pub delivery: Delivery,
+    #[serde(default)]
+    pub authentication: Authentication,
+    #[serde(default)]
+    pub dkim: Vec<Dkim>,
     pub metrics: Option<Metrics>,
     #[serde(default)]
     pub plugin: Vec<Plugin>,
@@ -476,6 +482,7 @@ impl Config {
             }
         }
         self.delivery.validate(&mut p);
+        auth::validate(self, &mut p);
         for (i, pl) in self.plugin.iter().enumerate() {
             if self.plugin[..i].iter().any(|o| o.name == pl.name) {
                 p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));

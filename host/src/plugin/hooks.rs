@@ -1,7 +1,7 @@
 //! The hooks of the WIT contract: their names, the set a plugin asks for at `init`, and one
 //! hook call with its arguments.
 
-use super::bindings::types::{EnvelopeFrom, Hook, Param};
+use super::bindings::types::{EnvelopeFrom, Hook, Param, SpfResults};
 use std::fmt;
 
 impl Hook {
@@ -85,6 +85,7 @@ pub enum Call<'a> {
     },
     Mail {
         sender: &'a EnvelopeFrom,
+        spf: &'a SpfResults,
     },
     Rcpt {
         sender: &'a EnvelopeFrom,

@@ -25,8 +25,9 @@ mod verdict;
 
 use crate::config::{Capability, Config, OnError};
 pub use bindings::types::{
-    Change as PluginChange, EnvelopeFrom as PluginSender, Hook, Param as PluginParam,
-    Session as SessionInfo, TlsInfo,
+    ArcCheck, AuthResults, AuthStatus, Change as PluginChange, DkimCheck, DmarcCheck, DmarcPolicy,
+    EnvelopeFrom as PluginSender, Hook, Param as PluginParam, Session as SessionInfo, SpfCheck,
+    SpfResults, TlsInfo,
 };
 pub use engine::cache_dir;
 pub use fault::{Fault, GuestFault, HostFault};

@@ -161,9 +161,14 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
             address: t.from.clone(),
             params: Vec::new(),
         };
+        // Offline: no sender authentication; plugins see `none` results.
+        let spf = super::SpfResults::none();
         if ends(&hook!(
             format!("mail <{}>", t.from),
-            Call::Mail { sender: &sender }
+            Call::Mail {
+                sender: &sender,
+                spf: &spf
+            }
         )) {
             return;
         }
@@ -196,7 +201,13 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
         if session.wants(super::Hook::Data) {
             let size = message.len();
             let outcome = session
-                .data(&info, &sender, &accepted, Arc::new(message))
+                .data(
+                    &info,
+                    &sender,
+                    &accepted,
+                    Arc::new(message),
+                    &super::AuthResults::only_spf(spf),
+                )
                 .await;
             step!(format!("data ({size} octets)"), &outcome.decision);
             for c in outcome.changes {

@@ -1,7 +1,7 @@
 //! One SMTP session's plugin instances: created lazily at the first hook a plugin wants,
 //! dropped with the session, or at once after a fault.
 
-use super::bindings::types::{DataResult, EnvelopeFrom, Hook, Verdict};
+use super::bindings::types::{AuthResults, DataResult, EnvelopeFrom, Hook, Verdict};
 use super::fault::{Fault, GuestFault};
 use super::hooks::Call;
 use super::host::HostState;
@@ -79,6 +79,7 @@ impl PluginSession {
         sender: &EnvelopeFrom,
         recipients: &[String],
         message: Arc<Vec<u8>>,
+        auth: &AuthResults,
     ) -> DataOutcome {
         let mut changes = Vec::new();
         for i in 0..self.set.plugins.len() {
@@ -86,7 +87,7 @@ impl PluginSession {
                 continue;
             }
             let result = self
-                .call_data(i, session, sender, recipients, message.clone())
+                .call_data(i, session, sender, recipients, message.clone(), auth)
                 .await;
             let decision = result.and_then(|r| {
                 let d = validate(r.verdict)?;
@@ -141,7 +142,7 @@ impl PluginSession {
                     .call_on_auth(store, session, mechanism, user, *success)
                     .await
             }
-            Call::Mail { sender } => hooks.call_on_mail(store, session, sender).await,
+            Call::Mail { sender, spf } => hooks.call_on_mail(store, session, sender, spf).await,
             Call::Rcpt {
                 sender,
                 recipient,
@@ -165,6 +166,7 @@ impl PluginSession {
         sender: &EnvelopeFrom,
         recipients: &[String],
         bytes: Arc<Vec<u8>>,
+        auth: &AuthResults,
     ) -> Result<DataResult, Fault> {
         let timeout = self.set.plugins[i].timeout;
         let Instance { store, bindings } = self.instance(i).await?;
@@ -177,7 +179,7 @@ impl PluginSession {
         let hooks = bindings.wasmtp_plugin_hooks();
         let result = guarded(store, timeout, async |store| {
             hooks
-                .call_on_data(store, session, sender, recipients, borrowed)
+                .call_on_data(store, session, sender, recipients, borrowed, auth)
                 .await
         })
         .await;

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod header;
 pub mod line;
 pub mod params;
 pub mod replies;

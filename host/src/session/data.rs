@@ -130,51 +130,63 @@ impl Session {
         reply
     }
 
-    /// Runs the data hook, adds `Received:` (and plugin headers), spools durably, hands the
-    /// id to delivery, then says 250.
+    /// Verifies the sender (DKIM, ARC, DMARC), runs the data hook, adds
+    /// Authentication-Results, `Received:` and the plugins' fields, signs our users' mail,
+    /// spools durably, hands the id to delivery, then says 250.
     async fn complete_message(&mut self, content: Vec<u8>) -> Reply {
         let Some(mut tx) = self.tx.take() else {
             return replies::NEED_MAIL;
         };
+        let verifier = self.verifier();
         let mut content = content;
         let mut added_headers = String::new();
         let mut hold_reason = None;
-        if self.wants_data_hook() {
-            let sender = super::hooks::sender_record(&tx.sender, &tx.params);
-            let rcpts: Vec<String> = tx
-                .recipients
-                .iter()
-                .map(|r| r.address.to_string())
-                .collect();
+        let mut auth = None;
+        if verifier.is_some() || self.wants_data_hook() {
             let shared = std::sync::Arc::new(content);
-            let outcome = self.data_policy(&sender, &rcpts, shared.clone()).await;
+            let results = match &verifier {
+                Some(v) => v.message(shared.clone(), tx.spf.clone()).await,
+                None => crate::mailauth::AuthResults::only_spf(tx.spf.clone()),
+            };
+            let outcome = match self.wants_data_hook() {
+                true => Some(self.data_policy(&tx, shared.clone(), &results).await),
+                false => None,
+            };
             content = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
-            match outcome.decision {
-                refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
-                    Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                    return self.refusal(refusal).expect("a refusal");
+            auth = verifier.is_some().then_some(results);
+            if let Some(outcome) = outcome {
+                match outcome.decision {
+                    refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
+                        Metrics::inc(&self.ctx.metrics.messages_refused_total);
+                        return self.refusal(refusal).expect("a refusal");
+                    }
+                    Decision::Discard => {
+                        tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
+                        return replies::queued_as(SpoolId::generate());
+                    }
+                    Decision::Quarantine(reason) => hold_reason = Some(reason),
+                    Decision::Continue | Decision::Accept => {}
                 }
-                Decision::Discard => {
-                    tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
+                let edits = super::hooks::header_edits(&outcome.changes);
+                if let Some(edited) = super::hooks::remove_fields(&content, &edits.remove) {
+                    content = edited;
+                }
+                added_headers = edits.add;
+                apply_recipient_changes(
+                    &mut tx.recipients,
+                    &outcome.changes,
+                    self.ctx.config.limits.recipients,
+                );
+                if tx.recipients.is_empty() {
+                    tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
                     return replies::queued_as(SpoolId::generate());
                 }
-                Decision::Quarantine(reason) => hold_reason = Some(reason),
-                Decision::Continue | Decision::Accept => {}
             }
-            let edits = super::hooks::header_edits(&outcome.changes);
-            if !edits.remove.is_empty() {
-                content = super::hooks::remove_fields(&content, &edits.remove);
-            }
-            added_headers = edits.add;
-            apply_recipient_changes(
-                &mut tx.recipients,
-                &outcome.changes,
-                self.ctx.config.limits.recipients,
-            );
-            if tx.recipients.is_empty() {
-                tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
-                return replies::queued_as(SpoolId::generate());
-            }
+        }
+        // RFC 8601 5: results claiming to be ours were not written by us.
+        let hostname = &self.ctx.config.hostname;
+        if let Some(cleaned) = crate::mailauth::remove_forged(&content, hostname) {
+            content = cleaned;
         }
         let helo = self
             .helo
@@ -191,10 +203,22 @@ impl Session {
             helo,
             auth_user: self.auth_user.clone(),
         };
-        // Our trace header and the plugins' fields go before the content as it came: the
-        // spool writes the parts one after the other (a 25 MiB message is not copied).
-        let mut head = self.received_header(&envelope);
+        // Our fields go before the content as it came: the spool writes the parts one after
+        // the other (a 25 MiB message is not copied). Authentication-Results above our
+        // Received, as a filter after the MTA would add it.
+        let mut head = auth
+            .as_ref()
+            .map(|a| crate::mailauth::authentication_results(hostname, a))
+            .unwrap_or_default();
+        head.push_str(&self.received_header(&envelope));
         head.push_str(&added_headers);
+        // Our users' mail is signed as it will leave: after the plugins' changes.
+        if self.trusted() && !self.ctx.signers.is_empty() {
+            let parts = [head.as_bytes(), content.as_slice()];
+            if let Some(signature) = self.ctx.signers.sign(&parts) {
+                head.insert_str(0, &signature);
+            }
+        }
         let size = content.len();
         let message = vec![head.into_bytes(), content];
         // Quarantine: held in the spool, never delivered until released; the hold is
@@ -339,13 +363,9 @@ fn apply_recipient_changes(
 
 /// The number of `Received:` fields in the header section (RFC 5321 4.4).
 fn trace_fields(message: &[u8]) -> usize {
-    message
-        .split(|&b| b == b'\n')
-        .take_while(|line| !matches!(line, [] | [b'\r']))
-        .filter(|line| {
-            line.get(..9)
-                .is_some_and(|name| name.eq_ignore_ascii_case(b"received:"))
-        })
+    crate::proto::header::fields(message)
+        .iter()
+        .filter(|f| f.is("received"))
         .count()
 }
 

@@ -18,7 +18,11 @@ impl Session {
         if let Some(refusal) = self.refusal(decision) {
             return refusal;
         }
-        self.helo = Some(Helo { name, extended });
+        self.helo = Some(Helo {
+            name,
+            extended,
+            spf: None,
+        });
         let hostname = &self.ctx.config.hostname;
         if !extended {
             return Reply::plain(250, hostname.clone());

@@ -49,16 +49,24 @@ impl Session {
             .is_some_and(|p| p.wants(crate::plugin::Hook::Data))
     }
 
-    /// The data hook over the complete message.
+    /// The data hook over the complete message, with its authentication results.
     pub(super) async fn data_policy(
         &mut self,
-        sender: &PluginSender,
-        recipients: &[String],
+        tx: &super::Transaction,
         message: std::sync::Arc<Vec<u8>>,
+        auth: &crate::plugin::AuthResults,
     ) -> crate::plugin::DataOutcome {
+        let sender = sender_record(&tx.sender, &tx.params);
+        let recipients: Vec<String> = tx
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
         let info = self.plugin_info();
         let plugins = self.plugins.as_mut().expect("checked by wants_data_hook");
-        plugins.data(&info, sender, recipients, message).await
+        plugins
+            .data(&info, &sender, &recipients, message, auth)
+            .await
     }
 }
 
@@ -109,33 +117,12 @@ pub(super) fn header_edits(changes: &[PluginChange]) -> HeaderEdits {
 }
 
 /// Drops every header field (with its continuation lines) whose name is in `names`.
-pub(super) fn remove_fields(content: &[u8], names: &[String]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len());
-    let mut rest = content;
-    let mut skipping = false;
-    while !rest.is_empty() {
-        let end = rest
+pub(super) fn remove_fields(content: &[u8], names: &[String]) -> Option<Vec<u8>> {
+    crate::proto::header::without(content, |f| {
+        names
             .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        let (line, tail) = rest.split_at(end);
-        if line == b"\r\n" || line == b"\n" {
-            out.extend_from_slice(rest);
-            break;
-        }
-        let continuation = line.starts_with(b" ") || line.starts_with(b"\t");
-        if !continuation {
-            let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            skipping = names
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()));
-        }
-        if !skipping {
-            out.extend_from_slice(line);
-        }
-        rest = tail;
-    }
-    out
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(f.name))
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +132,7 @@ mod tests {
     #[test]
     fn removes_folded_fields_only_in_the_header() {
         let msg = b"A: 1\r\nX-Drop: a\r\n b\r\nB: 2\r\n\r\nX-Drop: body stays\r\n";
-        let out = remove_fields(msg, &["x-drop".into()]);
+        let out = remove_fields(msg, &["x-drop".into()]).unwrap();
         assert_eq!(out, b"A: 1\r\nB: 2\r\n\r\nX-Drop: body stays\r\n");
     }
 }

@@ -2,9 +2,11 @@
 
 use super::{Session, Transaction};
 use crate::config::Target;
+use crate::mailauth::{SpfResults, Verifier};
 use crate::plugin::Call;
 use crate::proto::{MailParams, Mailbox, RcptParams, RcptPath, Reply, replies};
 use crate::spool::Recipient;
+use std::sync::Arc;
 
 impl Session {
     pub(super) async fn handle_mail(&mut self, from: Option<Mailbox>, params: MailParams) -> Reply {
@@ -52,8 +54,14 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return replies::UTF8_NEEDS_SMTPUTF8;
         }
+        let spf = self.check_spf(from.as_ref()).await;
         let sender = super::hooks::sender_record(&from, &params);
-        let decision = self.policy(Call::Mail { sender: &sender }).await;
+        let decision = self
+            .policy(Call::Mail {
+                sender: &sender,
+                spf: &spf,
+            })
+            .await;
         if let Some(refusal) = self.refusal(decision) {
             return refusal;
         }
@@ -63,6 +71,7 @@ impl Session {
             recipients: Vec::new(),
             bdat: None,
             _open: self.ctx.spool.open_transaction(),
+            spf,
         });
         replies::SENDER_OK
     }
@@ -171,6 +180,55 @@ impl Session {
             }
             _ => true,
         }
+    }
+
+    /// SPF of the HELO identity (once per HELO) and of MAIL FROM (the HELO identity's
+    /// result for the null sender, RFC 7208 2.4), for clients that are not trusted.
+    async fn check_spf(&mut self, from: Option<&Mailbox>) -> SpfResults {
+        let Some(verifier) = self.verifier() else {
+            return SpfResults::none();
+        };
+        let Some(helo) = self.helo.as_mut() else {
+            return SpfResults::none();
+        };
+        let ip = self.peer.ip();
+        let name = helo.name.clone();
+        let cached = helo.spf.clone();
+        let helo_check = async {
+            match cached {
+                Some(check) => check,
+                None => verifier.spf_helo(ip, &name).await,
+            }
+        };
+        let (helo_check, mail_from) = match from {
+            Some(sender) => {
+                let sender = sender.to_string();
+                tokio::join!(helo_check, verifier.spf_mail_from(ip, &name, &sender))
+            }
+            None => {
+                let check = helo_check.await;
+                (check.clone(), check)
+            }
+        };
+        helo.spf = Some(helo_check.clone());
+        SpfResults {
+            helo: helo_check,
+            mail_from,
+        }
+    }
+
+    /// The verifier, for clients whose mail is verified: neither authenticated nor in
+    /// `relay.networks` (their mail is ours, and signed instead).
+    pub(super) fn verifier(&self) -> Option<Arc<Verifier>> {
+        if self.trusted() {
+            return None;
+        }
+        self.ctx.verifier.clone()
+    }
+
+    /// Authenticated users and `relay.networks`: our own users, whose mail we sign.
+    pub(super) fn trusted(&self) -> bool {
+        self.auth_user.is_some() || self.ctx.config.relay_allowed(self.peer.ip())
     }
 
     /// Clients in `relay.networks`, and users authenticated on a submission listener.

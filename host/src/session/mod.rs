@@ -49,6 +49,8 @@ enum Next {
 struct Helo {
     name: String,
     extended: bool,
+    /// SPF of the HELO identity, checked at the first MAIL after this HELO.
+    spf: Option<crate::mailauth::SpfCheck>,
 }
 
 /// An open mail transaction (RFC 5321 3.3): only exists between MAIL and the end of data.
@@ -61,6 +63,8 @@ struct Transaction {
     bdat: Option<crate::proto::data::BdatReceiver>,
     /// Counts it among the open transactions, whose commits the spool groups.
     _open: crate::spool::OpenTransaction,
+    /// SPF of the HELO and MAIL FROM identities, checked at MAIL.
+    spf: crate::mailauth::SpfResults,
 }
 
 pub struct Session {

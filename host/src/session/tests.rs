@@ -43,6 +43,8 @@ impl Harness {
             metrics,
             clients: Default::default(),
             plugins: None,
+            verifier: None,
+            signers: Default::default(),
         });
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {

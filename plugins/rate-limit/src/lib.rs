@@ -1,7 +1,7 @@
 //! Rate limit: at most `max_messages` transactions (MAIL commands) per `window` per client
 //! IP, counted with the kv store's atomic increment; beyond it `451 4.7.0`.
 
-use wasmtp_sdk::{EnvelopeFrom, Hook, Plugin, Session, Verdict, kv};
+use wasmtp_sdk::{EnvelopeFrom, Hook, Plugin, Session, SpfResults, Verdict, kv};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,7 @@ impl Plugin for RateLimit {
         })
     }
 
-    fn mail(&mut self, session: &Session, _sender: &EnvelopeFrom) -> Verdict {
+    fn mail(&mut self, session: &Session, _sender: &EnvelopeFrom, _spf: &SpfResults) -> Verdict {
         // Fixed windows: the key names the window, and expires with it.
         let slot = wasmtp_sdk::now_unix() / self.window;
         let key = format!("{}|{slot}", session.client_ip);

@@ -1,7 +1,9 @@
 //! Size limit: refuses with `552 5.3.4` at MAIL when `SIZE=` declares more than `max_size`
 //! (RFC 1870 6.2), and at data when the message is larger.
 
-use wasmtp_sdk::{DataResult, EnvelopeFrom, Hook, Message, Plugin, Session, Verdict};
+use wasmtp_sdk::{
+    AuthResults, DataResult, EnvelopeFrom, Hook, Message, Plugin, Session, SpfResults, Verdict,
+};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +44,7 @@ impl Plugin for SizeLimit {
         })
     }
 
-    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom) -> Verdict {
+    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom, _spf: &SpfResults) -> Verdict {
         self.check_declared(sender.param("SIZE"))
     }
 
@@ -52,6 +54,7 @@ impl Plugin for SizeLimit {
         _from: &EnvelopeFrom,
         _rcpts: &[String],
         message: &Message,
+        _auth: &AuthResults,
     ) -> DataResult {
         if message.size() > self.max {
             DataResult::verdict(self.refuse())

@@ -1,7 +1,9 @@
 //! Spam score: content heuristics plus DNS blocklists. The total goes into `X-Spam-Score`
 //! and `X-Spam-Status`; above `reject_above` the message is refused with `550 5.7.1`.
 
-use wasmtp_sdk::{DataResult, EnvelopeFrom, Hook, Message, Plugin, Session, Verdict, dns, log};
+use wasmtp_sdk::{
+    AuthResults, DataResult, EnvelopeFrom, Hook, Message, Plugin, Session, Verdict, dns, log,
+};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -105,6 +107,7 @@ impl Plugin for SpamScore {
         _from: &EnvelopeFrom,
         _rcpts: &[String],
         message: &Message,
+        _auth: &AuthResults,
     ) -> DataResult {
         let headers: Vec<(String, String)> = message
             .headers()

@@ -4,8 +4,8 @@
 //! by the addresses and subject, to exercise every verdict and change.
 
 use wasmtp_sdk::{
-    Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param, Plugin, Reply,
-    Session, Verdict, kv, log,
+    AuthResults, Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param,
+    Plugin, Reply, Session, SpfResults, Verdict, kv, log,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -62,7 +62,7 @@ impl Plugin for Misbehave {
         }
     }
 
-    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom) -> Verdict {
+    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom, _spf: &SpfResults) -> Verdict {
         self.calls += 1;
         match self.mode.as_str() {
             "panic" => panic!("misbehave: panic on purpose"),
@@ -124,6 +124,7 @@ impl Plugin for Misbehave {
         _from: &EnvelopeFrom,
         _rcpts: &[String],
         message: &Message,
+        _auth: &AuthResults,
     ) -> DataResult {
         self.calls += 1;
         if self.mode == "huge-header" {

@@ -1,0 +1,169 @@
+//! DMARC (RFC 7489): the policy record of the From domain or of its organizational domain
+//! (public suffix list), identifier alignment of SPF and DKIM, `sp=` and `pct=`.
+
+use super::verify::Verifier;
+use super::{AuthStatus, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck, absolute, is_dns_name};
+use crate::dns::DnsError;
+use mail_auth::Txt;
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::dmarc::{Alignment, Dmarc, Policy};
+use std::sync::Arc;
+
+/// The organizational domain (RFC 7489 3.2): the registrable domain under the public
+/// suffix list, or the name itself when it has none (a suffix, or a single label).
+pub(super) fn organizational(domain: &str) -> String {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    psl::domain_str(&domain).unwrap_or(&domain).to_string()
+}
+
+/// Identifier alignment (RFC 7489 3.1): strict is the same name, relaxed the same
+/// organizational domain.
+fn aligned(identifier: &str, from: &str, mode: &Alignment) -> bool {
+    let (a, b) = (
+        identifier.trim_end_matches('.').to_ascii_lowercase(),
+        from.trim_end_matches('.').to_ascii_lowercase(),
+    );
+    match mode {
+        Alignment::Strict => a == b,
+        Alignment::Relaxed => a == b || organizational(&a) == organizational(&b),
+    }
+}
+
+fn policy(p: &Policy) -> DmarcPolicy {
+    match p {
+        Policy::Reject => DmarcPolicy::Reject,
+        Policy::Quarantine => DmarcPolicy::Quarantine,
+        Policy::None | Policy::Unspecified => DmarcPolicy::None,
+    }
+}
+
+/// RFC 7489 6.6.4: mail outside `pct=` gets the next lower policy.
+fn lower(p: DmarcPolicy) -> DmarcPolicy {
+    match p {
+        DmarcPolicy::Reject => DmarcPolicy::Quarantine,
+        _ => DmarcPolicy::None,
+    }
+}
+
+enum Lookup {
+    Found(Arc<Dmarc>),
+    Nothing,
+    Broken(String),
+    Failed,
+}
+
+impl Verifier {
+    /// `_dmarc.DOMAIN`: the one `v=DMARC1` record (RFC 7489 6.6.3: none when there are
+    /// several), parsed, from the cache when it has it.
+    async fn dmarc_record(&self, domain: &str) -> Lookup {
+        let name = absolute(&format!("_dmarc.{domain}"));
+        if let Some(Txt::Dmarc(d)) = self.dmarc_records.get(&name) {
+            return Lookup::Found(d);
+        }
+        let answer = match self.dns.txt_records(&name).await {
+            Ok(answer) => answer,
+            Err(DnsError::NotFound) => return Lookup::Nothing,
+            Err(_) => return Lookup::Failed,
+        };
+        let is_dmarc = |r: &&Vec<u8>| r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"v=DMARC1");
+        let mut records = answer.records.iter().filter(is_dmarc);
+        let (Some(record), None) = (records.next(), records.next()) else {
+            return Lookup::Nothing;
+        };
+        match Dmarc::parse(record) {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.dmarc_records
+                    .insert(name, Txt::Dmarc(d.clone()), answer.valid_until);
+                Lookup::Found(d)
+            }
+            Err(e) => Lookup::Broken(e.to_string()),
+        }
+    }
+
+    /// DMARC for a message whose From domain is `from` ("" when it has none or several).
+    pub(super) async fn dmarc(&self, from: &str, spf: &SpfCheck, dkim: &[DkimCheck]) -> DmarcCheck {
+        let from = from.trim_end_matches('.').to_ascii_lowercase();
+        if !is_dns_name(&from) {
+            return DmarcCheck::none(from);
+        }
+        let org = organizational(&from);
+        let (record, at_org) = match self.dmarc_record(&from).await {
+            Lookup::Nothing if org != from => (self.dmarc_record(&org).await, true),
+            found => (found, false),
+        };
+        let record = match record {
+            Lookup::Found(r) => r,
+            Lookup::Nothing => return DmarcCheck::none(from),
+            Lookup::Failed => {
+                return DmarcCheck {
+                    status: AuthStatus::Temperror,
+                    ..DmarcCheck::none(from)
+                };
+            }
+            Lookup::Broken(why) => {
+                tracing::debug!(domain = %from, %why, "dmarc permerror");
+                return DmarcCheck {
+                    status: AuthStatus::Permerror,
+                    ..DmarcCheck::none(from)
+                };
+            }
+        };
+        // RFC 7489 6.3: sp= is for subdomains of the domain the record was found at.
+        let published = policy(if at_org { &record.sp } else { &record.p });
+        let spf_aligned =
+            spf.status == AuthStatus::Pass && aligned(&spf.domain, &from, &record.aspf);
+        let dkim_aligned = dkim
+            .iter()
+            .any(|d| d.status == AuthStatus::Pass && aligned(&d.domain, &from, &record.adkim));
+        let pass = spf_aligned || dkim_aligned;
+        let percent = record.pct.min(100);
+        let disposition = if pass {
+            DmarcPolicy::None
+        } else if fastrand::u8(0..100) < percent {
+            published
+        } else {
+            lower(published)
+        };
+        DmarcCheck {
+            status: if pass {
+                AuthStatus::Pass
+            } else {
+                AuthStatus::Fail
+            },
+            from_domain: from,
+            policy: published,
+            percent,
+            disposition,
+            spf_aligned,
+            dkim_aligned,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn organizational_domains_and_alignment() {
+        assert_eq!(organizational("mail.example.co.uk"), "example.co.uk");
+        assert_eq!(organizational("a.b.example.com."), "example.com");
+        assert_eq!(organizational("x.example.test"), "example.test");
+        assert!(aligned(
+            "mail.example.com",
+            "example.com",
+            &Alignment::Relaxed
+        ));
+        assert!(!aligned(
+            "mail.example.com",
+            "example.com",
+            &Alignment::Strict
+        ));
+        assert!(!aligned("example.org", "example.com", &Alignment::Relaxed));
+        // Two registrants under one public suffix are not aligned.
+        assert!(!aligned("a.co.uk", "b.co.uk", &Alignment::Relaxed));
+        assert_eq!(lower(DmarcPolicy::Reject), DmarcPolicy::Quarantine);
+        assert_eq!(lower(DmarcPolicy::Quarantine), DmarcPolicy::None);
+    }
+}

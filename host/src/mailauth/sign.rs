@@ -1,0 +1,211 @@
+//! DKIM signing (RFC 6376, RFC 8463) of mail from our own users, with the `[[dkim]]` keys;
+//! and `wasmtp dkim-keygen`.
+
+use crate::config::Dkim;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::EncodePublicKey;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("dkim[{index}].private_key: {path}: {reason}")]
+    Load {
+        index: usize,
+        path: String,
+        reason: String,
+    },
+    #[error("key generation failed: {0}")]
+    Generate(String),
+}
+
+/// A loaded key, ready to sign.
+enum Key {
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+}
+
+pub struct Signer {
+    domain: String,
+    key: Key,
+}
+
+/// The `[[dkim]]` keys, in config order.
+#[derive(Default)]
+pub struct Signers(Vec<Signer>);
+
+impl Signers {
+    /// Reads every key; each one that cannot be used is a problem of its own.
+    pub fn load(config: &[Dkim]) -> Result<Signers, Vec<KeyError>> {
+        let mut signers = Vec::new();
+        let mut errors = Vec::new();
+        for (index, d) in config.iter().enumerate() {
+            match read_key(&d.private_key, d) {
+                Ok(key) => signers.push(Signer {
+                    domain: d.domain.to_ascii_lowercase(),
+                    key,
+                }),
+                Err(reason) => errors.push(KeyError::Load {
+                    index,
+                    path: d.private_key.display().to_string(),
+                    reason,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Signers(signers))
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A DKIM-Signature field (with its line ending) for the message made of `parts`, by
+    /// the first key whose domain is the From domain or a parent of it; `None` when no key
+    /// fits (or the message has no single From address).
+    pub fn sign(&self, parts: &[&[u8]]) -> Option<String> {
+        let from = from_domain(parts)?;
+        let signer = self
+            .0
+            .iter()
+            .find(|s| from == s.domain || from.ends_with(&format!(".{}", s.domain)))?;
+        let signed = match &signer.key {
+            Key::Rsa(k) => k.sign_chained(parts.iter().copied()),
+            Key::Ed25519(k) => k.sign_chained(parts.iter().copied()),
+        };
+        match signed {
+            Ok(signature) => Some(signature.to_header()),
+            Err(e) => {
+                tracing::warn!(domain = %signer.domain, error = %e, "DKIM signing failed; sent unsigned");
+                None
+            }
+        }
+    }
+}
+
+/// The domain of the one From address of the message whose header starts in the first
+/// part that has header fields (ours) and goes on in the last (the content).
+fn from_domain(parts: &[&[u8]]) -> Option<String> {
+    let mut found = None;
+    for part in parts {
+        for f in crate::proto::header::fields(part)
+            .iter()
+            .filter(|f| f.is("from"))
+        {
+            if found.is_some() {
+                return None; // RFC 6376 / 7489: one From field
+            }
+            let raw = &part[f.range.clone()];
+            let value = &raw[raw.iter().position(|&b| b == b':')? + 1..];
+            let parsed = mail_parser::parsers::MessageStream::new(value).parse_address();
+            let address = parsed.as_address()?.first()?.address()?.to_string();
+            found = Some(address.rsplit_once('@')?.1.trim().to_ascii_lowercase());
+        }
+    }
+    found
+}
+
+fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| e.to_string())?
+        .ok_or("no private key in the PEM file")?;
+    let headers = config.signed_headers();
+    let template = |signer: Key| -> Key { signer };
+    let rsa = |pkcs1: &[u8]| -> Result<Key, String> {
+        let key = RsaKey::<Sha256>::from_pkcs1_der(pkcs1).map_err(|e| e.to_string())?;
+        Ok(Key::Rsa(
+            DkimSigner::from_key(key)
+                .domain(&config.domain)
+                .selector(&config.selector)
+                .headers(headers.clone())
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Relaxed),
+        ))
+    };
+    match der {
+        rustls::pki_types::PrivateKeyDer::Pkcs1(k) => rsa(k.secret_pkcs1_der()),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(k) => {
+            let der = k.secret_pkcs8_der();
+            if let Ok(ed) = ed25519_dalek::SigningKey::from_pkcs8_der(der) {
+                let key = Ed25519Key::from_bytes(ed.as_bytes()).map_err(|e| e.to_string())?;
+                return Ok(template(Key::Ed25519(
+                    DkimSigner::from_key(key)
+                        .domain(&config.domain)
+                        .selector(&config.selector)
+                        .headers(headers.clone())
+                        .header_canonicalization(Canonicalization::Relaxed)
+                        .body_canonicalization(Canonicalization::Relaxed),
+                )));
+            }
+            let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+                .map_err(|_| "neither an RSA nor an Ed25519 key".to_string())?;
+            let pkcs1 = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+            rsa(pkcs1.as_bytes())
+        }
+        _ => Err("an EC key: DKIM signs with RSA or Ed25519 (RFC 8463)".into()),
+    }
+}
+
+/// `wasmtp dkim-keygen`: a new key, as PEM, and the TXT record that publishes it.
+pub struct GeneratedKey {
+    pub private_pem: String,
+    /// `SELECTOR._domainkey.DOMAIN.`
+    pub name: String,
+    /// The record's text, split in strings of at most 255 octets (RFC 1035 3.3.14).
+    pub txt: Vec<String>,
+}
+
+/// A key pair: RSA of `bits` (PKCS#1 PEM), or Ed25519 (PKCS#8 PEM) when `bits` is `None`.
+pub fn keygen(
+    domain: &str,
+    selector: &str,
+    rsa_bits: Option<usize>,
+) -> Result<GeneratedKey, KeyError> {
+    let generate = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
+    let (private_pem, k, public) = match rsa_bits {
+        Some(bits) => {
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+                .map_err(|e| generate(&e))?;
+            let pem = key
+                .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+                .map_err(|e| generate(&e))?;
+            let spki = key
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| generate(&e))?;
+            (pem.to_string(), "rsa", spki.as_bytes().to_vec())
+        }
+        None => {
+            let key = ed25519_dalek::SigningKey::generate(&mut rsa::rand_core::OsRng);
+            let pem = key
+                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .map_err(|e| generate(&e))?;
+            // RFC 8463 4.2: the bare 32-octet public key.
+            (
+                pem.to_string(),
+                "ed25519",
+                key.verifying_key().to_bytes().to_vec(),
+            )
+        }
+    };
+    let p = base64::engine::general_purpose::STANDARD.encode(public);
+    let record = format!("v=DKIM1; k={k}; p={p}");
+    let txt = record
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    Ok(GeneratedKey {
+        private_pem,
+        name: format!("{selector}._domainkey.{domain}."),
+        txt,
+    })
+}

@@ -1,0 +1,282 @@
+//! The verifier sessions share: SPF at MAIL, then DKIM, ARC and DMARC over the message.
+
+use super::cache::{MessageKeys, TxtCache};
+use super::{
+    ArcCheck, AuthResults, AuthStatus, DkimCheck, SpfCheck, SpfResults, absolute, is_dns_name,
+};
+use crate::dns::{Dns, DnsError};
+use crate::proto::header;
+use mail_auth::common::crypto::Algorithm;
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::common::verify::DomainKey;
+use mail_auth::{AuthenticatedMessage, DkimResult, Error, MessageAuthenticator, Parameters, Txt};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// DKIM-Signature fields verified per message; further ones are ignored (each costs a
+/// key lookup and possibly a hash of the whole body). OpenDKIM verifies 3 by default.
+pub const MAX_SIGNATURES: usize = 5;
+/// ARC sets a chain may have (RFC 8617 4.2.1); a message with more fails ARC unread.
+const MAX_ARC_SETS: usize = 50;
+/// Parsed records and keys kept, of each kind.
+const CACHE_ENTRIES: usize = 10_000;
+
+pub struct Verifier {
+    pub(super) dns: Dns,
+    authenticator: MessageAuthenticator,
+    pub(super) spf_records: TxtCache,
+    pub(super) dmarc_records: TxtCache,
+    keys: TxtCache,
+    /// Our name: SPF's `%{r}`.
+    pub(super) hostname: String,
+    /// For each check, DNS waits included.
+    pub(super) timeout: Duration,
+}
+
+impl Verifier {
+    pub fn new(dns: Dns, hostname: &str, timeout: Duration) -> Verifier {
+        Verifier {
+            authenticator: MessageAuthenticator(dns.resolver()),
+            dns,
+            spf_records: TxtCache::new(CACHE_ENTRIES),
+            dmarc_records: TxtCache::new(CACHE_ENTRIES),
+            keys: TxtCache::new(CACHE_ENTRIES),
+            hostname: hostname.to_string(),
+            timeout,
+        }
+    }
+
+    /// SPF for the HELO identity (RFC 7208 2.3): `none` for an address literal.
+    pub async fn spf_helo(&self, ip: IpAddr, helo: &str) -> SpfCheck {
+        let sender = format!("postmaster@{helo}");
+        self.check_host(ip, helo, &sender, helo).await
+    }
+
+    /// SPF for the MAIL FROM identity (RFC 7208 2.4); `sender` is the address.
+    pub async fn spf_mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfCheck {
+        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
+        self.check_host(ip, domain, sender, helo).await
+    }
+
+    /// DKIM, ARC and DMARC over `message` (as received: no header of ours yet), with the
+    /// SPF results of its transaction. Runs as its own task: a panic in a parser of
+    /// hostile input costs this message its results (permerror), nothing else.
+    pub async fn message(self: &Arc<Self>, message: Arc<Vec<u8>>, spf: SpfResults) -> AuthResults {
+        let verifier = self.clone();
+        let fallback = AuthResults::only_spf(spf.clone());
+        let task = tokio::spawn(async move { verifier.verify_message(&message, spf).await });
+        match task.await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, "message verification failed; results are permerror");
+                AuthResults {
+                    arc: ArcCheck {
+                        status: AuthStatus::Permerror,
+                        sets: 0,
+                    },
+                    ..fallback
+                }
+            }
+        }
+    }
+
+    async fn verify_message(&self, message: &[u8], spf: SpfResults) -> AuthResults {
+        let deadline = Instant::now() + self.timeout;
+        let (capped, too_many_seals) = cap_signatures(message);
+        let Some(parsed) = AuthenticatedMessage::parse(&capped) else {
+            return AuthResults::only_spf(spf);
+        };
+        // Every key the signatures and seals name, looked up at once, within the deadline.
+        let mut names: Vec<String> = Vec::new();
+        let signers = parsed
+            .dkim_headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d)))
+            .chain(
+                parsed
+                    .ams_headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
+            )
+            .chain(
+                parsed
+                    .as_headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
+            );
+        for (s, d) in signers {
+            let name = format!("{s}._domainkey.{d}.");
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let keys = MessageKeys {
+            shared: &self.keys,
+            looked_up: Mutex::new(self.look_up_keys(names, deadline).await),
+        };
+        let params = || Parameters::new(&parsed).with_txt_cache(&keys);
+        let dkim_outputs = self.authenticator.verify_dkim(params()).await;
+        let arc_output = self.authenticator.verify_arc(params()).await;
+        let dkim: Vec<DkimCheck> = dkim_outputs.iter().map(dkim_check).collect();
+        let sets = too_many_seals.unwrap_or(parsed.as_headers.len());
+        let arc = ArcCheck {
+            status: match arc_output.result() {
+                _ if too_many_seals.is_some() => AuthStatus::Fail,
+                DkimResult::Pass => AuthStatus::Pass,
+                DkimResult::None => AuthStatus::None,
+                DkimResult::TempError(_) => AuthStatus::Temperror,
+                _ => AuthStatus::Fail,
+            },
+            sets: u32::try_from(sets).unwrap_or(u32::MAX),
+        };
+        // One From domain, or none for DMARC (RFC 7489 6.6.1).
+        let mut froms = parsed.from.iter().filter_map(|f| f.rsplit_once('@'));
+        let from = match (froms.next(), froms.next()) {
+            (Some((_, d)), None) => d.to_string(),
+            _ => String::new(),
+        };
+        let dmarc =
+            match tokio::time::timeout_at(deadline, self.dmarc(&from, &spf.mail_from, &dkim)).await
+            {
+                Ok(d) => d,
+                Err(_) => super::DmarcCheck {
+                    status: AuthStatus::Temperror,
+                    ..super::DmarcCheck::none(from)
+                },
+            };
+        AuthResults {
+            spf,
+            dkim,
+            arc,
+            dmarc,
+        }
+    }
+
+    /// Looks the keys up concurrently until `deadline`; what is not answered by then is a
+    /// DNS error (temperror) for mail-auth.
+    async fn look_up_keys(&self, names: Vec<String>, deadline: Instant) -> HashMap<String, Txt> {
+        let mut found = HashMap::new();
+        let mut lookups = tokio::task::JoinSet::new();
+        for name in names {
+            if let Some(txt) = self.keys.get(&name) {
+                found.insert(name, txt);
+            } else if !is_dns_name(&name) {
+                found.insert(name, Txt::Error(Error::ParseError));
+            } else {
+                let dns = self.dns.clone();
+                lookups.spawn(async move {
+                    let answer = dns.txt_records(&absolute(&name)).await;
+                    (name, answer)
+                });
+            }
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, lookups.join_next()).await {
+                Ok(Some(Ok((name, answer)))) => {
+                    let txt = match answer {
+                        Ok(answer) => {
+                            let txt = key_from(&answer.records);
+                            self.keys
+                                .insert(name.clone(), txt.clone(), answer.valid_until);
+                            txt
+                        }
+                        Err(DnsError::NotFound) => Txt::Error(Error::DnsRecordNotFound(
+                            mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
+                        )),
+                        Err(e) => Txt::Error(Error::DnsError(e.to_string())),
+                    };
+                    found.insert(name, txt);
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        lookups.abort_all();
+        found
+    }
+}
+
+/// The first TXT record that parses as a DKIM key (as mail-auth does), else the error.
+fn key_from(records: &[Vec<u8>]) -> Txt {
+    let mut result = Txt::Error(Error::InvalidRecordType);
+    for r in records {
+        match DomainKey::parse(r) {
+            Ok(key) => return Txt::DomainKey(Arc::new(key)),
+            Err(e) => result = Txt::Error(e),
+        }
+    }
+    result
+}
+
+fn algorithm_name(a: &Algorithm) -> &'static str {
+    match a {
+        Algorithm::RsaSha1 => "rsa-sha1",
+        Algorithm::RsaSha256 => "rsa-sha256",
+        Algorithm::Ed25519Sha256 => "ed25519-sha256",
+    }
+}
+
+/// One signature's result as plugins and Authentication-Results see it (RFC 8601 2.7.1):
+/// a body that no longer matches its hash is `fail`, a broken field `permerror`.
+fn dkim_check(output: &mail_auth::DkimOutput<'_>) -> DkimCheck {
+    let (status, reason) = match output.result() {
+        DkimResult::Pass => (AuthStatus::Pass, None),
+        DkimResult::Neutral(Error::FailedBodyHashMatch) => (
+            AuthStatus::Fail,
+            Some("body hash did not verify".to_string()),
+        ),
+        DkimResult::Neutral(e @ Error::SignatureExpired) => {
+            (AuthStatus::Neutral, Some(e.to_string()))
+        }
+        DkimResult::Neutral(e) | DkimResult::PermError(e) => {
+            (AuthStatus::Permerror, Some(e.to_string()))
+        }
+        DkimResult::Fail(e) => (AuthStatus::Fail, Some(e.to_string())),
+        DkimResult::TempError(e) => (AuthStatus::Temperror, Some(e.to_string())),
+        DkimResult::None => (AuthStatus::None, None),
+    };
+    let signature = output.signature();
+    DkimCheck {
+        status,
+        domain: signature.map(|s| s.d.clone()).unwrap_or_default(),
+        selector: signature.map(|s| s.s.clone()).unwrap_or_default(),
+        algorithm: signature
+            .map(|s| algorithm_name(&s.a).to_string())
+            .unwrap_or_default(),
+        reason,
+    }
+}
+
+/// The message with at most [`MAX_SIGNATURES`] DKIM-Signature fields (each may make
+/// mail-auth hash the whole body once more) and, past [`MAX_ARC_SETS`] seals, without its
+/// ARC fields; copied only when cut. Also the number of seals when there were too many.
+fn cap_signatures(message: &[u8]) -> (Cow<'_, [u8]>, Option<usize>) {
+    let fields = header::fields(message);
+    let dkim = fields.iter().filter(|f| f.is("dkim-signature")).count();
+    let seals = fields.iter().filter(|f| f.is("arc-seal")).count();
+    if dkim <= MAX_SIGNATURES && seals <= MAX_ARC_SETS {
+        return (Cow::Borrowed(message), None);
+    }
+    let too_many_seals = seals > MAX_ARC_SETS;
+    let mut signatures = 0;
+    let cut = header::without(message, |f| {
+        if f.is("dkim-signature") {
+            signatures += 1;
+            return signatures > MAX_SIGNATURES;
+        }
+        too_many_seals
+            && [
+                "arc-seal",
+                "arc-message-signature",
+                "arc-authentication-results",
+            ]
+            .iter()
+            .any(|n| f.is(n))
+    });
+    let cut = cut.map_or(Cow::Borrowed(message), Cow::Owned);
+    (cut, too_many_seals.then_some(seals))
+}
