@@ -13,6 +13,7 @@ const BUNDLED: &[&str] = &[
     "spam-score",
     "greylist",
     "rate-limit",
+    "dmarc-policy",
 ];
 /// Guests built only for the tests.
 const TEST_GUESTS: &[&str] = &["misbehave"];

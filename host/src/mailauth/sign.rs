@@ -81,12 +81,22 @@ impl Signers {
             Key::Ed25519(k) => k.sign_chained(parts.iter().copied()),
         };
         match signed {
-            Ok(signature) => Some(signature.to_header()),
+            Ok(signature) => Some(unfold_end(signature.to_header())),
             Err(e) => {
                 tracing::warn!(domain = %signer.domain, error = %e, "DKIM signing failed; sent unsigned");
                 None
             }
         }
+    }
+}
+
+/// mail-auth may fold the field just before its closing `;`, after the `b=` value. The
+/// signature was computed with nothing there, and RFC 6376 3.7 deletes only the value of
+/// `b=`: a verifier that keeps the folding white space (dkimpy, OpenDKIM) then fails it.
+fn unfold_end(header: String) -> String {
+    match header.strip_suffix("\r\n\t;\r\n") {
+        Some(head) => format!("{head};\r\n"),
+        None => header,
     }
 }
 

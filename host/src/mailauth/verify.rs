@@ -118,9 +118,19 @@ impl Verifier {
             shared: &self.keys,
             looked_up: Mutex::new(self.look_up_keys(names, deadline).await),
         };
+        // Keys are all at hand now; a third-party signature's (ATPS) lookup is bounded too.
         let params = || Parameters::new(&parsed).with_txt_cache(&keys);
-        let dkim_outputs = self.authenticator.verify_dkim(params()).await;
-        let arc_output = self.authenticator.verify_arc(params()).await;
+        let late = deadline + Duration::from_secs(1);
+        let verified = tokio::time::timeout_at(late, async {
+            let dkim = self.authenticator.verify_dkim(params()).await;
+            let arc = self.authenticator.verify_arc(params()).await;
+            (dkim, arc)
+        })
+        .await;
+        let Ok((dkim_outputs, arc_output)) = verified else {
+            tracing::warn!("DKIM/ARC verification timed out");
+            return AuthResults::only_spf(spf);
+        };
         let dkim: Vec<DkimCheck> = dkim_outputs.iter().map(dkim_check).collect();
         let sets = too_many_seals.unwrap_or(parsed.as_headers.len());
         let arc = ArcCheck {
@@ -157,45 +167,47 @@ impl Verifier {
     }
 
     /// Looks the keys up concurrently until `deadline`; what is not answered by then is a
-    /// DNS error (temperror) for mail-auth.
+    /// DNS error (temperror) for mail-auth, which then never asks DNS itself.
     async fn look_up_keys(&self, names: Vec<String>, deadline: Instant) -> HashMap<String, Txt> {
         let mut found = HashMap::new();
         let mut lookups = tokio::task::JoinSet::new();
-        for name in names {
-            if let Some(txt) = self.keys.get(&name) {
-                found.insert(name, txt);
-            } else if !is_dns_name(&name) {
-                found.insert(name, Txt::Error(Error::ParseError));
+        for name in &names {
+            if let Some(txt) = self.keys.get(name) {
+                found.insert(name.clone(), txt);
+            } else if !is_dns_name(name) {
+                found.insert(name.clone(), Txt::Error(Error::ParseError));
             } else {
-                let dns = self.dns.clone();
+                let (dns, name) = (self.dns.clone(), name.clone());
                 lookups.spawn(async move {
                     let answer = dns.txt_records(&absolute(&name)).await;
                     (name, answer)
                 });
             }
         }
-        loop {
-            match tokio::time::timeout_at(deadline, lookups.join_next()).await {
-                Ok(Some(Ok((name, answer)))) => {
-                    let txt = match answer {
-                        Ok(answer) => {
-                            let txt = key_from(&answer.records);
-                            self.keys
-                                .insert(name.clone(), txt.clone(), answer.valid_until);
-                            txt
-                        }
-                        Err(DnsError::NotFound) => Txt::Error(Error::DnsRecordNotFound(
-                            mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
-                        )),
-                        Err(e) => Txt::Error(Error::DnsError(e.to_string())),
-                    };
-                    found.insert(name, txt);
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, lookups.join_next()).await {
+            let Ok((name, answer)) = joined else {
+                continue;
+            };
+            let txt = match answer {
+                Ok(answer) => {
+                    let txt = key_from(&answer.records);
+                    self.keys
+                        .insert(name.clone(), txt.clone(), answer.valid_until);
+                    txt
                 }
-                Ok(Some(Err(_))) => {}
-                Ok(None) | Err(_) => break,
-            }
+                Err(DnsError::NotFound) => Txt::Error(Error::DnsRecordNotFound(
+                    mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
+                )),
+                Err(e) => Txt::Error(Error::DnsError(e.to_string())),
+            };
+            found.insert(name, txt);
         }
         lookups.abort_all();
+        for name in names {
+            found
+                .entry(name)
+                .or_insert_with(|| Txt::Error(Error::DnsError("DNS timeout".into())));
+        }
         found
     }
 }

@@ -1,7 +1,9 @@
 //! A test guest. `mode` picks what happens at MAIL (and, for "huge-header" and
 //! "many-changes", at data): "panic", "loop", "memory", "bad-reply", "log-flood",
-//! "huge-header", "many-changes", "slow-init"; anything else is a well-behaved policy driven
-//! by the addresses and subject, to exercise every verdict and change.
+//! "huge-header", "many-changes", "slow-init"; "echo-auth" writes the authentication results
+//! it was given (at MAIL and at data) into an `X-Echo-Auth` field; anything else is a
+//! well-behaved policy driven by the addresses and subject, to exercise every verdict and
+//! change.
 
 use wasmtp_sdk::{
     AuthResults, Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param,
@@ -18,6 +20,8 @@ pub struct Misbehave {
     mode: String,
     /// Per-session state: counts hooks seen by this instance.
     calls: u32,
+    /// "echo-auth": the SPF results the mail hook got.
+    mail_spf: String,
 }
 
 impl Plugin for Misbehave {
@@ -43,6 +47,7 @@ impl Plugin for Misbehave {
         Ok(Misbehave {
             mode: config.mode,
             calls: 0,
+            mail_spf: String::new(),
         })
     }
 
@@ -62,8 +67,14 @@ impl Plugin for Misbehave {
         }
     }
 
-    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom, _spf: &SpfResults) -> Verdict {
+    fn mail(&mut self, _session: &Session, sender: &EnvelopeFrom, spf: &SpfResults) -> Verdict {
         self.calls += 1;
+        self.mail_spf = format!(
+            "{}/{}:{}",
+            spf.mail_from.status.as_str(),
+            spf.helo.status.as_str(),
+            spf.mail_from.domain
+        );
         match self.mode.as_str() {
             "panic" => panic!("misbehave: panic on purpose"),
             "loop" => loop {
@@ -124,9 +135,41 @@ impl Plugin for Misbehave {
         _from: &EnvelopeFrom,
         _rcpts: &[String],
         message: &Message,
-        _auth: &AuthResults,
+        auth: &AuthResults,
     ) -> DataResult {
         self.calls += 1;
+        if self.mode == "echo-auth" {
+            let dkim: Vec<String> = auth
+                .dkim
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}:{}:{}:{}",
+                        d.status.as_str(),
+                        d.domain,
+                        d.selector,
+                        d.algorithm
+                    )
+                })
+                .collect();
+            let d = &auth.dmarc;
+            let echo = format!(
+                "mail={}; spf={}; dkim=[{}]; arc={}/{}; dmarc={} from={} policy={} pct={} disposition={} aligned={}{}",
+                self.mail_spf,
+                auth.spf.mail_from.status.as_str(),
+                dkim.join(","),
+                auth.arc.status.as_str(),
+                auth.arc.sets,
+                d.status.as_str(),
+                d.from_domain,
+                d.policy.as_str(),
+                d.percent,
+                d.disposition.as_str(),
+                if d.spf_aligned { "spf" } else { "" },
+                if d.dkim_aligned { "dkim" } else { "" },
+            );
+            return DataResult::default().add_header("X-Echo-Auth", &echo);
+        }
         if self.mode == "huge-header" {
             return DataResult::default().add_header("X-Huge", &"x".repeat(2 << 20));
         }

@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""An outside DKIM signer and verifier for the tests: dkimpy (Debian's python3-dkim), with
+PyNaCl for Ed25519 and openssl for RSA keys.
+
+  dkim_tool.py keygen rsa|ed25519 KEYFILE     writes the key, prints the TXT record
+  dkim_tool.py sign SELECTOR DOMAIN KEYFILE rsa|ed25519 < message > signed message
+  dkim_tool.py verify TXT < message            prints pass/fail for the first signature,
+                                               its key taken from TXT (no DNS)
+"""
+import base64
+import subprocess
+import sys
+
+import dkim
+
+
+def keygen(kind, keyfile):
+    if kind == "ed25519":
+        import nacl.signing
+        key = nacl.signing.SigningKey.generate()
+        with open(keyfile, "wb") as f:
+            f.write(base64.b64encode(bytes(key)))
+        public = base64.b64encode(bytes(key.verify_key)).decode()
+        print(f"v=DKIM1; k=ed25519; p={public}")
+    else:
+        subprocess.run(["openssl", "genrsa", "-traditional", "-out", keyfile, "2048"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "rsa", "-in", keyfile, "-pubout", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        print(f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}")
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "keygen":
+        keygen(sys.argv[2], sys.argv[3])
+    elif cmd == "sign":
+        selector, domain, keyfile, kind = sys.argv[2:6]
+        message = sys.stdin.buffer.read()
+        key = open(keyfile, "rb").read()
+        algorithm = b"ed25519-sha256" if kind == "ed25519" else b"rsa-sha256"
+        signature = dkim.sign(message, selector.encode(), domain.encode(), key,
+                              include_headers=[b"from", b"to", b"subject"],
+                              signature_algorithm=algorithm, linesep=b"\r\n")
+        sys.stdout.buffer.write(signature + message)
+    elif cmd == "verify":
+        record = sys.argv[2].encode()
+        message = sys.stdin.buffer.read()
+        ok = dkim.verify(message, dnsfunc=lambda name, timeout=5: record)
+        print("pass" if ok else "fail")
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+main()

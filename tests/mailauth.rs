@@ -1,0 +1,715 @@
+//! Sender authentication through real sockets and a DNS server started by each test: SPF
+//! (include, redirect, macros, -all/~all, lookup and void limits, temperror on a DNS server
+//! that fails or never answers), DKIM signed by an outside signer (dkimpy) and tampered
+//! with, DKIM signed by wasmtp and checked by dkimpy, DMARC alignment, organizational
+//! domains, `sp=` and `pct=`, the bundled dmarc-policy plugin, forged
+//! Authentication-Results, and hostile input (broken signatures, 100 signatures, absurd
+//! keys, looping records).
+
+mod common;
+use common::dns::{TestDns, Zone};
+use common::sink::{Sink, SinkOptions};
+use common::{Client, TestServer};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The outside signer and verifier (dkimpy, from Debian's python3-dkim and python3-nacl).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn dkim_tool(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/common/dkim_tool.py");
+    let mut child = std::process::Command::new(PYTHON)
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with dkimpy (apt-get install python3-dkim python3-nacl)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dkim_tool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A key made by the outside tool; returns its TXT record.
+fn outside_key(kind: &str, path: &Path) -> String {
+    let txt = dkim_tool(&["keygen", kind, path.to_str().unwrap()], b"");
+    String::from_utf8(txt).unwrap().trim().to_string()
+}
+
+/// The gateway: mail for example.test relayed to `sink`, our resolver the test's DNS,
+/// `plugins` appended.
+async fn gateway(dns: &TestDns, sink: &Sink, extra: &str) -> TestServer {
+    TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [authentication]\nverify = true\ntimeout = \"3s\"\n{}\n{extra}",
+        dns.addr,
+        sink.config_route("example.test", "none")
+    ))
+    .await
+}
+
+fn echo_plugin() -> String {
+    format!(
+        "[[plugin]]\nname = \"echo\"\npath = \"{}/misbehave.wasm\"\ncapabilities = [\"kv\"]\n[plugin.config]\nmode = \"echo-auth\"\n",
+        env!("WASMTP_PLUGIN_DIR")
+    )
+}
+
+/// One message from `from` (MAIL FROM) with `content`; the final reply.
+async fn send(s: &TestServer, helo: &str, from: &str, content: &[u8]) -> String {
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd(&format!("EHLO {helo}"), "250").await;
+    c.cmd(&format!("MAIL FROM:<{from}>"), "250").await;
+    c.cmd("RCPT TO:<rcpt@example.test>", "250").await;
+    c.cmd("DATA", "354").await;
+    let mut data = content.to_vec();
+    data.extend_from_slice(b".\r\n");
+    c.send(&data).await;
+    c.reply().await
+}
+
+/// The header section of a delivered message, unfolded: one field a line.
+fn header_of(message: &str) -> Vec<String> {
+    let head = message.split("\r\n\r\n").next().unwrap_or_default();
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            fields.push(line.to_string());
+        }
+    }
+    fields
+}
+
+fn field<'a>(fields: &'a [String], name: &str) -> Vec<&'a str> {
+    fields
+        .iter()
+        .filter_map(|f| f.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn plain(from_header: &str, subject: &str) -> Vec<u8> {
+    format!("From: {from_header}\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn spf_results_reach_plugins_and_the_header() {
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    let dns = Zone::default()
+        .txt("pass.test.", "v=spf1 ip4:127.0.0.0/8 -all")
+        .txt("fail.test.", "v=spf1 ip4:192.0.2.1 -all")
+        .txt("soft.test.", "v=spf1 ~all")
+        .txt("neutral.test.", "v=spf1 ?all")
+        .txt("inc.test.", "v=spf1 include:_spf.inc.test -all")
+        .txt("_spf.inc.test.", "v=spf1 a:host.inc.test -all")
+        .a("host.inc.test.", ip)
+        .txt("red.test.", "v=spf1 redirect=_spf.red.test")
+        .txt("_spf.red.test.", "v=spf1 mx -all")
+        .mx("_spf.red.test.", 10, "mx.red.test.")
+        .a("mx.red.test.", ip)
+        // %{i} of 127.0.0.1 reversed is 1.0.0.127, %{l} the local part.
+        .txt(
+            "macro.test.",
+            "v=spf1 exists:%{ir}.%{l}._spf.macro.test -all",
+        )
+        .a("1.0.0.127.alice._spf.macro.test.", ip)
+        .txt("helo.test.", "v=spf1 ip4:127.0.0.1 -all")
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = gateway(&dns, &sink, &echo_plugin()).await;
+    let cases = [
+        ("a@pass.test", "pass"),
+        ("a@fail.test", "fail"),
+        ("a@soft.test", "softfail"),
+        ("a@neutral.test", "neutral"),
+        ("a@none.test", "none"),
+        ("a@inc.test", "pass"),
+        ("a@red.test", "pass"),
+        ("alice@macro.test", "pass"),
+        ("bob@macro.test", "fail"),
+    ];
+    for (i, (from, _)) in cases.iter().enumerate() {
+        let reply = send(
+            &s,
+            "helo.test",
+            from,
+            &plain("x@x.test", &format!("case {i}")),
+        )
+        .await;
+        assert!(reply.starts_with("250"), "{from}: {reply}");
+    }
+    let got = sink.wait_for(cases.len()).await;
+    for (i, (from, expected)) in cases.iter().enumerate() {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: case {i}\r\n")))
+            .unwrap();
+        let fields = header_of(&m.text());
+        let domain = from.split('@').nth(1).unwrap();
+        let results = field(&fields, "Authentication-Results");
+        assert_eq!(results.len(), 1, "{fields:?}");
+        assert!(results[0].starts_with("mx.test;"), "{}", results[0]);
+        assert!(
+            results[0].contains(&format!("spf={expected} smtp.mailfrom={domain}")),
+            "{from}: {}",
+            results[0]
+        );
+        assert!(
+            results[0].contains("spf=pass smtp.helo=helo.test"),
+            "{}",
+            results[0]
+        );
+        // The typed results: the mail hook's (MAIL FROM/HELO) and the data hook's.
+        let echo = field(&fields, "X-Echo-Auth");
+        assert!(
+            echo[0].starts_with(&format!("mail={expected}/pass:{domain}; spf={expected};")),
+            "{from}: {echo:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spf_limits_loops_and_dns_failures_give_errors_quickly() {
+    let mut zone = Zone::default()
+        // Three lookups that find nothing: RFC 7208 4.6.4 allows two.
+        .txt(
+            "void.test.",
+            "v=spf1 a:nx1.void.test a:nx2.void.test a:nx3.void.test -all",
+        )
+        .txt(
+            "twovoid.test.",
+            "v=spf1 a:nx1.void.test a:nx2.void.test ip4:127.0.0.1 -all",
+        )
+        .txt("loop.test.", "v=spf1 include:loop.test -all")
+        .txt("two.test.", "v=spf1 -all")
+        .txt("two.test.", "v=spf1 +all")
+        .txt("syntax.test.", "v=spf1 ip4:not-an-address -all")
+        .txt("cidr.test.", "v=spf1 ip4:0.0.0.0/0 -all")
+        .txt("dead.test.", "v=spf1 include:x.servfail.test -all")
+        .txt("slow.test.", "v=spf1 a:x.hang.test -all")
+        .txt("noinclude.test.", "v=spf1 include:nothing.test -all")
+        .txt(
+            "huge.test.",
+            &format!("v=spf1 {} -all", "ip4:192.0.2.1 ".repeat(300)),
+        );
+    // Eleven includes, each with a record: over the limit of ten lookups.
+    let chain: Vec<String> = (0..11)
+        .map(|i| format!("include:c{i}.chain.test"))
+        .collect();
+    zone = zone.txt("chain.test.", &format!("v=spf1 {} -all", chain.join(" ")));
+    for i in 0..11 {
+        zone = zone.txt(&format!("c{i}.chain.test."), "v=spf1 ip4:192.0.2.1 -all");
+    }
+    let dns = zone.start().await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = gateway(&dns, &sink, &echo_plugin()).await;
+    let cases = [
+        ("a@void.test", "permerror"),
+        ("a@twovoid.test", "pass"),
+        ("a@loop.test", "permerror"),
+        ("a@two.test", "permerror"),
+        ("a@syntax.test", "permerror"),
+        ("a@cidr.test", "permerror"),
+        ("a@dead.test", "temperror"),
+        ("a@slow.test", "temperror"),
+        ("a@noinclude.test", "permerror"),
+        ("a@chain.test", "permerror"),
+        ("a@huge.test", "fail"),
+    ];
+    for (i, (from, _)) in cases.iter().enumerate() {
+        let started = Instant::now();
+        let reply = send(
+            &s,
+            "client.test",
+            from,
+            &plain("x@x.test", &format!("case {i}")),
+        )
+        .await;
+        assert!(reply.starts_with("250"), "{from}: {reply}");
+        // The timeout is 3 s: a check never waits longer than that for DNS.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{from}: {:?}",
+            started.elapsed()
+        );
+    }
+    let got = sink.wait_for(cases.len()).await;
+    for (i, (from, expected)) in cases.iter().enumerate() {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: case {i}\r\n")))
+            .unwrap();
+        let fields = header_of(&m.text());
+        let results = field(&fields, "Authentication-Results");
+        let domain = from.split('@').nth(1).unwrap();
+        assert!(
+            results[0].contains(&format!("spf={expected} smtp.mailfrom={domain}")),
+            "{from}: {}",
+            results[0]
+        );
+    }
+}
+
+/// A message signed by dkimpy: pass; tampered after signing: fail; with DMARC p=reject
+/// and the dmarc-policy plugin the tampered one is refused with 550 5.7.1.
+#[tokio::test]
+async fn outside_signatures_verify_and_tampering_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = outside_key("rsa", &dir.path().join("rsa.key"));
+    let ed = outside_key("ed25519", &dir.path().join("ed.key"));
+    let dns = Zone::default()
+        .txt("s1._domainkey.signer.test.", &rsa)
+        .txt("e1._domainkey.signer.test.", &ed)
+        .txt("_dmarc.signer.test.", "v=DMARC1; p=reject")
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let plugins = format!(
+        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n",
+        echo_plugin()
+    );
+    let s = gateway(&dns, &sink, &plugins).await;
+    let body = plain("Signer <news@signer.test>", "signed");
+    let key = |name: &str| dir.path().join(name).display().to_string();
+    let signed_rsa = dkim_tool(
+        &["sign", "s1", "signer.test", &key("rsa.key"), "rsa"],
+        &body,
+    );
+    let signed_ed = dkim_tool(
+        &["sign", "e1", "signer.test", &key("ed.key"), "ed25519"],
+        &body,
+    );
+    // The envelope sender has no SPF: only DKIM can make DMARC pass.
+    for signed in [&signed_rsa, &signed_ed] {
+        let reply = send(&s, "client.test", "bounce@nospf.test", signed).await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    let got = sink.wait_for(2).await;
+    for (selector, algorithm) in [("s1", "rsa-sha256"), ("e1", "ed25519-sha256")] {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("s={selector};")))
+            .unwrap();
+        let fields = header_of(&m.text());
+        let results = field(&fields, "Authentication-Results")[0];
+        assert!(
+            results.contains(&format!(
+                "dkim=pass header.d=signer.test header.s={selector} header.a={algorithm}"
+            )),
+            "{results}"
+        );
+        assert!(results.contains("dmarc=pass"), "{results}");
+        let echo = field(&fields, "X-Echo-Auth")[0];
+        assert!(
+            echo.contains(&format!("dkim=[pass:signer.test:{selector}:{algorithm}]"))
+                && echo.contains("dmarc=pass from=signer.test policy=reject")
+                && echo.contains("aligned=dkim"),
+            "{echo}"
+        );
+    }
+    // Tampered: the body changed after signing. DMARC fails; the policy plugin refuses.
+    let tampered = String::from_utf8(signed_rsa.clone())
+        .unwrap()
+        .replace("Hello.", "Hello!");
+    let reply = send(&s, "client.test", "bounce@nospf.test", tampered.as_bytes()).await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    // A changed signed header, with enforce off to see the results.
+    let s2 = gateway(
+        &dns,
+        &sink,
+        &format!(
+            "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n[plugin.config]\nenforce = false\n",
+            echo_plugin()
+        ),
+    )
+    .await;
+    let tampered = String::from_utf8(signed_rsa)
+        .unwrap()
+        .replace("Subject: signed", "Subject: forged");
+    let reply = send(&s2, "client.test", "bounce@nospf.test", tampered.as_bytes()).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = sink.wait_for(3).await;
+    let fields = header_of(&got[2].text());
+    let results = field(&fields, "Authentication-Results")[0];
+    assert!(
+        results.contains("dkim=fail") && results.contains("dmarc=fail"),
+        "{results}"
+    );
+    let tag = field(&fields, "X-DMARC-Policy")[0];
+    assert_eq!(
+        tag,
+        "fail; from=signer.test; policy=reject; disposition=reject; action=tagged"
+    );
+}
+
+/// Mail from relay.networks is signed by wasmtp with keys from `wasmtp dkim-keygen`
+/// (RSA and Ed25519); dkimpy verifies both, and so does wasmtp itself on the way in.
+#[tokio::test]
+async fn wasmtp_signs_and_dkimpy_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for (selector, algorithm, domain) in [("r1", "rsa", "ours.test"), ("e1", "ed25519", "ed.test")]
+    {
+        let key = dir.path().join(format!("{selector}.pem"));
+        let out = std::process::Command::new(common::BIN)
+            .args(["dkim-keygen", "--domain", domain, "--selector", selector])
+            .args(["--algorithm", algorithm, "--out", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        // `NAME IN TXT ( "part" "part" )`: the strings joined are the record.
+        let line = text.lines().find(|l| l.contains(" IN TXT ")).unwrap();
+        let record: String = line
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(
+            record.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
+            "{record}"
+        );
+        records.push((format!("{selector}._domainkey.{domain}."), record));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the private key is readable by others");
+        }
+    }
+    let sink = Sink::start(SinkOptions::default()).await;
+    let mut zone = Zone::default();
+    for (name, record) in &records {
+        zone = zone.txt(name, record);
+    }
+    let dns = zone.start().await;
+    let signing = format!(
+        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[dkim]]\ndomain = \"ours.test\"\nselector = \"r1\"\nprivate_key = \"{0}/r1.pem\"\n\
+         [[dkim]]\ndomain = \"ed.test\"\nselector = \"e1\"\nprivate_key = \"{0}/e1.pem\"\n",
+        dir.path().display()
+    );
+    let s = gateway(&dns, &sink, &signing).await;
+    for from in ["Me <me@ours.test>", "me@mail.ed.test", "me@unsigned.test"] {
+        let reply = send(&s, "client.test", "me@ours.test", &plain(from, "outgoing")).await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    let got = sink.wait_for(3).await;
+    let from = |f: &str| {
+        got.iter()
+            .find(|m| m.text().contains(&format!("\r\nFrom: {f}\r\n")))
+            .unwrap()
+            .text()
+    };
+    for (text, (_, record)) in [from("Me <me@ours.test>"), from("me@mail.ed.test")]
+        .iter()
+        .zip(&records)
+    {
+        assert!(text.starts_with("DKIM-Signature: "), "{text}");
+        // Our own mail is not verified on the way out: no Authentication-Results.
+        assert!(!text.contains("Authentication-Results"), "{text}");
+        let verdict = dkim_tool(&["verify", record], text.as_bytes());
+        assert_eq!(String::from_utf8_lossy(&verdict).trim(), "pass", "{text}");
+    }
+    assert!(
+        !from("me@unsigned.test").contains("DKIM-Signature"),
+        "no key for unsigned.test"
+    );
+    // The signed message, received from outside: wasmtp verifies its own signature.
+    let outside = gateway(&dns, &sink, "").await;
+    let signed = from("Me <me@ours.test>");
+    let reply = send(&outside, "client.test", "x@nospf.test", signed.as_bytes()).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let again = sink.wait_for(4).await;
+    let verified = again
+        .iter()
+        .find(|m| m.text().contains("Authentication-Results"))
+        .unwrap();
+    let results = header_of(&verified.text());
+    let ar = field(&results, "Authentication-Results")[0];
+    assert!(
+        ar.contains("dkim=pass header.d=ours.test header.s=r1"),
+        "{ar}"
+    );
+}
+
+/// DMARC: relaxed and strict alignment, the organizational domain's record with sp=,
+/// pct=0, quarantine (held), allow_domains, and a From domain without a record.
+#[tokio::test]
+async fn dmarc_alignment_policies_and_the_policy_plugin() {
+    let dns = Zone::default()
+        .txt("bounce.org.test.", "v=spf1 ip4:127.0.0.1 -all")
+        .txt("_dmarc.org.test.", "v=DMARC1; p=none; sp=reject")
+        .txt("bounce.strict.test.", "v=spf1 ip4:127.0.0.1 -all")
+        .txt("_dmarc.strict.test.", "v=DMARC1; p=reject; aspf=s")
+        .txt("_dmarc.quar.test.", "v=DMARC1; p=quarantine")
+        .txt("_dmarc.sampled.test.", "v=DMARC1; p=reject; pct=0")
+        .txt("_dmarc.partner.test.", "v=DMARC1; p=reject")
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let plugins = format!(
+        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n[plugin.config]\nallow_domains = [\"partner.test\"]\n",
+        echo_plugin()
+    );
+    let s = gateway(&dns, &sink, &plugins).await;
+    // Relaxed SPF alignment: MAIL FROM bounce.org.test, From org.test (p=none).
+    let r = send(
+        &s,
+        "c.test",
+        "x@bounce.org.test",
+        &plain("a@org.test", "relaxed"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    // A subdomain without a record gets the organizational domain's sp=reject.
+    let r = send(
+        &s,
+        "c.test",
+        "x@nospf.test",
+        &plain("a@news.org.test", "sub"),
+    )
+    .await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    // Strict SPF alignment: bounce.strict.test is not strict.test.
+    let r = send(
+        &s,
+        "c.test",
+        "x@bounce.strict.test",
+        &plain("a@strict.test", "strict"),
+    )
+    .await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    // pct=0: reject becomes quarantine (RFC 7489 6.6.4): held, not refused.
+    let r = send(
+        &s,
+        "c.test",
+        "x@nospf.test",
+        &plain("a@sampled.test", "sampled"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let r = send(
+        &s,
+        "c.test",
+        "x@nospf.test",
+        &plain("a@quar.test", "quarantine"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    // Allowlisted: tagged, delivered.
+    let r = send(
+        &s,
+        "c.test",
+        "x@nospf.test",
+        &plain("a@partner.test", "allowed"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let r = send(
+        &s,
+        "c.test",
+        "x@nospf.test",
+        &plain("a@nodmarc.test", "none"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = sink.wait_for(3).await;
+    let find = |subject: &str| {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: {subject}\r\n")))
+            .unwrap_or_else(|| panic!("{subject} not delivered"));
+        header_of(&m.text())
+    };
+    let relaxed = find("relaxed");
+    let echo = field(&relaxed, "X-Echo-Auth")[0];
+    assert!(
+        echo.contains("dmarc=pass from=org.test policy=none") && echo.contains("aligned=spf"),
+        "{echo}"
+    );
+    let allowed = find("allowed");
+    assert_eq!(
+        field(&allowed, "X-DMARC-Policy")[0],
+        "fail; from=partner.test; policy=reject; disposition=reject; action=allowed"
+    );
+    let none = find("none");
+    assert!(
+        field(&none, "Authentication-Results")[0].contains("dmarc=none header.from=nodmarc.test")
+    );
+    assert!(field(&none, "X-DMARC-Policy").is_empty());
+    // The two quarantined messages are held in the spool.
+    let list = s.spool().list();
+    assert_eq!(list.len(), 2, "held: {list:?}");
+    common::eventually("held messages stay", || sink.count() == 3).await;
+}
+
+/// Authentication-Results claiming our name are removed from received mail; others stay.
+#[tokio::test]
+async fn forged_authentication_results_are_removed() {
+    let dns = Zone::default().start().await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = gateway(&dns, &sink, "").await;
+    let content = b"Authentication-Results: mx.test; dkim=pass header.d=bank.test; dmarc=pass\r\n\
+Authentication-Results: upstream.test; spf=pass\r\n\
+From: a@bank.test\r\nSubject: forged\r\n\r\nPay now.\r\n";
+    let r = send(&s, "c.test", "a@nospf.test", content).await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = sink.wait_for(1).await;
+    let fields = header_of(&got[0].text());
+    let results = field(&fields, "Authentication-Results");
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results[0].starts_with("mx.test;") && results[0].contains("dkim=none"));
+    assert_eq!(results[1], "upstream.test; spf=pass");
+}
+
+/// Broken and hostile signatures: each a quick permerror or temperror, the message
+/// accepted, the server fine.
+#[tokio::test]
+async fn hostile_signatures_and_keys_fail_quickly() {
+    let huge_key = format!("v=DKIM1; k=rsa; p={}", "A".repeat(12_000));
+    // A well-formed RSA key of 8192 bits is refused, not computed with.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.key");
+    std::process::Command::new("openssl")
+        .args([
+            "genrsa",
+            "-traditional",
+            "-out",
+            big.to_str().unwrap(),
+            "8192",
+        ])
+        .output()
+        .unwrap();
+    let der = std::process::Command::new("openssl")
+        .args([
+            "rsa",
+            "-in",
+            big.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    use base64::Engine;
+    let big_record = format!(
+        "v=DKIM1; k=rsa; p={}",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
+    let dns = Zone::default()
+        .txt("huge._domainkey.bad.test.", &huge_key)
+        .txt("big._domainkey.bad.test.", &big_record)
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = gateway(&dns, &sink, &echo_plugin()).await;
+    let body = "From: a@bad.test\r\nSubject: hostile\r\n\r\nx\r\n";
+    let sig = |tags: &str| format!("DKIM-Signature: {tags}\r\n");
+    let cases = [
+        // Not a signature at all.
+        sig("garbage ;;; = = ="),
+        // Missing tags.
+        sig("v=1; a=rsa-sha256; d=bad.test"),
+        // An unknown algorithm.
+        sig("v=1; a=rsa-md5; d=bad.test; s=s; h=from; bh=AAAA; b=AAAA"),
+        // A key of 12,000 base64 'A's, and a real 8192-bit key.
+        sig(
+            "v=1; a=rsa-sha256; c=relaxed/relaxed; d=bad.test; s=huge; h=from; bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA",
+        ),
+        sig(
+            "v=1; a=rsa-sha256; c=relaxed/relaxed; d=bad.test; s=big; h=from; bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA",
+        ),
+        // A key that never answers, and one whose name is not a domain.
+        sig(
+            "v=1; a=rsa-sha256; d=x.hang.test; s=s; h=from; bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA",
+        ),
+        sig(
+            "v=1; a=rsa-sha256; d=bad..test; s=s; h=from; bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA",
+        ),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let started = Instant::now();
+        let content = format!("{case}{}", body.replace("hostile", &format!("hostile {i}")));
+        let r = send(&s, "c.test", "a@nospf.test", content.as_bytes()).await;
+        assert!(r.starts_with("250"), "case {i}: {r}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "case {i}: {:?}",
+            started.elapsed()
+        );
+    }
+    // 100 signatures with distinct l= values: at most five are looked at.
+    let mut many = String::new();
+    for i in 0..100 {
+        many.push_str(&sig(&format!(
+            "v=1; a=rsa-sha256; d=d{i}.bad.test; s=s; l={i}; h=from; bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA"
+        )));
+    }
+    let started = Instant::now();
+    let content = format!("{many}{}", body.replace("hostile", "hostile many"));
+    let r = send(&s, "c.test", "a@nospf.test", content.as_bytes()).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let got = sink.wait_for(cases.len() + 1).await;
+    let expect = [
+        "permerror",
+        "permerror",
+        "permerror",
+        "permerror",
+        "permerror",
+        "temperror",
+        "permerror",
+    ];
+    for (i, expected) in expect.iter().enumerate() {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: hostile {i}\r\n")))
+            .unwrap();
+        let fields = header_of(&m.text());
+        let results = field(&fields, "Authentication-Results")[0];
+        assert!(
+            results.contains(&format!("dkim={expected}")),
+            "case {i}: {results}"
+        );
+    }
+    let m = got
+        .iter()
+        .find(|m| m.text().contains("Subject: hostile many\r\n"))
+        .unwrap();
+    let fields = header_of(&m.text());
+    let echo = field(&fields, "X-Echo-Auth")[0];
+    let list = echo
+        .split("dkim=[")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    assert_eq!(list.split(',').count(), 5, "{echo}");
+}
