@@ -16,6 +16,51 @@ fn check_config_fails(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A plugin built for wasmtp:plugin@0.1.0 is named as such, with the way out; a DKIM key
+/// that is missing or not a key, and a zero verification timeout, are each a problem.
+#[test]
+fn check_config_names_old_plugins_and_bad_dkim_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let old =
+        wat::parse_str(r#"(component (import "wasmtp:plugin/log@0.1.0" (instance)))"#).unwrap();
+    std::fs::write(dir.path().join("old.wasm"), old).unwrap();
+    std::fs::write(
+        dir.path().join("notakey.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\n[authentication]\ntimeout = \"0s\"\n\
+             [[dkim]]\ndomain = \"example.test\"\nselector = \"s1\"\nprivate_key = \"{0}/missing.pem\"\n\
+             [[dkim]]\ndomain = \"example.test\"\nselector = \"s2\"\nprivate_key = \"{0}/notakey.pem\"\n\
+             [[plugin]]\nname = \"old\"\npath = \"{0}/old.wasm\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let err = check_config_fails(&config);
+    assert!(err.contains("authentication.timeout"), "{err}");
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        config_text.replace("timeout = \"0s\"", "timeout = \"5s\""),
+    )
+    .unwrap();
+    let err = check_config_fails(&config);
+    for expected in [
+        "plugin[0] (old): built for wasmtp:plugin@0.1.0; this server speaks wasmtp:plugin@0.2.0",
+        "Migrating plugins",
+        "dkim[0].private_key",
+        "dkim[1].private_key",
+        "no private key",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from {err}");
+    }
+}
+
 #[test]
 fn check_config_lists_every_problem_with_its_key_path() {
     let dir = tempfile::tempdir().unwrap();

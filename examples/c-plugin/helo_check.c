@@ -1,5 +1,7 @@
 // A wasmtp policy plugin in C: refuses HELO/EHLO names that are not fully qualified
-// domain names or address literals (like Postfix's reject_non_fqdn_helo_hostname).
+// domain names or address literals (like Postfix's reject_non_fqdn_helo_hostname), and at
+// MAIL refuses clients whose HELO name's SPF record says they may not use it (the server's
+// SPF result for the HELO identity is `fail`: 550 5.7.23, RFC 7372).
 // Config ([plugin.config]): allow_single_label = true lets "localhost"-style names pass.
 //
 // Built with Debian's clang and wasi-libc, `wit-bindgen c` and jco's preview1 adapter:
@@ -24,9 +26,10 @@ bool exports_wasmtp_plugin_hooks_init(plugin_string_t *config_json, exports_wasm
     (void)err;
     allow_single_label = contains(config_json, "\"allow_single_label\":true");
     plugin_string_free(config_json);
-    ret->len = 1;
-    ret->ptr = malloc(sizeof(*ret->ptr));
+    ret->len = 2;
+    ret->ptr = malloc(2 * sizeof(*ret->ptr));
     ret->ptr[0] = WASMTP_PLUGIN_TYPES_HOOK_HELO;
+    ret->ptr[1] = WASMTP_PLUGIN_TYPES_HOOK_MAIL;
     return true;
 }
 
@@ -78,10 +81,19 @@ void exports_wasmtp_plugin_hooks_on_auth(exports_wasmtp_plugin_hooks_session_t *
     proceed(ret);
 }
 void exports_wasmtp_plugin_hooks_on_mail(exports_wasmtp_plugin_hooks_session_t *s, exports_wasmtp_plugin_hooks_envelope_from_t *f,
+                                         exports_wasmtp_plugin_hooks_spf_results_t *spf,
                                          exports_wasmtp_plugin_hooks_verdict_t *ret) {
+    if (spf->helo.status == WASMTP_PLUGIN_TYPES_AUTH_STATUS_FAIL) {
+        ret->tag = WASMTP_PLUGIN_TYPES_VERDICT_REJECT;
+        ret->val.reject.code = 550;
+        plugin_string_dup(&ret->val.reject.enhanced, "5.7.23");
+        plugin_string_dup(&ret->val.reject.text, "SPF: this client may not use its HELO name");
+    } else {
+        proceed(ret);
+    }
     exports_wasmtp_plugin_hooks_session_free(s);
     exports_wasmtp_plugin_hooks_envelope_from_free(f);
-    proceed(ret);
+    exports_wasmtp_plugin_hooks_spf_results_free(spf);
 }
 void exports_wasmtp_plugin_hooks_on_rcpt(exports_wasmtp_plugin_hooks_session_t *s, exports_wasmtp_plugin_hooks_envelope_from_t *f,
                                          plugin_string_t *r, exports_wasmtp_plugin_hooks_list_param_t *p, plugin_list_string_t *a,
@@ -95,11 +107,13 @@ void exports_wasmtp_plugin_hooks_on_rcpt(exports_wasmtp_plugin_hooks_session_t *
 }
 void exports_wasmtp_plugin_hooks_on_data(exports_wasmtp_plugin_hooks_session_t *s, exports_wasmtp_plugin_hooks_envelope_from_t *f,
                                          plugin_list_string_t *r, exports_wasmtp_plugin_hooks_borrow_message_t m,
+                                         exports_wasmtp_plugin_hooks_auth_results_t *auth,
                                          exports_wasmtp_plugin_hooks_data_result_t *ret) {
     (void)m;
     exports_wasmtp_plugin_hooks_session_free(s);
     exports_wasmtp_plugin_hooks_envelope_from_free(f);
     plugin_list_string_free(r);
+    exports_wasmtp_plugin_hooks_auth_results_free(auth);
     ret->verdict.tag = WASMTP_PLUGIN_TYPES_DATA_VERDICT_CONTINUE;
     ret->changes.ptr = NULL;
     ret->changes.len = 0;

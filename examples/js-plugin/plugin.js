@@ -2,12 +2,13 @@
 //
 // Refuses recipients whose local part is in `blocked_users` at RCPT (550 5.1.1), counts
 // messages per sender domain in the kv store, and tags each message with an
-// `X-JS-Policy` header. Config ([plugin.config]):
+// `X-JS-Policy` header that also carries the server's DMARC result for the From domain.
+// Config ([plugin.config]):
 //
 //     blocked_users = ["abuse-test"]
 
-import { log } from 'wasmtp:plugin/log@0.1.0';
-import { increment } from 'wasmtp:plugin/kv@0.1.0';
+import { log } from 'wasmtp:plugin/log@0.2.0';
+import { increment } from 'wasmtp:plugin/kv@0.2.0';
 
 // One instance serves one SMTP session, so module state is per session.
 let config = { blocked_users: [] };
@@ -33,7 +34,7 @@ export const hooks = {
     return proceed;
   },
 
-  onData(session, sender, recipients, message) {
+  onData(session, sender, recipients, message, auth) {
     const domain = sender.address.slice(sender.address.lastIndexOf('@') + 1) || 'null-sender';
     const seen = increment(`domain:${domain}`, 1n, 86400n);
     const subject = message.header('Subject')[0] ?? '';
@@ -42,7 +43,10 @@ export const hooks = {
       changes: [
         {
           tag: 'add-header',
-          val: { name: 'X-JS-Policy', value: `size=${message.size()}; subject-words=${subject.split(/\s+/).filter(Boolean).length}; domain-count=${seen}` },
+          val: {
+            name: 'X-JS-Policy',
+            value: `size=${message.size()}; subject-words=${subject.split(/\s+/).filter(Boolean).length}; domain-count=${seen}; dmarc=${auth.dmarc.status}${auth.dmarc.fromDomain ? ` from=${auth.dmarc.fromDomain}` : ''}`,
+          },
         },
       ],
     };

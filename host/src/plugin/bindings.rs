@@ -16,3 +16,34 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::wasmtp::plugin::types;
+
+/// The version of the WIT package the host implements.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// `wasmtp:plugin@VERSION` when the component was built against another version of the
+/// contract than ours (its imports and exports name the package with their version).
+pub fn other_contract(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Option<String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n));
+    names
+        .filter_map(|n| n.strip_prefix("wasmtp:plugin/"))
+        .filter_map(|n| n.split_once('@').map(|(_, v)| v))
+        .find(|v| *v != CONTRACT_VERSION)
+        .map(|v| format!("wasmtp:plugin@{v}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let package = format!("package wasmtp:plugin@{};", super::CONTRACT_VERSION);
+        assert!(wit.contains(&package), "{package} is not in wit/plugin.wit");
+    }
+}

@@ -68,6 +68,15 @@ pub enum PluginError {
         name: String,
         source: wasmtime::Error,
     },
+    #[error(
+        "plugin[{index}] ({name}): built for {contract}; this server speaks wasmtp:plugin@{}: rebuild it against wit/ (README: Migrating plugins)",
+        bindings::CONTRACT_VERSION
+    )]
+    OldContract {
+        index: usize,
+        name: String,
+        contract: String,
+    },
     #[error("plugin[{index}] ({name}): does not fit the wasmtp:plugin world: {source:#}")]
     World {
         index: usize,
@@ -169,11 +178,20 @@ impl PluginSet {
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::PluginPre::new)
-            .map_err(|source| PluginError::World {
-                index,
-                name: name(),
-                source,
-            })?;
+            .map_err(
+                |source| match bindings::other_contract(&component, &self.engine) {
+                    Some(contract) => PluginError::OldContract {
+                        index,
+                        name: name(),
+                        contract,
+                    },
+                    None => PluginError::World {
+                        index,
+                        name: name(),
+                        source,
+                    },
+                },
+            )?;
         // A TOML table always has a JSON form.
         let config_json = serde_json::to_string(&p.config).expect("TOML is JSON-compatible");
         let granted = p
