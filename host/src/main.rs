@@ -47,7 +47,7 @@ enum Command {
         /// rsa or ed25519 (RFC 8463; not every verifier knows it yet: sign with both)
         #[arg(long, default_value = "rsa")]
         algorithm: String,
-        /// RSA key size (1024-4096; RFC 8301 asks for at least 1024, 2048 is usual)
+        /// RSA key size (2048-4096; RFC 8301 asks for at least 1024, 2048 is usual)
         #[arg(long, default_value_t = 2048)]
         bits: usize,
         /// Write the private key to this file (readable by its owner only) instead of
@@ -165,8 +165,8 @@ fn dkim_keygen(
         return Err(format!("--selector: {selector:?} is not a selector"));
     }
     let rsa_bits = match algorithm {
-        "rsa" if (1024..=4096).contains(&bits) => Some(bits),
-        "rsa" => return Err(format!("--bits: {bits} is not within 1024-4096")),
+        "rsa" if (2048..=4096).contains(&bits) => Some(bits),
+        "rsa" => return Err(format!("--bits: {bits} is not within 2048-4096")),
         "ed25519" => None,
         other => return Err(format!("--algorithm: {other:?} is neither rsa nor ed25519")),
     };

@@ -3,7 +3,7 @@
 
 Started by run.sh (which installs Postfix, builds wasmtp and raises limits); see README.md.
 
-  bench.py throughput --wasmtp BIN --work DIR [--quick] [--runs N] [--json FILE]
+  bench.py throughput --wasmtp BIN --work DIR [--quick] [--runs N] [--json FILE] [--verify]
   bench.py idle       --wasmtp BIN --work DIR [--count 10000] [--postfix-count 1000]
 
 Everything listens on 127.0.0.1 on free ports; every wait is bounded; every process started
@@ -280,21 +280,82 @@ class Sink:
                 self.proc.kill()
 
 
+class BenchDns:
+    """A DNS server on 127.0.0.1 (UDP) for wasmtp's sender verification: TXT records for the
+    load's HELO name and sender domain (SPF) and the sender's DMARC record; NXDOMAIN for
+    anything else. Runs in a thread of this script."""
+
+    RECORDS = {
+        "load.bench.test": "v=spf1 ip4:127.0.0.1 -all",
+        "probe.bench.test": "v=spf1 ip4:127.0.0.1 -all",
+        MAIL_FROM.split("@")[1]: "v=spf1 ip4:192.0.2.0/24 include:_spf.bench.test ~all",
+        "_spf.bench.test": "v=spf1 ip4:127.0.0.0/8 -all",
+        "_dmarc." + MAIL_FROM.split("@")[1]: "v=DMARC1; p=reject",
+    }
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def answer(self, query):
+        # Header, then one question: labels, type, class (RFC 1035 4.1).
+        labels, i = [], 12
+        while i < len(query) and query[i]:
+            labels.append(query[i + 1:i + 1 + query[i]].decode(errors="replace").lower())
+            i += 1 + query[i]
+        qtype = int.from_bytes(query[i + 1:i + 3], "big")
+        question_end = i + 5
+        text = self.RECORDS.get(".".join(labels))
+        flags = 0x8180 if text is not None else 0x8183  # response, RD, RA; NXDOMAIN
+        answers = b""
+        if text is not None and qtype == 16:
+            data = text.encode()
+            strings = b"".join(bytes([len(data[k:k + 255])]) + data[k:k + 255]
+                               for k in range(0, len(data), 255))
+            answers = (b"\xc0\x0c" + (16).to_bytes(2, "big") + (1).to_bytes(2, "big")
+                       + (300).to_bytes(4, "big") + len(strings).to_bytes(2, "big") + strings)
+        header = (query[:2] + flags.to_bytes(2, "big") + (1).to_bytes(2, "big")
+                  + (1 if answers else 0).to_bytes(2, "big") + bytes(4))
+        return header + query[12:question_end] + answers
+
+    def serve(self):
+        while True:
+            try:
+                query, peer = self.sock.recvfrom(512)
+                self.queries += 1
+                self.sock.sendto(self.answer(query), peer)
+            except Exception:
+                continue
+
+
 class Wasmtp:
     name = "wasmtp"
 
-    def __init__(self, work, binary, connections=2000):
+    def __init__(self, work, binary, connections=2000, dns=None):
+        """`dns`: a BenchDns; then the sender verification is on (name "wasmtp+auth"),
+        else off."""
         self.dir = os.path.join(work, "wasmtp")
         self.spool = os.path.join(self.dir, "spool")
         os.makedirs(self.spool, exist_ok=True)
-        self.binary, self.connections = binary, connections
+        self.binary, self.connections, self.dns = binary, connections, dns
         self.proc = self.pid = None
+        if dns:
+            self.name = "wasmtp+auth"
 
     def config(self, port, sink_port):
         path = os.path.join(self.dir, "wasmtp.toml")
+        if self.dns:
+            auth = f'[authentication]\nverify = true\n\n[dns]\nnameservers = ["127.0.0.1:{self.dns.port}"]\n'
+        else:
+            auth = "[authentication]\nverify = false\n"
         with open(path, "w") as f:
             f.write(f"""# written by tests/bench/bench.py
 hostname = "wasmtp.bench.test"
+
+{auth}
 
 [[listen]]
 address = "127.0.0.1:{port}"
@@ -788,7 +849,9 @@ def table(results, sizes, sessions_list):
     for size in sizes:
         for sessions in sessions_list:
             med = {}
-            for name in ("wasmtp", "Postfix"):
+            names = [n for n in ("wasmtp", "wasmtp+auth", "Postfix")
+                     if any(r["server"] == n for r in results)]
+            for name in names:
                 runs = [r for r in results if r["server"] == name and r["size"] == size
                         and r["sessions"] == sessions]
                 ok = [r for r in runs if "error" not in r]
@@ -799,12 +862,16 @@ def table(results, sizes, sessions_list):
                     v = med[name][k]
                     cells.append(fmt.format(v) if v is not None else ("FAIL" if not ok else "n/a"))
                 lines.append("| " + " | ".join(cells) + " |")
-            cells = [human(size), str(sessions), "**wasmtp/Postfix**"]
-            for k, _, _ in COLUMNS:
-                a, b = med["wasmtp"][k], med["Postfix"][k]
-                cells.append("" if k in ("sent", "refused") else
-                             f"{a / b:.2f}" if a is not None and b else "–")
-            lines.append("| " + " | ".join(cells) + " |")
+            pairs = [("wasmtp", "Postfix")]
+            if "wasmtp+auth" in med:
+                pairs.append(("wasmtp+auth", "wasmtp"))
+            for top, bottom in pairs:
+                cells = [human(size), str(sessions), f"**{top}/{bottom}**"]
+                for k, _, _ in COLUMNS:
+                    a, b = med[top][k], med[bottom][k]
+                    cells.append("" if k in ("sent", "refused") else
+                                 f"{a / b:.2f}" if a is not None and b else "–")
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -823,11 +890,14 @@ def throughput(args):
         messages = {s: args.messages for s in sizes}
     results = []
     started = time.monotonic()
+    dns = BenchDns() if args.verify else None
     for rep in range(1, runs + 1):
         for size in sizes:
             for sessions in sessions_list:
                 order = [Wasmtp(args.work, args.wasmtp),
                          Postfix(args.work, smtpd_limit=args.postfix_smtpd)]
+                if dns:
+                    order.insert(1, Wasmtp(args.work, args.wasmtp, dns=dns))
                 if rep % 2 == 0:  # alternate who goes first
                     order.reverse()
                 for server in order:
@@ -854,6 +924,12 @@ def throughput(args):
     print()
     print(table(results, sizes, sessions_list))
     print()
+    if dns:
+        print(f"wasmtp+auth: sender verification on (SPF for HELO and MAIL FROM, with an include; "
+              f"DMARC p=reject for the From domain; no DKIM signature, smtp-source cannot sign) "
+              f"against a DNS server in this script ({dns.queries} queries answered); wasmtp: "
+              f"verification off. DKIM's own cost: cargo bench --bench mailauth.")
+        print()
     if busy:
         print(f"Whole machine CPU busy during the measured runs (this benchmark included): "
               f"{min(busy) * 100:.0f}% to {max(busy) * 100:.0f}% of {os.cpu_count()} CPUs.")
@@ -984,6 +1060,8 @@ def main():
     p.add_argument("--postfix-count", type=int, default=1000, help="idle: Postfix sessions (0: skip)")
     p.add_argument("--hold", type=float, default=5, help="idle: seconds to sample while held")
     p.add_argument("--json", help="also write the raw figures here")
+    p.add_argument("--verify", action="store_true",
+                   help="throughput: also run wasmtp with sender verification on (wasmtp+auth)")
     p.add_argument("--quiet-wait", type=float, default=300,
                    help="before each run, wait up to this many seconds for other load to stop")
     args = p.parse_args()

@@ -3,12 +3,12 @@
 
 use crate::config::Dkim;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
+use rustls::pki_types::PrivateKeyDer;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,37 +128,29 @@ fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {
         .map_err(|e| e.to_string())?
         .ok_or("no private key in the PEM file")?;
     let headers = config.signed_headers();
-    let template = |signer: Key| -> Key { signer };
-    let rsa = |pkcs1: &[u8]| -> Result<Key, String> {
-        let key = RsaKey::<Sha256>::from_pkcs1_der(pkcs1).map_err(|e| e.to_string())?;
-        Ok(Key::Rsa(
-            DkimSigner::from_key(key)
+    macro_rules! signer {
+        ($key:expr) => {
+            DkimSigner::from_key($key)
                 .domain(&config.domain)
                 .selector(&config.selector)
                 .headers(headers.clone())
                 .header_canonicalization(Canonicalization::Relaxed)
-                .body_canonicalization(Canonicalization::Relaxed),
-        ))
+                .body_canonicalization(Canonicalization::Relaxed)
+        };
+    }
+    // ring signs with RSA keys of 2048-4096 bits (RFC 8301 asks for at least 1024).
+    let rsa = |der: PrivateKeyDer<'_>| {
+        RsaKey::<Sha256>::from_key_der(der)
+            .map(|k| Key::Rsa(signer!(k)))
+            .map_err(|e| format!("not a usable RSA key (2048-4096 bits): {e}"))
     };
     match der {
-        rustls::pki_types::PrivateKeyDer::Pkcs1(k) => rsa(k.secret_pkcs1_der()),
-        rustls::pki_types::PrivateKeyDer::Pkcs8(k) => {
-            let der = k.secret_pkcs8_der();
-            if let Ok(ed) = ed25519_dalek::SigningKey::from_pkcs8_der(der) {
-                let key = Ed25519Key::from_bytes(ed.as_bytes()).map_err(|e| e.to_string())?;
-                return Ok(template(Key::Ed25519(
-                    DkimSigner::from_key(key)
-                        .domain(&config.domain)
-                        .selector(&config.selector)
-                        .headers(headers.clone())
-                        .header_canonicalization(Canonicalization::Relaxed)
-                        .body_canonicalization(Canonicalization::Relaxed),
-                )));
+        PrivateKeyDer::Pkcs1(_) => rsa(der),
+        PrivateKeyDer::Pkcs8(k) => {
+            match Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der()) {
+                Ok(key) => Ok(Key::Ed25519(signer!(key))),
+                Err(_) => rsa(PrivateKeyDer::Pkcs8(k)),
             }
-            let key = <rsa::RsaPrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
-                .map_err(|_| "neither an RSA nor an Ed25519 key".to_string())?;
-            let pkcs1 = key.to_pkcs1_der().map_err(|e| e.to_string())?;
-            rsa(pkcs1.as_bytes())
         }
         _ => Err("an EC key: DKIM signs with RSA or Ed25519 (RFC 8463)".into()),
     }
@@ -173,13 +165,15 @@ pub struct GeneratedKey {
     pub txt: Vec<String>,
 }
 
-/// A key pair: RSA of `bits` (PKCS#1 PEM), or Ed25519 (PKCS#8 PEM) when `bits` is `None`.
+/// A key pair: RSA of `bits` (PKCS#1 PEM; ring, which signs, takes 2048-4096 bits), or
+/// Ed25519 (PKCS#8 PEM) when `bits` is `None`.
 pub fn keygen(
     domain: &str,
     selector: &str,
     rsa_bits: Option<usize>,
 ) -> Result<GeneratedKey, KeyError> {
     let generate = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
+    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let (private_pem, k, public) = match rsa_bits {
         Some(bits) => {
             let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
@@ -194,19 +188,22 @@ pub fn keygen(
             (pem.to_string(), "rsa", spki.as_bytes().to_vec())
         }
         None => {
-            let key = ed25519_dalek::SigningKey::generate(&mut rsa::rand_core::OsRng);
-            let pem = key
-                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-                .map_err(|e| generate(&e))?;
+            let pkcs8 = Ed25519Key::generate_pkcs8().map_err(|e| generate(&e))?;
+            let key = Ed25519Key::from_pkcs8_der(&pkcs8).map_err(|e| generate(&e))?;
+            let lines: Vec<String> = base64(&pkcs8)
+                .as_bytes()
+                .chunks(64)
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            );
             // RFC 8463 4.2: the bare 32-octet public key.
-            (
-                pem.to_string(),
-                "ed25519",
-                key.verifying_key().to_bytes().to_vec(),
-            )
+            (pem, "ed25519", key.public_key())
         }
     };
-    let p = base64::engine::general_purpose::STANDARD.encode(public);
+    let p = base64(&public);
     let record = format!("v=DKIM1; k={k}; p={p}");
     let txt = record
         .as_bytes()

@@ -6,6 +6,7 @@ use super::{
 };
 use crate::dns::{Dns, DnsError};
 use crate::proto::header;
+use base64::Engine;
 use mail_auth::common::crypto::Algorithm;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
@@ -51,37 +52,54 @@ impl Verifier {
     }
 
     /// SPF for the HELO identity (RFC 7208 2.3): `none` for an address literal.
-    pub async fn spf_helo(&self, ip: IpAddr, helo: &str) -> SpfCheck {
+    pub async fn spf_helo(self: &Arc<Self>, ip: IpAddr, helo: &str) -> SpfCheck {
         let sender = format!("postmaster@{helo}");
-        self.check_host(ip, helo, &sender, helo).await
+        self.spf(ip, helo.to_string(), sender, helo.to_string())
+            .await
     }
 
     /// SPF for the MAIL FROM identity (RFC 7208 2.4); `sender` is the address.
-    pub async fn spf_mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfCheck {
-        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d);
-        self.check_host(ip, domain, sender, helo).await
+    pub async fn spf_mail_from(self: &Arc<Self>, ip: IpAddr, helo: &str, sender: &str) -> SpfCheck {
+        let domain = sender.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        self.spf(ip, domain, sender.to_string(), helo.to_string())
+            .await
+    }
+
+    async fn spf(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        domain: String,
+        sender: String,
+        helo: String,
+    ) -> SpfCheck {
+        let verifier = self.clone();
+        let fallback = SpfCheck {
+            status: AuthStatus::Permerror,
+            ..SpfCheck::none()
+        };
+        isolated(
+            async move { verifier.check_host(ip, &domain, &sender, &helo).await },
+            fallback,
+        )
+        .await
     }
 
     /// DKIM, ARC and DMARC over `message` (as received: no header of ours yet), with the
-    /// SPF results of its transaction. Runs as its own task: a panic in a parser of
-    /// hostile input costs this message its results (permerror), nothing else.
+    /// SPF results of its transaction.
     pub async fn message(self: &Arc<Self>, message: Arc<Vec<u8>>, spf: SpfResults) -> AuthResults {
         let verifier = self.clone();
-        let fallback = AuthResults::only_spf(spf.clone());
-        let task = tokio::spawn(async move { verifier.verify_message(&message, spf).await });
-        match task.await {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, "message verification failed; results are permerror");
-                AuthResults {
-                    arc: ArcCheck {
-                        status: AuthStatus::Permerror,
-                        sets: 0,
-                    },
-                    ..fallback
-                }
-            }
-        }
+        let fallback = AuthResults {
+            arc: ArcCheck {
+                status: AuthStatus::Permerror,
+                sets: 0,
+            },
+            ..AuthResults::only_spf(spf.clone())
+        };
+        isolated(
+            async move { verifier.verify_message(&message, spf).await },
+            fallback,
+        )
+        .await
     }
 
     async fn verify_message(&self, message: &[u8], spf: SpfResults) -> AuthResults {
@@ -212,16 +230,70 @@ impl Verifier {
     }
 }
 
+/// Runs a check as its own task: a panic in a parser of hostile input (mail-auth's, on
+/// records and fields anyone can write) costs that check its result, nothing else.
+async fn isolated<T: Send + 'static>(
+    check: impl std::future::Future<Output = T> + Send + 'static,
+    fallback: T,
+) -> T {
+    match tokio::spawn(check).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "sender verification failed; the result is permerror");
+            fallback
+        }
+    }
+}
+
 /// The first TXT record that parses as a DKIM key (as mail-auth does), else the error.
 fn key_from(records: &[Vec<u8>]) -> Txt {
     let mut result = Txt::Error(Error::InvalidRecordType);
     for r in records {
-        match DomainKey::parse(r) {
+        match DomainKey::parse(r).and_then(|key| check_key(r).map(|()| key)) {
             Ok(key) => return Txt::DomainKey(Arc::new(key)),
             Err(e) => result = Txt::Error(e),
         }
     }
     result
+}
+
+/// RSA keys of 1024-4096 bits (RFC 8301 3.2: verifiers must take those; ring, which
+/// verifies, only reads the key when a signature is checked, so a key that is no key would
+/// look like a bad signature) and Ed25519 keys of 32 octets (RFC 8463 4.2). An empty `p=`
+/// (a revoked key) is mail-auth's to report.
+fn check_key(record: &[u8]) -> Result<(), Error> {
+    let text = String::from_utf8_lossy(record);
+    let tag = |name: &str| {
+        text.split(';').find_map(|t| {
+            let (n, v) = t.split_once('=')?;
+            (n.trim() == name).then(|| v.split_ascii_whitespace().collect::<String>())
+        })
+    };
+    let p = tag("p").unwrap_or_default();
+    if p.is_empty() {
+        return Ok(());
+    }
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&p)
+        .map_err(|_| Error::Base64)?;
+    if tag("k").is_some_and(|k| k.eq_ignore_ascii_case("ed25519")) {
+        return match der.len() {
+            32 => Ok(()),
+            n => Err(Error::CryptoError(format!("an Ed25519 key of {n} octets"))),
+        };
+    }
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let key = rsa::RsaPublicKey::from_public_key_der(&der)
+        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&der))
+        .map_err(|e| Error::CryptoError(format!("not an RSA key: {e}")))?;
+    match key.size() * 8 {
+        1024..=4096 => Ok(()),
+        bits => Err(Error::CryptoError(format!(
+            "an RSA key of {bits} bits (1024-4096 are verified)"
+        ))),
+    }
 }
 
 fn algorithm_name(a: &Algorithm) -> &'static str {
