@@ -10,7 +10,7 @@ only_regressions=false
 [ "${1:-}" = regressions ] && { only_regressions=true; shift; }
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-command data bdat address reply xtext config}
+targets=${*:-command data bdat address reply xtext config header}
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 fuzz() { nice -n 19 cargo +nightly fuzz "$@"; }
 

@@ -123,3 +123,22 @@ fn absolute(name: &str) -> String {
         format!("{name}.")
     }
 }
+
+/// The domain of the one From address of a message given in parts (our fields, then the
+/// content as received); `None` without a From field or with several (RFC 7489 6.6.1).
+fn from_domain(parts: &[&[u8]]) -> Option<String> {
+    let mut found = None;
+    for part in parts {
+        for f in crate::proto::header::fields(part).filter(|f| f.is("from")) {
+            if found.is_some() {
+                return None;
+            }
+            let raw = &part[f.range.clone()];
+            let value = &raw[raw.iter().position(|&b| b == b':')? + 1..];
+            let parsed = mail_parser::parsers::MessageStream::new(value).parse_address();
+            let address = parsed.as_address()?.first()?.address()?.to_string();
+            found = Some(address.rsplit_once('@')?.1.trim().to_ascii_lowercase());
+        }
+    }
+    found
+}

@@ -71,7 +71,7 @@ impl Signers {
     /// the first key whose domain is the From domain or a parent of it; `None` when no key
     /// fits (or the message has no single From address).
     pub fn sign(&self, parts: &[&[u8]]) -> Option<String> {
-        let from = from_domain(parts)?;
+        let from = super::from_domain(parts)?;
         let signer = self
             .0
             .iter()
@@ -98,28 +98,6 @@ fn unfold_end(header: String) -> String {
         Some(head) => format!("{head};\r\n"),
         None => header,
     }
-}
-
-/// The domain of the one From address of the message whose header starts in the first
-/// part that has header fields (ours) and goes on in the last (the content).
-fn from_domain(parts: &[&[u8]]) -> Option<String> {
-    let mut found = None;
-    for part in parts {
-        for f in crate::proto::header::fields(part)
-            .iter()
-            .filter(|f| f.is("from"))
-        {
-            if found.is_some() {
-                return None; // RFC 6376 / 7489: one From field
-            }
-            let raw = &part[f.range.clone()];
-            let value = &raw[raw.iter().position(|&b| b == b':')? + 1..];
-            let parsed = mail_parser::parsers::MessageStream::new(value).parse_address();
-            let address = parsed.as_address()?.first()?.address()?.to_string();
-            found = Some(address.rsplit_once('@')?.1.trim().to_ascii_lowercase());
-        }
-    }
-    found
 }
 
 fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {

@@ -23,6 +23,10 @@ use tokio::time::Instant;
 pub const MAX_SIGNATURES: usize = 5;
 /// ARC sets a chain may have (RFC 8617 4.2.1); a message with more fails ARC unread.
 const MAX_ARC_SETS: usize = 50;
+/// A header section larger than this (fields, octets) is not given to mail-auth, which
+/// keeps an entry per field: DKIM and ARC are not verified, DMARC only with SPF.
+const MAX_HEADER_FIELDS: usize = 1000;
+const MAX_HEADER_OCTETS: usize = 1 << 20;
 /// Parsed records and keys kept, of each kind.
 const CACHE_ENTRIES: usize = 10_000;
 
@@ -104,6 +108,17 @@ impl Verifier {
 
     async fn verify_message(&self, message: &[u8], spf: SpfResults) -> AuthResults {
         let deadline = Instant::now() + self.timeout;
+        if header_too_large(message) {
+            tracing::warn!("header section too large: DKIM and ARC not verified");
+            let from = super::from_domain(&[message]).unwrap_or_default();
+            let dmarc = self
+                .bounded_dmarc(deadline, from, &spf.mail_from, &[])
+                .await;
+            return AuthResults {
+                dmarc,
+                ..AuthResults::only_spf(spf)
+            };
+        }
         let (capped, too_many_seals) = cap_signatures(message);
         let Some(parsed) = AuthenticatedMessage::parse(&capped) else {
             return AuthResults::only_spf(spf);
@@ -181,6 +196,23 @@ impl Verifier {
             dkim,
             arc,
             dmarc,
+        }
+    }
+
+    /// DMARC by `deadline`, else temperror.
+    async fn bounded_dmarc(
+        &self,
+        deadline: Instant,
+        from: String,
+        spf: &SpfCheck,
+        dkim: &[DkimCheck],
+    ) -> super::DmarcCheck {
+        match tokio::time::timeout_at(deadline, self.dmarc(&from, spf, dkim)).await {
+            Ok(d) => d,
+            Err(_) => super::DmarcCheck {
+                status: AuthStatus::Temperror,
+                ..super::DmarcCheck::none(from)
+            },
         }
     }
 
@@ -335,13 +367,22 @@ fn dkim_check(output: &mail_auth::DkimOutput<'_>) -> DkimCheck {
     }
 }
 
+/// More than [`MAX_HEADER_FIELDS`] fields, or a header section past [`MAX_HEADER_OCTETS`].
+fn header_too_large(message: &[u8]) -> bool {
+    header::fields(message)
+        .enumerate()
+        .any(|(i, f)| i >= MAX_HEADER_FIELDS || f.range.end > MAX_HEADER_OCTETS)
+}
+
 /// The message with at most [`MAX_SIGNATURES`] DKIM-Signature fields (each may make
 /// mail-auth hash the whole body once more) and, past [`MAX_ARC_SETS`] seals, without its
 /// ARC fields; copied only when cut. Also the number of seals when there were too many.
 fn cap_signatures(message: &[u8]) -> (Cow<'_, [u8]>, Option<usize>) {
-    let fields = header::fields(message);
-    let dkim = fields.iter().filter(|f| f.is("dkim-signature")).count();
-    let seals = fields.iter().filter(|f| f.is("arc-seal")).count();
+    let (mut dkim, mut seals) = (0, 0);
+    for f in header::fields(message) {
+        dkim += usize::from(f.is("dkim-signature"));
+        seals += usize::from(f.is("arc-seal"));
+    }
     if dkim <= MAX_SIGNATURES && seals <= MAX_ARC_SETS {
         return (Cow::Borrowed(message), None);
     }

@@ -364,7 +364,6 @@ fn apply_recipient_changes(
 /// The number of `Received:` fields in the header section (RFC 5321 4.4).
 fn trace_fields(message: &[u8]) -> usize {
     crate::proto::header::fields(message)
-        .iter()
         .filter(|f| f.is("received"))
         .count()
 }
