@@ -17,7 +17,7 @@ pub struct Resources {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The loaded plugins; `None` without `[[plugin]]`.
     pub plugins: Option<Arc<PluginSet>>,
-    /// `None` when `authentication.verify` is off, or without a resolver.
+    /// `None` when `authentication.verify` is off.
     pub verifier: Option<Arc<Verifier>>,
     pub signers: Arc<Signers>,
 }
@@ -30,6 +30,9 @@ pub enum ResourceError {
     Plugins(#[from] plugin::LoadError),
     #[error(transparent)]
     Dkim(#[from] KeyError),
+    /// Sender verification is on but there is no resolver to verify with.
+    #[error("authentication.verify: {0} (set [dns] nameservers, or verify = false)")]
+    Resolver(crate::dns::ResolverError),
 }
 
 /// Every problem found while loading (a bad certificate and a bad plugin are both named).
@@ -72,11 +75,18 @@ impl Resources {
         let dns = if config.plugin.is_empty() && !verify {
             None
         } else {
-            crate::dns::Dns::new(&config.dns.nameservers)
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups and sender verification will fail")
-                })
-                .ok()
+            match crate::dns::Dns::new(&config.dns.nameservers) {
+                Ok(dns) => Some(dns),
+                // Mail would go through unchecked: refused like any broken config.
+                Err(e) if verify => {
+                    errors.push(ResourceError::Resolver(e));
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no DNS resolver; plugin DNS lookups will fail");
+                    None
+                }
+            }
         };
         let verifier = dns.clone().filter(|_| verify).map(|dns| {
             Arc::new(Verifier::new(

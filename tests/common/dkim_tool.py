@@ -4,8 +4,9 @@ PyNaCl for Ed25519 and openssl for RSA keys.
 
   dkim_tool.py keygen rsa|ed25519 KEYFILE     writes the key, prints the TXT record
   dkim_tool.py sign SELECTOR DOMAIN KEYFILE rsa|ed25519 < message > signed message
-  dkim_tool.py verify TXT < message            prints pass/fail for the first signature,
-                                               its key taken from TXT (no DNS)
+  dkim_tool.py verify NAME TXT < message       prints pass/fail for the first signature,
+                                               its key the TXT record at NAME (no DNS;
+                                               any other name has no record)
 """
 import base64
 import subprocess
@@ -38,15 +39,19 @@ def main():
         selector, domain, keyfile, kind = sys.argv[2:6]
         message = sys.stdin.buffer.read()
         key = open(keyfile, "rb").read()
-        algorithm = b"ed25519-sha256" if kind == "ed25519" else b"rsa-sha256"
+        algorithm = {"ed25519": b"ed25519-sha256", "rsa-sha1": b"rsa-sha1"}.get(kind, b"rsa-sha256")
         signature = dkim.sign(message, selector.encode(), domain.encode(), key,
                               include_headers=[b"from", b"to", b"subject"],
                               signature_algorithm=algorithm, linesep=b"\r\n")
         sys.stdout.buffer.write(signature + message)
     elif cmd == "verify":
-        record = sys.argv[2].encode()
+        name, record = sys.argv[2].encode(), sys.argv[3].encode()
+
+        def dnsfunc(asked, timeout=5):
+            return record if asked.rstrip(b".").lower() == name.rstrip(b".").lower() else None
+
         message = sys.stdin.buffer.read()
-        ok = dkim.verify(message, dnsfunc=lambda name, timeout=5: record)
+        ok = dkim.verify(message, dnsfunc=dnsfunc)
         print("pass" if ok else "fail")
     else:
         sys.exit(f"unknown command {cmd}")

@@ -45,9 +45,11 @@ fn lower(p: DmarcPolicy) -> DmarcPolicy {
     }
 }
 
-enum Lookup {
+pub(super) enum Lookup {
     Found(Arc<Dmarc>),
     Nothing,
+    /// More than one DMARC record: discovery ends with no policy (RFC 7489 6.6.3).
+    Several,
     Broken(String),
     Failed,
 }
@@ -55,7 +57,7 @@ enum Lookup {
 impl Verifier {
     /// `_dmarc.DOMAIN`: the one `v=DMARC1` record (RFC 7489 6.6.3: none when there are
     /// several), parsed, from the cache when it has it.
-    async fn dmarc_record(&self, domain: &str) -> Lookup {
+    pub(super) async fn dmarc_record(&self, domain: &str) -> Lookup {
         let name = absolute(&format!("_dmarc.{domain}"));
         if let Some(Txt::Dmarc(d)) = self.dmarc_records.get(&name) {
             return Lookup::Found(d);
@@ -67,14 +69,20 @@ impl Verifier {
         };
         let is_dmarc = |r: &&Vec<u8>| r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"v=DMARC1");
         let mut records = answer.records.iter().filter(is_dmarc);
-        let (Some(record), None) = (records.next(), records.next()) else {
-            return Lookup::Nothing;
+        let record = match (records.next(), records.next()) {
+            (Some(record), None) => record,
+            (None, _) => return Lookup::Nothing,
+            (Some(_), Some(_)) => return Lookup::Several,
         };
         match Dmarc::parse(record) {
             Ok(d) => {
                 let d = Arc::new(d);
-                self.dmarc_records
-                    .insert(name, Txt::Dmarc(d.clone()), answer.valid_until);
+                self.dmarc_records.insert(
+                    name,
+                    Txt::Dmarc(d.clone()),
+                    answer.valid_until,
+                    record.len(),
+                );
                 Lookup::Found(d)
             }
             Err(e) => Lookup::Broken(e.to_string()),
@@ -94,7 +102,7 @@ impl Verifier {
         };
         let record = match record {
             Lookup::Found(r) => r,
-            Lookup::Nothing => return DmarcCheck::none(from),
+            Lookup::Nothing | Lookup::Several => return DmarcCheck::none(from),
             Lookup::Failed => {
                 return DmarcCheck {
                     status: AuthStatus::Temperror,
@@ -117,6 +125,21 @@ impl Verifier {
             .iter()
             .any(|d| d.status == AuthStatus::Pass && aligned(&d.domain, &from, &record.adkim));
         let pass = spf_aligned || dkim_aligned;
+        // Nothing passed, but an aligned identifier could not be checked for now: that is
+        // no verdict either way (a DNS hiccup at the sender must not turn into a reject).
+        let unsure = !pass
+            && (spf.status == AuthStatus::Temperror && aligned(&spf.domain, &from, &record.aspf)
+                || dkim.iter().any(|d| {
+                    d.status == AuthStatus::Temperror && aligned(&d.domain, &from, &record.adkim)
+                }));
+        if unsure {
+            return DmarcCheck {
+                status: AuthStatus::Temperror,
+                policy: published,
+                percent: record.pct.min(100),
+                ..DmarcCheck::none(from)
+            };
+        }
         let percent = record.pct.min(100);
         let disposition = if pass {
             DmarcPolicy::None

@@ -92,19 +92,21 @@ fn comment(text: &str) -> String {
         .collect()
 }
 
-/// The authserv-id of an Authentication-Results field's value: its first token, after
-/// any comments and white space (RFC 8601 2.2).
-fn authserv_id(value: &[u8]) -> &[u8] {
+/// The authserv-id of an Authentication-Results field's value (RFC 8601 2.2): after any
+/// comments (nested, with quoted-pairs) and white space, a token or a quoted-string,
+/// unquoted.
+fn authserv_id(value: &[u8]) -> Vec<u8> {
     let mut rest = value;
     loop {
         rest = rest.trim_ascii_start();
         if rest.first() != Some(&b'(') {
             break;
         }
-        let mut depth = 0usize;
-        let mut end = rest.len();
+        let (mut depth, mut escaped, mut end) = (0usize, false, rest.len());
         for (i, &b) in rest.iter().enumerate() {
             match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
                 b'(' => depth += 1,
                 b')' => {
                     depth -= 1;
@@ -118,11 +120,27 @@ fn authserv_id(value: &[u8]) -> &[u8] {
         }
         rest = &rest[end..];
     }
+    if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let mut id = Vec::new();
+        let mut escaped = false;
+        for &b in quoted {
+            match b {
+                _ if escaped => {
+                    id.push(b);
+                    escaped = false;
+                }
+                b'\\' => escaped = true,
+                b'"' => break,
+                _ => id.push(b),
+            }
+        }
+        return id;
+    }
     let end = rest
         .iter()
         .position(|&b| b == b';' || b == b'(' || b.is_ascii_whitespace())
         .unwrap_or(rest.len());
-    &rest[..end]
+    rest[..end].to_vec()
 }
 
 /// The message without Authentication-Results fields that claim to be ours (RFC 8601 5:
@@ -148,6 +166,8 @@ mod tests {
         let m = b"Authentication-Results: (x) MX.example.test;\r\n spf=pass\r\n\
 Authentication-Results: other.test; dkim=pass\r\n\
 Authentication-Results: mx.example.test 1; dmarc=pass\r\n\
+Authentication-Results: \"mx.example.test\"; dkim=pass\r\n\
+Authentication-Results: (a \\) b) mx.example.test; arc=pass\r\n\
 Subject: hi\r\n\r\nAuthentication-Results: mx.example.test; body\r\n";
         let out = remove_forged(m, "mx.example.test").unwrap();
         assert_eq!(

@@ -101,8 +101,10 @@ impl DmarcCheck {
     }
 }
 
-/// Is `name` (with or without its final dot) a domain name DNS can ask for: labels of 1-63
-/// octets of letters, digits, `-` and `_`, at most 253 octets in all.
+/// Is `name` (with or without its final dot) a name DNS can ask for: labels of 1-63
+/// printable ASCII octets (SPF macros put local parts such as `a+b` in names, RFC 7208
+/// 7.3), at most 253 octets in all; no white space, quotes, brackets (an address literal
+/// is no name), `@` or backslashes.
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
@@ -111,7 +113,7 @@ fn is_dns_name(name: &str) -> bool {
             !l.is_empty()
                 && l.len() <= 63
                 && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    .all(|b| b.is_ascii_graphic() && !b"\\\"()'[]@".contains(&b))
         })
 }
 
@@ -124,21 +126,44 @@ fn absolute(name: &str) -> String {
     }
 }
 
-/// The domain of the one From address of a message given in parts (our fields, then the
-/// content as received); `None` without a From field or with several (RFC 7489 6.6.1).
-fn from_domain(parts: &[&[u8]]) -> Option<String> {
-    let mut found = None;
+/// The From addresses of a message given in parts (our fields, then the content as
+/// received), each once, in order: every address of every From field.
+fn from_addresses(parts: &[&[u8]]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
     for part in parts {
         for f in crate::proto::header::fields(part).filter(|f| f.is("from")) {
-            if found.is_some() {
-                return None;
-            }
             let raw = &part[f.range.clone()];
-            let value = &raw[raw.iter().position(|&b| b == b':')? + 1..];
-            let parsed = mail_parser::parsers::MessageStream::new(value).parse_address();
-            let address = parsed.as_address()?.first()?.address()?.to_string();
-            found = Some(address.rsplit_once('@')?.1.trim().to_ascii_lowercase());
+            let Some(colon) = raw.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let parsed =
+                mail_parser::parsers::MessageStream::new(&raw[colon + 1..]).parse_address();
+            for address in parsed.as_address().into_iter().flat_map(|a| a.iter()) {
+                if let Some(a) = address.address()
+                    && a.contains('@')
+                    && !found.iter().any(|f| f.eq_ignore_ascii_case(a))
+                {
+                    found.push(a.to_string());
+                }
+            }
         }
     }
     found
+}
+
+/// The domain of an address, as DMARC and DKIM compare them.
+fn domain_of(address: &str) -> String {
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    domain.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The From domains of a received message, each once (for DMARC).
+fn from_domains(message: &[u8]) -> Vec<String> {
+    let mut domains: Vec<String> = Vec::new();
+    for d in from_addresses(&[message]).iter().map(|a| domain_of(a)) {
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    domains
 }

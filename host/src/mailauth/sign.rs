@@ -30,7 +30,7 @@ enum Key {
 }
 
 pub struct Signer {
-    domain: String,
+    config: Dkim,
     key: Key,
 }
 
@@ -46,7 +46,7 @@ impl Signers {
         for (index, d) in config.iter().enumerate() {
             match read_key(&d.private_key, d) {
                 Ok(key) => signers.push(Signer {
-                    domain: d.domain.to_ascii_lowercase(),
+                    config: d.clone(),
                     key,
                 }),
                 Err(reason) => errors.push(KeyError::Load {
@@ -69,13 +69,26 @@ impl Signers {
 
     /// A DKIM-Signature field (with its line ending) for the message made of `parts`, by
     /// the first key whose domain is the From domain or a parent of it; `None` when no key
-    /// fits (or the message has no single From address).
-    pub fn sign(&self, parts: &[&[u8]]) -> Option<String> {
-        let from = super::from_domain(parts)?;
-        let signer = self
-            .0
-            .iter()
-            .find(|s| from == s.domain || from.ends_with(&format!(".{}", s.domain)))?;
+    /// fits, when the From addresses are not of one domain, or when `may_use` refuses one
+    /// of them.
+    pub fn sign(
+        &self,
+        parts: &[&[u8]],
+        may_use: impl Fn(&crate::proto::Mailbox) -> bool,
+    ) -> Option<String> {
+        let addresses = super::from_addresses(parts);
+        let from = super::domain_of(addresses.first()?);
+        if addresses.iter().any(|a| super::domain_of(a) != from) {
+            return None;
+        }
+        for a in &addresses {
+            let owned = crate::proto::address::parse_mailbox(a).is_ok_and(|m| may_use(&m));
+            if !owned {
+                tracing::info!(from = %a, "not signed: the sender may not use this From address");
+                return None;
+            }
+        }
+        let signer = self.0.iter().find(|s| s.config.signs_for(&from))?;
         let signed = match &signer.key {
             Key::Rsa(k) => k.sign_chained(parts.iter().copied()),
             Key::Ed25519(k) => k.sign_chained(parts.iter().copied()),
@@ -83,7 +96,7 @@ impl Signers {
         match signed {
             Ok(signature) => Some(unfold_end(signature.to_header())),
             Err(e) => {
-                tracing::warn!(domain = %signer.domain, error = %e, "DKIM signing failed; sent unsigned");
+                tracing::warn!(domain = %signer.config.domain, error = %e, "DKIM signing failed; sent unsigned");
                 None
             }
         }

@@ -56,6 +56,8 @@ impl Verifier {
         helo: &str,
     ) -> SpfCheck {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        // An IPv4 client on a dual-stack listener is an IPv4 client (::ffff:a.b.c.d).
+        let ip = ip.to_canonical();
         // RFC 7208 4.3: a malformed domain, or one that is not fully qualified, is "none".
         if !is_dns_name(&domain) || !domain.contains('.') {
             return SpfCheck {
@@ -77,8 +79,10 @@ impl Verifier {
             voids: 0,
             explains: None,
         };
+        // The evaluation and a fail's explanation within the one timeout.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let run = check.evaluate(domain.clone(), true);
-        let (status, explanation) = match tokio::time::timeout(self.timeout, run).await {
+        let (status, explanation) = match tokio::time::timeout_at(deadline, run).await {
             Err(_) => (AuthStatus::Temperror, None),
             Ok(Err(Abort::Temp(why))) => {
                 tracing::debug!(%domain, %why, "spf temperror");
@@ -94,7 +98,7 @@ impl Verifier {
                 Qualifier::Pass => (AuthStatus::Pass, None),
                 Qualifier::Fail => {
                     let explain = check.explanation();
-                    let explanation = tokio::time::timeout(self.timeout, explain)
+                    let explanation = tokio::time::timeout_at(deadline, explain)
                         .await
                         .ok()
                         .flatten();
@@ -163,9 +167,12 @@ impl Check<'_> {
         let parsed = Arc::new(
             Spf::parse(record).map_err(|e| Abort::Perm(format!("{domain}: bad record: {e}")))?,
         );
-        self.verifier
-            .spf_records
-            .insert(name, Txt::Spf(parsed.clone()), answer.valid_until);
+        self.verifier.spf_records.insert(
+            name,
+            Txt::Spf(parsed.clone()),
+            answer.valid_until,
+            record.len(),
+        );
         Ok(Some(parsed))
     }
 
@@ -215,7 +222,9 @@ impl Check<'_> {
             if let Some(redirect) = &record.redirect {
                 self.count_lookup()?;
                 let target = self.target(redirect, &domain)?;
-                return match self.evaluate(target.clone(), true).await? {
+                // The redirect's record explains in place of this one; inside an include
+                // neither does (RFC 7208 6.2).
+                return match self.evaluate(target.clone(), explains).await? {
                     // RFC 7208 6.1: a redirect to a domain without a record is permerror.
                     Outcome::NoRecord => {
                         self.count_void()?;

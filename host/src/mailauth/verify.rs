@@ -23,12 +23,15 @@ use tokio::time::Instant;
 pub const MAX_SIGNATURES: usize = 5;
 /// ARC sets a chain may have (RFC 8617 4.2.1); a message with more fails ARC unread.
 const MAX_ARC_SETS: usize = 50;
+/// A DKIM-Signature field larger than this is ignored (a real one is under 2 KiB).
+const MAX_SIGNATURE_FIELD: usize = 16 << 10;
 /// A header section larger than this (fields, octets) is not given to mail-auth, which
 /// keeps an entry per field: DKIM and ARC are not verified, DMARC only with SPF.
 const MAX_HEADER_FIELDS: usize = 1000;
 const MAX_HEADER_OCTETS: usize = 1 << 20;
-/// Parsed records and keys kept, of each kind.
-const CACHE_ENTRIES: usize = 10_000;
+/// Octets of answers kept in each record cache, and a record's usual size.
+const CACHE_OCTETS: u64 = 4 << 20;
+const TYPICAL_RECORD: u64 = 400;
 
 pub struct Verifier {
     pub(super) dns: Dns,
@@ -47,9 +50,9 @@ impl Verifier {
         Verifier {
             authenticator: MessageAuthenticator(dns.resolver()),
             dns,
-            spf_records: TxtCache::new(CACHE_ENTRIES),
-            dmarc_records: TxtCache::new(CACHE_ENTRIES),
-            keys: TxtCache::new(CACHE_ENTRIES),
+            spf_records: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
+            dmarc_records: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
+            keys: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
             hostname: hostname.to_string(),
             timeout,
         }
@@ -89,108 +92,120 @@ impl Verifier {
     }
 
     /// DKIM, ARC and DMARC over `message` (as received: no header of ours yet), with the
-    /// SPF results of its transaction.
+    /// SPF results of its transaction. A large message is verified on a blocking thread:
+    /// hashing its body must not hold up the sessions on this worker.
     pub async fn message(self: &Arc<Self>, message: Arc<Vec<u8>>, spf: SpfResults) -> AuthResults {
         let verifier = self.clone();
+        let heavy = message.len() > HEAVY;
         let fallback = AuthResults {
+            dkim: vec![unverified(AuthStatus::Permerror, "verification failed")],
             arc: ArcCheck {
                 status: AuthStatus::Permerror,
                 sets: 0,
             },
-            ..AuthResults::only_spf(spf.clone())
+            dmarc: super::DmarcCheck {
+                status: AuthStatus::Permerror,
+                ..super::DmarcCheck::none(String::new())
+            },
+            spf: spf.clone(),
         };
-        isolated(
-            async move { verifier.verify_message(&message, spf).await },
-            fallback,
-        )
-        .await
+        let check = async move { verifier.verify_message(&message, spf).await };
+        if heavy {
+            let handle = tokio::runtime::Handle::current();
+            let blocking = tokio::task::spawn_blocking(move || handle.block_on(check));
+            return blocking.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "sender verification failed; the result is permerror");
+                fallback
+            });
+        }
+        isolated(check, fallback).await
     }
 
     async fn verify_message(&self, message: &[u8], spf: SpfResults) -> AuthResults {
         let deadline = Instant::now() + self.timeout;
+        // The From domains as a reader sees them, by our own scan: DMARC is evaluated for
+        // each whatever mail-auth makes of the header section (RFC 7489 6.6.1).
+        let froms = super::from_domains(message);
+        let dmarc_lookups = self.prefetch_dmarc(&froms, deadline);
         if header_too_large(message) {
             tracing::warn!("header section too large: DKIM and ARC not verified");
-            let from = super::from_domain(&[message]).unwrap_or_default();
-            let dmarc = self
-                .bounded_dmarc(deadline, from, &spf.mail_from, &[])
-                .await;
+            dmarc_lookups.await;
+            let dmarc = self.dmarc_all(&froms, &spf.mail_from, &[], deadline).await;
             return AuthResults {
+                dkim: vec![unverified(
+                    AuthStatus::Permerror,
+                    "header section too large",
+                )],
                 dmarc,
                 ..AuthResults::only_spf(spf)
             };
         }
-        let (capped, too_many_seals) = cap_signatures(message);
-        let Some(parsed) = AuthenticatedMessage::parse(&capped) else {
-            return AuthResults::only_spf(spf);
-        };
-        // Every key the signatures and seals name, looked up at once, within the deadline.
+        let (capped, too_many_arc) = cap_signatures(message);
+        let parsed = AuthenticatedMessage::parse(&capped);
+        // Every key the signatures and seals name, looked up at once, within the deadline,
+        // beside the DMARC records.
         let mut names: Vec<String> = Vec::new();
-        let signers = parsed
-            .dkim_headers
-            .iter()
-            .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d)))
-            .chain(
-                parsed
-                    .ams_headers
-                    .iter()
-                    .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
-            )
-            .chain(
-                parsed
-                    .as_headers
-                    .iter()
-                    .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
-            );
-        for (s, d) in signers {
-            let name = format!("{s}._domainkey.{d}.");
-            if !names.contains(&name) {
-                names.push(name);
+        if let Some(parsed) = &parsed {
+            let signers = parsed
+                .dkim_headers
+                .iter()
+                .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d)))
+                .chain(
+                    parsed
+                        .ams_headers
+                        .iter()
+                        .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
+                )
+                .chain(
+                    parsed
+                        .as_headers
+                        .iter()
+                        .filter_map(|h| h.header.as_ref().ok().map(|s| (&s.s, &s.d))),
+                );
+            let mut seen = std::collections::HashSet::new();
+            for (s, d) in signers {
+                let name = format!("{s}._domainkey.{d}.");
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
             }
         }
-        let keys = MessageKeys {
-            shared: &self.keys,
-            looked_up: Mutex::new(self.look_up_keys(names, deadline).await),
-        };
-        // Keys are all at hand now; a third-party signature's (ATPS) lookup is bounded too.
-        let params = || Parameters::new(&parsed).with_txt_cache(&keys);
-        let late = deadline + Duration::from_secs(1);
-        let verified = tokio::time::timeout_at(late, async {
-            let dkim = self.authenticator.verify_dkim(params()).await;
-            let arc = self.authenticator.verify_arc(params()).await;
-            (dkim, arc)
-        })
-        .await;
-        let Ok((dkim_outputs, arc_output)) = verified else {
-            tracing::warn!("DKIM/ARC verification timed out");
-            return AuthResults::only_spf(spf);
-        };
-        let dkim: Vec<DkimCheck> = dkim_outputs.iter().map(dkim_check).collect();
-        let sets = too_many_seals.unwrap_or(parsed.as_headers.len());
-        let arc = ArcCheck {
-            status: match arc_output.result() {
-                _ if too_many_seals.is_some() => AuthStatus::Fail,
-                DkimResult::Pass => AuthStatus::Pass,
-                DkimResult::None => AuthStatus::None,
-                DkimResult::TempError(_) => AuthStatus::Temperror,
-                _ => AuthStatus::Fail,
-            },
-            sets: u32::try_from(sets).unwrap_or(u32::MAX),
-        };
-        // One From domain, or none for DMARC (RFC 7489 6.6.1).
-        let mut froms = parsed.from.iter().filter_map(|f| f.rsplit_once('@'));
-        let from = match (froms.next(), froms.next()) {
-            (Some((_, d)), None) => d.to_string(),
-            _ => String::new(),
-        };
-        let dmarc =
-            match tokio::time::timeout_at(deadline, self.dmarc(&from, &spf.mail_from, &dkim)).await
-            {
-                Ok(d) => d,
-                Err(_) => super::DmarcCheck {
-                    status: AuthStatus::Temperror,
-                    ..super::DmarcCheck::none(from)
+        let (found, ()) = tokio::join!(self.look_up_keys(names, deadline), dmarc_lookups);
+        let (dkim, arc) = match &parsed {
+            None => (
+                Vec::new(),
+                ArcCheck {
+                    status: AuthStatus::None,
+                    sets: 0,
                 },
-            };
+            ),
+            Some(parsed) => {
+                let keys = MessageKeys {
+                    looked_up: Mutex::new(found),
+                };
+                // Every key is at hand: mail-auth asks no DNS (see MessageKeys), so this
+                // is computing only.
+                let params = || Parameters::new(parsed).with_txt_cache(&keys);
+                let dkim_outputs = self.authenticator.verify_dkim(params()).await;
+                let arc_output = self.authenticator.verify_arc(params()).await;
+                let dkim: Vec<DkimCheck> = dkim_outputs.iter().map(dkim_check).collect();
+                let sets = too_many_arc.unwrap_or(parsed.as_headers.len());
+                let arc = ArcCheck {
+                    status: match arc_output.result() {
+                        _ if too_many_arc.is_some() => AuthStatus::Fail,
+                        DkimResult::Pass => AuthStatus::Pass,
+                        DkimResult::None => AuthStatus::None,
+                        DkimResult::TempError(_) => AuthStatus::Temperror,
+                        _ => AuthStatus::Fail,
+                    },
+                    sets: u32::try_from(sets).unwrap_or(u32::MAX),
+                };
+                (dkim, arc)
+            }
+        };
+        let dmarc = self
+            .dmarc_all(&froms, &spf.mail_from, &dkim, deadline)
+            .await;
         AuthResults {
             spf,
             dkim,
@@ -199,21 +214,61 @@ impl Verifier {
         }
     }
 
-    /// DMARC by `deadline`, else temperror.
-    async fn bounded_dmarc(
+    /// Starts the DMARC record lookups of the From domains (and their organizational
+    /// domains) so that they run beside the key lookups; the records land in the cache.
+    fn prefetch_dmarc(
         &self,
+        froms: &[String],
         deadline: Instant,
-        from: String,
+    ) -> impl std::future::Future<Output = ()> + '_ {
+        let mut domains: Vec<String> = Vec::new();
+        for from in froms {
+            for d in [from.clone(), super::dmarc::organizational(from)] {
+                if !domains.contains(&d) {
+                    domains.push(d);
+                }
+            }
+        }
+        async move {
+            let lookups = domains.iter().map(|d| self.dmarc_record(d));
+            let _ = tokio::time::timeout_at(deadline, futures_join_all(lookups)).await;
+        }
+    }
+
+    /// DMARC for every From domain (RFC 7489 6.6.1: a message with several is checked
+    /// against each): the first failure, else a temporary error, else a pass, else none.
+    /// The records were fetched beside the keys; a second is left for what they missed.
+    async fn dmarc_all(
+        &self,
+        froms: &[String],
         spf: &SpfCheck,
         dkim: &[DkimCheck],
+        deadline: Instant,
     ) -> super::DmarcCheck {
-        match tokio::time::timeout_at(deadline, self.dmarc(&from, spf, dkim)).await {
-            Ok(d) => d,
-            Err(_) => super::DmarcCheck {
-                status: AuthStatus::Temperror,
-                ..super::DmarcCheck::none(from)
-            },
+        let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+        let mut results = Vec::new();
+        for from in froms {
+            let result = match tokio::time::timeout_at(deadline, self.dmarc(from, spf, dkim)).await
+            {
+                Ok(d) => d,
+                Err(_) => super::DmarcCheck {
+                    status: AuthStatus::Temperror,
+                    ..super::DmarcCheck::none(from.clone())
+                },
+            };
+            results.push(result);
         }
+        let rank = |d: &super::DmarcCheck| match d.status {
+            AuthStatus::Fail => (0, 3 - d.disposition as u8),
+            AuthStatus::Temperror | AuthStatus::Permerror => (1, 0),
+            AuthStatus::Pass => (2, 0),
+            _ => (3, 0),
+        };
+        results.sort_by_key(rank);
+        results
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| super::DmarcCheck::none(String::new()))
     }
 
     /// Looks the keys up concurrently until `deadline`; what is not answered by then is a
@@ -241,8 +296,9 @@ impl Verifier {
             let txt = match answer {
                 Ok(answer) => {
                     let txt = key_from(&answer.records);
+                    let octets = answer.records.iter().map(Vec::len).sum();
                     self.keys
-                        .insert(name.clone(), txt.clone(), answer.valid_until);
+                        .insert(name.clone(), txt.clone(), answer.valid_until, octets);
                     txt
                 }
                 Err(DnsError::NotFound) => Txt::Error(Error::DnsRecordNotFound(
@@ -264,6 +320,34 @@ impl Verifier {
 
 /// Runs a check as its own task: a panic in a parser of hostile input (mail-auth's, on
 /// records and fields anyone can write) costs that check its result, nothing else.
+/// Messages larger than this are verified on a blocking thread.
+const HEAVY: usize = 1 << 20;
+
+/// Awaits every future (a small join_all: the lookups of one message).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// A DKIM result for a message whose signatures were not verified.
+fn unverified(status: AuthStatus, why: &str) -> DkimCheck {
+    DkimCheck {
+        status,
+        domain: String::new(),
+        selector: String::new(),
+        algorithm: String::new(),
+        reason: Some(why.into()),
+    }
+}
+
 async fn isolated<T: Send + 'static>(
     check: impl std::future::Future<Output = T> + Send + 'static,
     fallback: T,
@@ -339,7 +423,15 @@ fn algorithm_name(a: &Algorithm) -> &'static str {
 /// One signature's result as plugins and Authentication-Results see it (RFC 8601 2.7.1):
 /// a body that no longer matches its hash is `fail`, a broken field `permerror`.
 fn dkim_check(output: &mail_auth::DkimOutput<'_>) -> DkimCheck {
+    let sha1 = output
+        .signature()
+        .is_some_and(|s| s.a == Algorithm::RsaSha1);
     let (status, reason) = match output.result() {
+        // RFC 8301 3.1: rsa-sha1 signatures are not to be taken as valid.
+        DkimResult::Pass if sha1 => (
+            AuthStatus::Permerror,
+            Some("rsa-sha1 is not accepted (RFC 8301)".to_string()),
+        ),
         DkimResult::Pass => (AuthStatus::Pass, None),
         DkimResult::Neutral(Error::FailedBodyHashMatch) => (
             AuthStatus::Fail,
@@ -375,33 +467,44 @@ fn header_too_large(message: &[u8]) -> bool {
 }
 
 /// The message with at most [`MAX_SIGNATURES`] DKIM-Signature fields (each may make
-/// mail-auth hash the whole body once more) and, past [`MAX_ARC_SETS`] seals, without its
-/// ARC fields; copied only when cut. Also the number of seals when there were too many.
+/// mail-auth hash the whole body once more), none larger than [`MAX_SIGNATURE_FIELD`] (its
+/// `h=` list is matched against every field), and, with more than [`MAX_ARC_SETS`] of any
+/// ARC field, without its ARC fields (such a chain fails). Copied only when cut. Also the
+/// number of ARC sets claimed when there were too many.
 fn cap_signatures(message: &[u8]) -> (Cow<'_, [u8]>, Option<usize>) {
-    let (mut dkim, mut seals) = (0, 0);
+    let arc_names = [
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+    ];
+    let (mut dkim, mut big, mut arc) = (0, 0, [0usize; 3]);
     for f in header::fields(message) {
-        dkim += usize::from(f.is("dkim-signature"));
-        seals += usize::from(f.is("arc-seal"));
+        if f.is("dkim-signature") {
+            dkim += 1;
+            big += usize::from(f.range.len() > MAX_SIGNATURE_FIELD);
+        }
+        for (count, name) in arc.iter_mut().zip(arc_names) {
+            *count += usize::from(f.is(name));
+        }
     }
-    if dkim <= MAX_SIGNATURES && seals <= MAX_ARC_SETS {
+    let too_many_arc = arc.iter().any(|&n| n > MAX_ARC_SETS);
+    if dkim <= MAX_SIGNATURES && big == 0 && !too_many_arc {
         return (Cow::Borrowed(message), None);
     }
-    let too_many_seals = seals > MAX_ARC_SETS;
     let mut signatures = 0;
     let cut = header::without(message, |f| {
         if f.is("dkim-signature") {
+            if f.range.len() > MAX_SIGNATURE_FIELD {
+                return true;
+            }
             signatures += 1;
             return signatures > MAX_SIGNATURES;
         }
-        too_many_seals
-            && [
-                "arc-seal",
-                "arc-message-signature",
-                "arc-authentication-results",
-            ]
-            .iter()
-            .any(|n| f.is(n))
+        too_many_arc && arc_names.iter().any(|n| f.is(n))
     });
     let cut = cut.map_or(Cow::Borrowed(message), Cow::Owned);
-    (cut, too_many_seals.then_some(seals))
+    (
+        cut,
+        too_many_arc.then(|| arc.into_iter().max().unwrap_or(0)),
+    )
 }

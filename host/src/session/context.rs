@@ -21,8 +21,7 @@ pub struct Context {
     pub clients: Arc<Clients>,
     /// The loaded plugins; `None` without `[[plugin]]`.
     pub plugins: Option<Arc<PluginSet>>,
-    /// Sender authentication of received mail; `None` when `authentication.verify` is off
-    /// (or there is no resolver).
+    /// Sender authentication of received mail; `None` when `authentication.verify` is off.
     pub verifier: Option<Arc<crate::mailauth::Verifier>>,
     /// The `[[dkim]]` keys that sign our users' mail.
     pub signers: Arc<crate::mailauth::Signers>,

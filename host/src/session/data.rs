@@ -139,6 +139,13 @@ impl Session {
         };
         let verifier = self.verifier();
         let mut content = content;
+        // RFC 8601 5: results claiming to be ours were not written by us; gone before
+        // anyone (verification, plugins, the next hop) reads the message.
+        let ctx = self.ctx.clone();
+        let hostname = &ctx.config.hostname;
+        if let Some(cleaned) = crate::mailauth::remove_forged(&content, hostname) {
+            content = cleaned;
+        }
         let mut added_headers = String::new();
         let mut hold_reason = None;
         let mut auth = None;
@@ -183,11 +190,6 @@ impl Session {
                 }
             }
         }
-        // RFC 8601 5: results claiming to be ours were not written by us.
-        let hostname = &self.ctx.config.hostname;
-        if let Some(cleaned) = crate::mailauth::remove_forged(&content, hostname) {
-            content = cleaned;
-        }
         let helo = self
             .helo
             .as_ref()
@@ -212,10 +214,17 @@ impl Session {
             .unwrap_or_default();
         head.push_str(&self.received_header(&envelope));
         head.push_str(&added_headers);
-        // Our users' mail is signed as it will leave: after the plugins' changes.
+        // Our users' mail is signed as it will leave: after the plugins' changes. An
+        // authenticated user only as a From address of theirs (as for MAIL FROM), so
+        // that one user cannot have mail signed for another's domain.
         if self.trusted() && !self.ctx.signers.is_empty() {
             let parts = [head.as_bytes(), content.as_slice()];
-            if let Some(signature) = self.ctx.signers.sign(&parts) {
+            let config = &self.ctx.config;
+            let owns = |from: &crate::proto::Mailbox| match &self.auth_user {
+                Some(user) => config.user_owns(user, from),
+                None => true,
+            };
+            if let Some(signature) = self.ctx.signers.sign(&parts, owns) {
                 head.insert_str(0, &signature);
             }
         }
