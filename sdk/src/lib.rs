@@ -28,6 +28,24 @@
 //!
 //! wasmtp_sdk::export!(NoBanned);
 //! ```
+//!
+//! Sender authentication is the server's: the `mail` hook gets the SPF results of the HELO
+//! and MAIL FROM identities ([`SpfResults`]), the `data` hook all of them ([`AuthResults`]:
+//! SPF, each DKIM signature, ARC, DMARC with the policy that applies to this message):
+//!
+//! ```ignore
+//! fn data(&mut self, _: &Session, _: &EnvelopeFrom, _: &[String], _: &Message,
+//!         auth: &AuthResults) -> DataResult {
+//!     let d = &auth.dmarc;
+//!     if d.status == AuthStatus::Fail && d.disposition == DmarcPolicy::Reject {
+//!         return DataResult::verdict(Verdict::reject(550, "5.7.1", "DMARC policy"));
+//!     }
+//!     if auth.dkim_pass_for("partner.example") {
+//!         return DataResult::verdict(Verdict::Accept);
+//!     }
+//!     DataResult::default().add_header("X-SPF", auth.spf.mail_from.status.as_str())
+//! }
+//! ```
 #![deny(missing_docs)]
 
 #[doc(hidden)]
