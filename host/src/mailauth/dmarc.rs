@@ -45,7 +45,7 @@ fn lower(p: DmarcPolicy) -> DmarcPolicy {
     }
 }
 
-pub(super) enum Lookup {
+enum Lookup {
     Found(Arc<Dmarc>),
     Nothing,
     /// More than one DMARC record: discovery ends with no policy (RFC 7489 6.6.3).
@@ -57,7 +57,7 @@ pub(super) enum Lookup {
 impl Verifier {
     /// `_dmarc.DOMAIN`: the one `v=DMARC1` record (RFC 7489 6.6.3: none when there are
     /// several), parsed, from the cache when it has it.
-    pub(super) async fn dmarc_record(&self, domain: &str) -> Lookup {
+    async fn dmarc_record(&self, domain: &str) -> Lookup {
         let name = absolute(&format!("_dmarc.{domain}"));
         if let Some(Txt::Dmarc(d)) = self.dmarc_records.get(&name) {
             return Lookup::Found(d);
@@ -86,6 +86,27 @@ impl Verifier {
                 Lookup::Found(d)
             }
             Err(e) => Lookup::Broken(e.to_string()),
+        }
+    }
+
+    /// Starts the DMARC record lookups of the From domains (and their organizational
+    /// domains) so that they run beside the key lookups; the records land in the cache.
+    pub(super) fn prefetch_dmarc(
+        &self,
+        froms: &[String],
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = ()> + '_ {
+        let mut domains: Vec<String> = Vec::new();
+        for from in froms {
+            for d in [from.clone(), organizational(from)] {
+                if !domains.contains(&d) {
+                    domains.push(d);
+                }
+            }
+        }
+        async move {
+            let lookups = domains.iter().map(|d| self.dmarc_record(d));
+            let _ = tokio::time::timeout_at(deadline, super::verify::join_all(lookups)).await;
         }
     }
 

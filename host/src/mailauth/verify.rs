@@ -214,27 +214,6 @@ impl Verifier {
         }
     }
 
-    /// Starts the DMARC record lookups of the From domains (and their organizational
-    /// domains) so that they run beside the key lookups; the records land in the cache.
-    fn prefetch_dmarc(
-        &self,
-        froms: &[String],
-        deadline: Instant,
-    ) -> impl std::future::Future<Output = ()> + '_ {
-        let mut domains: Vec<String> = Vec::new();
-        for from in froms {
-            for d in [from.clone(), super::dmarc::organizational(from)] {
-                if !domains.contains(&d) {
-                    domains.push(d);
-                }
-            }
-        }
-        async move {
-            let lookups = domains.iter().map(|d| self.dmarc_record(d));
-            let _ = tokio::time::timeout_at(deadline, futures_join_all(lookups)).await;
-        }
-    }
-
     /// DMARC for every From domain (RFC 7489 6.6.1: a message with several is checked
     /// against each): the first failure, else a temporary error, else a pass, else none.
     /// The records were fetched beside the keys; a second is left for what they missed.
@@ -324,7 +303,7 @@ impl Verifier {
 const HEAVY: usize = 1 << 20;
 
 /// Awaits every future (a small join_all: the lookups of one message).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) {
+pub(super) async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) {
     let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
     std::future::poll_fn(|cx| {
         set.retain_mut(|f| f.as_mut().poll(cx).is_pending());

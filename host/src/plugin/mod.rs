@@ -11,6 +11,7 @@
 //!   `on_error`, the instance dropped, the fault logged and counted (`fault`). Other
 //!   sessions never see it.
 
+mod auth;
 mod bindings;
 pub mod bundled;
 mod engine;
