@@ -752,6 +752,7 @@ async fn dmarc_is_not_dodged_by_malformed_or_doubled_from() {
     let rsa = outside_key("rsa", &dir.path().join("rsa.key"));
     let dns = Zone::default()
         .txt("_dmarc.bank.test.", "v=DMARC1; p=reject")
+        .txt("_dmarc.xn--bnk-qla.test.", "v=DMARC1; p=reject")
         .txt("s1._domainkey.bank.test.", &rsa)
         .txt("ok.test.", "v=spf1 ip4:127.0.0.1 -all")
         .start()
@@ -770,6 +771,37 @@ async fn dmarc_is_not_dodged_by_malformed_or_doubled_from() {
     assert!(r.starts_with("550 5.7.1"), "{r}");
     let list = b"From: me@ok.test, ceo@bank.test\r\nSubject: pay\r\n\r\nx\r\n";
     let r = send(&s, "c.test", "x@ok.test", list).await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    // Names our resolver cannot ask for (a HELO or a selector with '+') are permanent
+    // errors, not temporary ones that would let DMARC say "temperror".
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO x+y.bank.test", "250").await;
+    let r = c
+        .send_mail(
+            "",
+            &["rcpt@example.test"],
+            "From: ceo@bank.test\r\nSubject: pay\r\n\r\nx",
+        )
+        .await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    let bad_selector = format!(
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=bank.test; s=x+y; h=from; \
+         bh=s14J+iztnrytnRYzb7lhFG/jS/vrxWJnnahfijFMnco=; b=AAAA\r\n\
+         From: ceo@bank.test\r\nSubject: pay\r\n\r\nx\r\n"
+    );
+    let r = send(&s, "c.test", "x@ok.test", bad_selector.as_bytes()).await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    // An internationalized From domain is checked under its ASCII name.
+    let idn = "From: ceo@b\u{e4}nk.test\r\nSubject: pay\r\n\r\nx\r\n";
+    let r = send(&s, "c.test", "x@ok.test", idn.as_bytes()).await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    // More From domains than anyone sends: refused, whatever the order.
+    let many: Vec<String> = (0..11).map(|i| format!("a@d{i}.test")).collect();
+    let crowd = format!(
+        "From: {}, ceo@bank.test\r\nSubject: pay\r\n\r\nx\r\n",
+        many.join(", ")
+    );
+    let r = send(&s, "c.test", "x@ok.test", crowd.as_bytes()).await;
     assert!(r.starts_with("550 5.7.1"), "{r}");
     // rsa-sha1 by the domain's own key: not a valid signature (RFC 8301 3.1).
     let key = dir.path().join("rsa.key").display().to_string();

@@ -113,8 +113,15 @@ impl Verifier {
     /// DMARC for a message whose From domain is `from` ("" when it has none or several).
     pub(super) async fn dmarc(&self, from: &str, spf: &SpfCheck, dkim: &[DkimCheck]) -> DmarcCheck {
         let from = from.trim_end_matches('.').to_ascii_lowercase();
-        if !is_dns_name(&from) {
+        if from.is_empty() {
             return DmarcCheck::none(from);
+        }
+        // A From domain that is no domain cannot be checked: not "no policy".
+        if !is_dns_name(&from) {
+            return DmarcCheck {
+                status: AuthStatus::Permerror,
+                ..DmarcCheck::none(from)
+            };
         }
         let org = organizational(&from);
         let (record, at_org) = match self.dmarc_record(&from).await {

@@ -25,10 +25,10 @@ pub use header::{authentication_results, remove_forged};
 pub use sign::{KeyError, Signer, Signers, keygen};
 pub use verify::Verifier;
 
-/// Is `name` (with or without its final dot) a name DNS can ask for: labels of 1-63
-/// printable ASCII octets (SPF macros put local parts such as `a+b` in names, RFC 7208
-/// 7.3), at most 253 octets in all; no white space, quotes, brackets (an address literal
-/// is no name), `@` or backslashes.
+/// Is `name` (with or without its final dot) a name our resolver can ask for: labels of
+/// 1-63 letters, digits, `-` and `_`, at most 253 octets in all. Anything else (an SPF
+/// macro that put `a+b` into a name, a selector with `!`) is refused before a lookup, as
+/// a permanent error: the resolver would refuse it locally, which would look temporary.
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
@@ -37,7 +37,7 @@ fn is_dns_name(name: &str) -> bool {
             !l.is_empty()
                 && l.len() <= 63
                 && l.bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"\\\"()'[]@".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -50,10 +50,17 @@ fn absolute(name: &str) -> String {
     }
 }
 
+/// At most this many distinct From domains are read; a message with more is treated as a
+/// DMARC failure (see `Verifier::dmarc_all`).
+pub(super) const MAX_FROM_DOMAINS: usize = 10;
+
 /// The From addresses of a message given in parts (our fields, then the content as
-/// received), each once, in order: every address of every From field.
+/// received), each once, in order: every address of every From field, until their domains
+/// number more than [`MAX_FROM_DOMAINS`].
 fn from_addresses(parts: &[&[u8]]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut domains = std::collections::HashSet::new();
     for part in parts {
         for f in crate::proto::header::fields(part).filter(|f| f.is("from")) {
             let raw = &part[f.range.clone()];
@@ -65,9 +72,13 @@ fn from_addresses(parts: &[&[u8]]) -> Vec<String> {
             for address in parsed.as_address().into_iter().flat_map(|a| a.iter()) {
                 if let Some(a) = address.address()
                     && a.contains('@')
-                    && !found.iter().any(|f| f.eq_ignore_ascii_case(a))
+                    && seen.insert(a.to_ascii_lowercase())
                 {
                     found.push(a.to_string());
+                    domains.insert(domain_of(a));
+                    if domains.len() > MAX_FROM_DOMAINS {
+                        return found;
+                    }
                 }
             }
         }
@@ -75,19 +86,22 @@ fn from_addresses(parts: &[&[u8]]) -> Vec<String> {
     found
 }
 
-/// The domain of an address, as DMARC and DKIM compare them.
+/// The domain of an address, as DMARC and DKIM compare them: lower case, an
+/// internationalized name in its ASCII form (`xn--`, RFC 5890), as DNS has it.
 fn domain_of(address: &str) -> String {
     let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
+    let domain = domain.trim().trim_end_matches('.');
+    idna::domain_to_ascii(domain)
+        .unwrap_or_else(|_| domain.to_string())
+        .to_ascii_lowercase()
 }
 
-/// The From domains of a received message, each once (for DMARC).
+/// The From domains of a received message, each once, in order (for DMARC).
 fn from_domains(message: &[u8]) -> Vec<String> {
-    let mut domains: Vec<String> = Vec::new();
-    for d in from_addresses(&[message]).iter().map(|a| domain_of(a)) {
-        if !domains.contains(&d) {
-            domains.push(d);
-        }
-    }
-    domains
+    let mut seen = std::collections::HashSet::new();
+    from_addresses(&[message])
+        .iter()
+        .map(|a| domain_of(a))
+        .filter(|d| seen.insert(d.clone()))
+        .collect()
 }

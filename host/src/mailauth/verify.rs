@@ -2,7 +2,8 @@
 
 use super::cache::{MessageKeys, TxtCache};
 use super::{
-    ArcCheck, AuthResults, AuthStatus, DkimCheck, SpfCheck, SpfResults, absolute, is_dns_name,
+    ArcCheck, AuthResults, AuthStatus, DkimCheck, DmarcPolicy, SpfCheck, SpfResults, absolute,
+    is_dns_name,
 };
 use crate::dns::{Dns, DnsError};
 use crate::proto::header;
@@ -224,24 +225,41 @@ impl Verifier {
         dkim: &[DkimCheck],
         deadline: Instant,
     ) -> super::DmarcCheck {
-        let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
-        let mut results = Vec::new();
-        for from in froms {
-            let result = match tokio::time::timeout_at(deadline, self.dmarc(from, spf, dkim)).await
-            {
-                Ok(d) => d,
-                Err(_) => super::DmarcCheck {
-                    status: AuthStatus::Temperror,
-                    ..super::DmarcCheck::none(from.clone())
-                },
+        // More From domains than anyone sends: no domain may hide among them.
+        if froms.len() > super::MAX_FROM_DOMAINS {
+            return super::DmarcCheck {
+                status: AuthStatus::Fail,
+                policy: DmarcPolicy::Reject,
+                disposition: DmarcPolicy::Reject,
+                ..super::DmarcCheck::none(froms[0].clone())
             };
-            results.push(result);
         }
+        let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+        let mut results: Vec<super::DmarcCheck> = froms
+            .iter()
+            .map(|from| super::DmarcCheck {
+                status: AuthStatus::Temperror,
+                ..super::DmarcCheck::none(from.clone())
+            })
+            .collect();
+        // All at once: one slow domain does not use up the others' time.
+        let checks = results.iter_mut().map(|slot| async {
+            let from = slot.from_domain.clone();
+            if let Ok(d) = tokio::time::timeout_at(deadline, self.dmarc(&from, spf, dkim)).await {
+                *slot = d;
+            }
+        });
+        join_all(checks).await;
+        // A failure that asks for action, then an unsure result for a domain whose policy
+        // does, then any failure, other errors, a pass, none.
+        let acts = |p: DmarcPolicy| p != DmarcPolicy::None;
         let rank = |d: &super::DmarcCheck| match d.status {
-            AuthStatus::Fail => (0, 3 - d.disposition as u8),
-            AuthStatus::Temperror | AuthStatus::Permerror => (1, 0),
-            AuthStatus::Pass => (2, 0),
-            _ => (3, 0),
+            AuthStatus::Fail if acts(d.disposition) => (0, 3 - d.disposition as u8),
+            AuthStatus::Temperror if acts(d.policy) => (1, 3 - d.policy as u8),
+            AuthStatus::Fail => (2, 0),
+            AuthStatus::Temperror | AuthStatus::Permerror => (3, 0),
+            AuthStatus::Pass => (4, 0),
+            _ => (5, 0),
         };
         results.sort_by_key(rank);
         results
@@ -297,8 +315,6 @@ impl Verifier {
     }
 }
 
-/// Runs a check as its own task: a panic in a parser of hostile input (mail-auth's, on
-/// records and fields anyone can write) costs that check its result, nothing else.
 /// Messages larger than this are verified on a blocking thread.
 const HEAVY: usize = 1 << 20;
 
@@ -327,6 +343,8 @@ fn unverified(status: AuthStatus, why: &str) -> DkimCheck {
     }
 }
 
+/// Runs a check as its own task: a panic in a parser of hostile input (mail-auth's, on
+/// records and fields anyone can write) costs that check its result, nothing else.
 async fn isolated<T: Send + 'static>(
     check: impl std::future::Future<Output = T> + Send + 'static,
     fallback: T,

@@ -36,6 +36,20 @@ impl DmarcPolicyPlugin {
 
     /// The verdict and header for one DMARC result.
     pub fn decide(&self, d: &DmarcCheck) -> DataResult {
+        // Not checkable now (a DNS failure) for a domain whose policy asks for action:
+        // deferred, so that the sender tries again (RFC 7489 6.6.3 lets a receiver do so).
+        let acts = d.policy != DmarcPolicy::None;
+        if d.status == AuthStatus::Temperror
+            && acts
+            && self.enforce
+            && !self.allowed(&d.from_domain)
+        {
+            let text = format!(
+                "DMARC policy of {} could not be checked now; try again later",
+                d.from_domain
+            );
+            return DataResult::verdict(Verdict::tempfail(451, "4.7.0", &text));
+        }
         if d.status != AuthStatus::Fail {
             return DataResult::default();
         }
@@ -134,6 +148,8 @@ mod tests {
         );
         let q = p.decide(&check(AuthStatus::Fail, DmarcPolicy::Quarantine));
         assert!(matches!(q.verdict, DataVerdict::Quarantine(_)));
+        let unsure = p.decide(&check(AuthStatus::Temperror, DmarcPolicy::None));
+        assert!(matches!(&unsure.verdict, DataVerdict::Tempfail(r) if r.code == 451));
         let pass = p.decide(&check(AuthStatus::Pass, DmarcPolicy::None));
         assert!(matches!(pass.verdict, DataVerdict::Continue) && pass.changes.is_empty());
         let tag = plugin(false, &[]).decide(&check(AuthStatus::Fail, DmarcPolicy::Reject));
