@@ -58,12 +58,10 @@ impl Verifier {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         // An IPv4 client on a dual-stack listener is an IPv4 client (::ffff:a.b.c.d).
         let ip = ip.to_canonical();
-        // RFC 7208 4.3: a malformed domain, or one that is not fully qualified, is "none".
+        // RFC 7208 4.3: a malformed domain, or one that is not fully qualified (an address
+        // literal as HELO, say), is "none": not checked.
         if !is_dns_name(&domain) || !domain.contains('.') {
-            return SpfCheck {
-                domain,
-                ..SpfCheck::none()
-            };
+            return SpfCheck::none();
         }
         let mut vars = Variables::new();
         vars.set_ip(&ip);
