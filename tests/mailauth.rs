@@ -8,7 +8,7 @@
 
 mod common;
 use common::dns::{TestDns, Zone};
-use common::sink::{Sink, SinkOptions};
+use common::sink::{Sink, SinkMessage, SinkOptions};
 use common::{Client, TestServer};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -92,6 +92,19 @@ fn header_of(message: &str) -> Vec<String> {
     fields
 }
 
+/// The text of the delivered message that contains `marker` (its Subject line, say).
+fn delivered(got: &[SinkMessage], marker: &str) -> String {
+    got.iter()
+        .map(|m| m.text())
+        .find(|t| t.contains(marker))
+        .unwrap_or_else(|| panic!("no delivered message with {marker:?}"))
+}
+
+/// The header fields of that message, unfolded.
+fn delivered_fields(got: &[SinkMessage], marker: &str) -> Vec<String> {
+    header_of(&delivered(got, marker))
+}
+
 fn field<'a>(fields: &'a [String], name: &str) -> Vec<&'a str> {
     fields
         .iter()
@@ -155,11 +168,7 @@ async fn spf_results_reach_plugins_and_the_header() {
     }
     let got = sink.wait_for(cases.len()).await;
     for (i, (from, expected)) in cases.iter().enumerate() {
-        let m = got
-            .iter()
-            .find(|m| m.text().contains(&format!("Subject: case {i}\r\n")))
-            .unwrap();
-        let fields = header_of(&m.text());
+        let fields = delivered_fields(&got, &format!("Subject: case {i}\r\n"));
         let domain = from.split('@').nth(1).unwrap();
         let results = field(&fields, "Authentication-Results");
         assert_eq!(results.len(), 1, "{fields:?}");
@@ -250,11 +259,7 @@ async fn spf_limits_loops_and_dns_failures_give_errors_quickly() {
     }
     let got = sink.wait_for(cases.len()).await;
     for (i, (from, expected)) in cases.iter().enumerate() {
-        let m = got
-            .iter()
-            .find(|m| m.text().contains(&format!("Subject: case {i}\r\n")))
-            .unwrap();
-        let fields = header_of(&m.text());
+        let fields = delivered_fields(&got, &format!("Subject: case {i}\r\n"));
         let results = field(&fields, "Authentication-Results");
         let domain = from.split('@').nth(1).unwrap();
         assert!(
@@ -301,11 +306,7 @@ async fn outside_signatures_verify_and_tampering_fails() {
     }
     let got = sink.wait_for(2).await;
     for (selector, algorithm) in [("s1", "rsa-sha256"), ("e1", "ed25519-sha256")] {
-        let m = got
-            .iter()
-            .find(|m| m.text().contains(&format!("s={selector};")))
-            .unwrap();
-        let fields = header_of(&m.text());
+        let fields = delivered_fields(&got, &format!("s={selector};"));
         let results = field(&fields, "Authentication-Results")[0];
         assert!(
             results.contains(&format!(
@@ -415,12 +416,7 @@ async fn wasmtp_signs_and_dkimpy_verifies() {
         assert!(reply.starts_with("250"), "{reply}");
     }
     let got = sink.wait_for(3).await;
-    let from = |f: &str| {
-        got.iter()
-            .find(|m| m.text().contains(&format!("\r\nFrom: {f}\r\n")))
-            .unwrap()
-            .text()
-    };
+    let from = |f: &str| delivered(&got, &format!("\r\nFrom: {f}\r\n"));
     for (text, (name, record)) in [from("Me <me@ours.test>"), from("me@mail.ed.test")]
         .iter()
         .zip(&records)
@@ -441,11 +437,7 @@ async fn wasmtp_signs_and_dkimpy_verifies() {
     let reply = send(&outside, "client.test", "x@nospf.test", signed.as_bytes()).await;
     assert!(reply.starts_with("250"), "{reply}");
     let again = sink.wait_for(4).await;
-    let verified = again
-        .iter()
-        .find(|m| m.text().contains("Authentication-Results"))
-        .unwrap();
-    let results = header_of(&verified.text());
+    let results = delivered_fields(&again, "Authentication-Results");
     let ar = field(&results, "Authentication-Results")[0];
     assert!(
         ar.contains("dkim=pass header.d=ours.test header.s=r1"),
@@ -473,75 +465,31 @@ async fn dmarc_alignment_policies_and_the_policy_plugin() {
         echo_plugin()
     );
     let s = gateway(&dns, &sink, &plugins).await;
-    // Relaxed SPF alignment: MAIL FROM bounce.org.test, From org.test (p=none).
-    let r = send(
-        &s,
-        "c.test",
-        "x@bounce.org.test",
-        &plain("a@org.test", "relaxed"),
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
-    // A subdomain without a record gets the organizational domain's sp=reject.
-    let r = send(
-        &s,
-        "c.test",
-        "x@nospf.test",
-        &plain("a@news.org.test", "sub"),
-    )
-    .await;
-    assert!(r.starts_with("550 5.7.1"), "{r}");
-    // Strict SPF alignment: bounce.strict.test is not strict.test.
-    let r = send(
-        &s,
-        "c.test",
-        "x@bounce.strict.test",
-        &plain("a@strict.test", "strict"),
-    )
-    .await;
-    assert!(r.starts_with("550 5.7.1"), "{r}");
-    // pct=0: reject becomes quarantine (RFC 7489 6.6.4): held, not refused.
-    let r = send(
-        &s,
-        "c.test",
-        "x@nospf.test",
-        &plain("a@sampled.test", "sampled"),
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
-    let r = send(
-        &s,
-        "c.test",
-        "x@nospf.test",
-        &plain("a@quar.test", "quarantine"),
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
-    // Allowlisted: tagged, delivered.
-    let r = send(
-        &s,
-        "c.test",
-        "x@nospf.test",
-        &plain("a@partner.test", "allowed"),
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
-    let r = send(
-        &s,
-        "c.test",
-        "x@nospf.test",
-        &plain("a@nodmarc.test", "none"),
-    )
-    .await;
-    assert!(r.starts_with("250"), "{r}");
+    let cases = [
+        // Relaxed SPF alignment: MAIL FROM bounce.org.test, From org.test (p=none).
+        ("x@bounce.org.test", "a@org.test", "relaxed", "250"),
+        // A subdomain without a record gets the organizational domain's sp=reject.
+        ("x@nospf.test", "a@news.org.test", "sub", "550 5.7.1"),
+        // Strict SPF alignment: bounce.strict.test is not strict.test.
+        (
+            "x@bounce.strict.test",
+            "a@strict.test",
+            "strict",
+            "550 5.7.1",
+        ),
+        // pct=0: reject becomes quarantine (RFC 7489 6.6.4): held, not refused.
+        ("x@nospf.test", "a@sampled.test", "sampled", "250"),
+        ("x@nospf.test", "a@quar.test", "quarantine", "250"),
+        // Allowlisted: tagged, delivered.
+        ("x@nospf.test", "a@partner.test", "allowed", "250"),
+        ("x@nospf.test", "a@nodmarc.test", "none", "250"),
+    ];
+    for (mail_from, from, subject, expected) in cases {
+        let r = send(&s, "c.test", mail_from, &plain(from, subject)).await;
+        assert!(r.starts_with(expected), "{subject}: {r}");
+    }
     let got = sink.wait_for(3).await;
-    let find = |subject: &str| {
-        let m = got
-            .iter()
-            .find(|m| m.text().contains(&format!("Subject: {subject}\r\n")))
-            .unwrap_or_else(|| panic!("{subject} not delivered"));
-        header_of(&m.text())
-    };
+    let find = |subject: &str| delivered_fields(&got, &format!("Subject: {subject}\r\n"));
     let relaxed = find("relaxed");
     let echo = field(&relaxed, "X-Echo-Auth")[0];
     assert!(
@@ -695,11 +643,7 @@ async fn hostile_signatures_and_keys_fail_quickly() {
         started.elapsed()
     );
     let got = sink.wait_for(cases.len() + 2).await;
-    let m = got
-        .iter()
-        .find(|m| m.text().contains("Subject: hostile wide\r\n"))
-        .unwrap();
-    let fields = header_of(&m.text());
+    let fields = delivered_fields(&got, "Subject: hostile wide\r\n");
     let results = field(&fields, "Authentication-Results")[0];
     assert!(
         results.contains("dkim=permerror (header section too large)")
@@ -716,22 +660,14 @@ async fn hostile_signatures_and_keys_fail_quickly() {
         "permerror",
     ];
     for (i, expected) in expect.iter().enumerate() {
-        let m = got
-            .iter()
-            .find(|m| m.text().contains(&format!("Subject: hostile {i}\r\n")))
-            .unwrap();
-        let fields = header_of(&m.text());
+        let fields = delivered_fields(&got, &format!("Subject: hostile {i}\r\n"));
         let results = field(&fields, "Authentication-Results")[0];
         assert!(
             results.contains(&format!("dkim={expected}")),
             "case {i}: {results}"
         );
     }
-    let m = got
-        .iter()
-        .find(|m| m.text().contains("Subject: hostile many\r\n"))
-        .unwrap();
-    let fields = header_of(&m.text());
+    let fields = delivered_fields(&got, "Subject: hostile many\r\n");
     let echo = field(&fields, "X-Echo-Auth")[0];
     let list = echo
         .split("dkim=[")
@@ -886,12 +822,7 @@ async fn users_get_signatures_only_for_their_own_from_addresses() {
         assert!(reply.starts_with("250"), "{reply}");
     }
     let got = sink.wait_for(2).await;
-    let text = |from: &str| {
-        got.iter()
-            .map(|m| m.text())
-            .find(|t| t.contains(&format!("Subject: {from}\r\n")))
-            .unwrap()
-    };
+    let text = |from: &str| delivered(&got, &format!("Subject: {from}\r\n"));
     assert!(text("alice@ours.test").starts_with("DKIM-Signature: "));
     assert!(!text("ceo@theirs.test").contains("DKIM-Signature"));
 }

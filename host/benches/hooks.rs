@@ -57,32 +57,19 @@ fn main() {
             params: Vec::new(),
         };
 
+        let mail = || Call::Mail {
+            sender: &sender,
+            spf: &spf,
+        };
+
         const BATCH: u32 = 100;
         let mut session = set.session();
-        session
-            .run(
-                &info,
-                Call::Mail {
-                    sender: &sender,
-                    spf: &spf,
-                },
-            )
-            .await; // instantiate once
+        session.run(&info, mail()).await; // instantiate once
         let mut reused = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
             for _ in 0..BATCH {
-                std::hint::black_box(
-                    session
-                        .run(
-                            &info,
-                            Call::Mail {
-                                sender: &sender,
-                                spf: &spf,
-                            },
-                        )
-                        .await,
-                );
+                std::hint::black_box(session.run(&info, mail()).await);
             }
             reused.push(start.elapsed() / BATCH);
         }
@@ -90,16 +77,7 @@ fn main() {
         for _ in 0..300 {
             let start = Instant::now();
             let mut s = set.session();
-            std::hint::black_box(
-                s.run(
-                    &info,
-                    Call::Mail {
-                        sender: &sender,
-                        spf: &spf,
-                    },
-                )
-                .await,
-            );
+            std::hint::black_box(s.run(&info, mail()).await);
             drop(s);
             fresh.push(start.elapsed());
         }
