@@ -45,7 +45,11 @@ fn lower(p: DmarcPolicy) -> DmarcPolicy {
     }
 }
 
-enum Lookup {
+/// DMARC records by domain, as looked up for one message.
+pub(super) type Records = std::collections::HashMap<String, Lookup>;
+
+#[derive(Clone)]
+pub(super) enum Lookup {
     Found(Arc<Dmarc>),
     Nothing,
     /// More than one DMARC record: discovery ends with no policy (RFC 7489 6.6.3).
@@ -89,29 +93,47 @@ impl Verifier {
         }
     }
 
-    /// Starts the DMARC record lookups of the From domains (and their organizational
-    /// domains) so that they run beside the key lookups; the records land in the cache.
-    pub(super) fn prefetch_dmarc(
+    /// The DMARC records of the From domains and of their organizational domains, looked
+    /// up at once (beside the key lookups), each answer that came by `deadline`: `dmarc`
+    /// takes them from here instead of asking again.
+    pub(super) async fn dmarc_records(
         &self,
         froms: &[String],
         deadline: tokio::time::Instant,
-    ) -> impl std::future::Future<Output = ()> + '_ {
-        let mut domains: Vec<String> = Vec::new();
-        for from in froms {
-            for d in [from.clone(), organizational(from)] {
-                if !domains.contains(&d) {
-                    domains.push(d);
-                }
-            }
-        }
-        async move {
-            let lookups = domains.iter().map(|d| self.dmarc_record(d));
-            let _ = tokio::time::timeout_at(deadline, super::verify::join_all(lookups)).await;
+    ) -> Records {
+        let mut seen = std::collections::HashSet::new();
+        let domains: Vec<String> = froms
+            .iter()
+            .flat_map(|from| [from.clone(), organizational(from)])
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
+        let lookups = domains.into_iter().map(|d| async move {
+            let found = tokio::time::timeout_at(deadline, self.dmarc_record(&d)).await;
+            found.ok().map(|lookup| (d, lookup))
+        });
+        super::verify::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The record of `domain`: as looked up already, else now.
+    async fn record_of(&self, domain: &str, records: &Records) -> Lookup {
+        match records.get(domain) {
+            Some(found) => found.clone(),
+            None => self.dmarc_record(domain).await,
         }
     }
 
     /// DMARC for a message whose From domain is `from` ("" when it has none or several).
-    pub(super) async fn dmarc(&self, from: &str, spf: &SpfCheck, dkim: &[DkimCheck]) -> DmarcCheck {
+    pub(super) async fn dmarc(
+        &self,
+        from: &str,
+        spf: &SpfCheck,
+        dkim: &[DkimCheck],
+        records: &Records,
+    ) -> DmarcCheck {
         let from = from.trim_end_matches('.').to_ascii_lowercase();
         if from.is_empty() {
             return DmarcCheck::none(from);
@@ -124,8 +146,8 @@ impl Verifier {
             };
         }
         let org = organizational(&from);
-        let (record, at_org) = match self.dmarc_record(&from).await {
-            Lookup::Nothing if org != from => (self.dmarc_record(&org).await, true),
+        let (record, at_org) = match self.record_of(&from, records).await {
+            Lookup::Nothing if org != from => (self.record_of(&org, records).await, true),
             found => (found, false),
         };
         let record = match record {

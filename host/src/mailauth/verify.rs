@@ -127,11 +127,13 @@ impl Verifier {
         // The From domains as a reader sees them, by our own scan: DMARC is evaluated for
         // each whatever mail-auth makes of the header section (RFC 7489 6.6.1).
         let froms = super::from_domains(message);
-        let dmarc_lookups = self.prefetch_dmarc(&froms, deadline);
+        let dmarc_lookups = self.dmarc_records(&froms, deadline);
         if header_too_large(message) {
             tracing::warn!("header section too large: DKIM and ARC not verified");
-            dmarc_lookups.await;
-            let dmarc = self.dmarc_all(&froms, &spf.mail_from, &[], deadline).await;
+            let records = dmarc_lookups.await;
+            let dmarc = self
+                .dmarc_all(&froms, &spf.mail_from, &[], &records, deadline)
+                .await;
             return AuthResults {
                 dkim: vec![unverified(
                     AuthStatus::Permerror,
@@ -171,7 +173,7 @@ impl Verifier {
                 }
             }
         }
-        let (found, ()) = tokio::join!(self.look_up_keys(names, deadline), dmarc_lookups);
+        let (found, records) = tokio::join!(self.look_up_keys(names, deadline), dmarc_lookups);
         let (dkim, arc) = match &parsed {
             None => (
                 Vec::new(),
@@ -205,7 +207,7 @@ impl Verifier {
             }
         };
         let dmarc = self
-            .dmarc_all(&froms, &spf.mail_from, &dkim, deadline)
+            .dmarc_all(&froms, &spf.mail_from, &dkim, &records, deadline)
             .await;
         AuthResults {
             spf,
@@ -223,6 +225,7 @@ impl Verifier {
         froms: &[String],
         spf: &SpfCheck,
         dkim: &[DkimCheck],
+        records: &super::dmarc::Records,
         deadline: Instant,
     ) -> super::DmarcCheck {
         // More From domains than anyone sends: no domain may hide among them.
@@ -234,22 +237,19 @@ impl Verifier {
                 ..super::DmarcCheck::none(froms[0].clone())
             };
         }
+        // What the record lookups beside the keys missed gets a second more, all at once:
+        // one slow domain does not use up the others' time.
         let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
-        let mut results: Vec<super::DmarcCheck> = froms
-            .iter()
-            .map(|from| super::DmarcCheck {
-                status: AuthStatus::Temperror,
-                ..super::DmarcCheck::none(from.clone())
-            })
-            .collect();
-        // All at once: one slow domain does not use up the others' time.
-        let checks = results.iter_mut().map(|slot| async {
-            let from = slot.from_domain.clone();
-            if let Ok(d) = tokio::time::timeout_at(deadline, self.dmarc(&from, spf, dkim)).await {
-                *slot = d;
-            }
+        let checks = froms.iter().map(|from| async move {
+            let check = self.dmarc(from, spf, dkim, records);
+            tokio::time::timeout_at(deadline, check)
+                .await
+                .unwrap_or_else(|_| super::DmarcCheck {
+                    status: AuthStatus::Temperror,
+                    ..super::DmarcCheck::none(from.clone())
+                })
         });
-        join_all(checks).await;
+        let mut results = join_all(checks).await;
         // A failure that asks for action, then an unsure result for a domain whose policy
         // does, then any failure, other errors, a pass, none.
         let acts = |p: DmarcPolicy| p != DmarcPolicy::None;
@@ -318,18 +318,35 @@ impl Verifier {
 /// Messages larger than this are verified on a blocking thread.
 const HEAVY: usize = 1 << 20;
 
-/// Awaits every future (a small join_all: the lookups of one message).
-pub(super) async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+/// Awaits every future and gives their outputs in order (a small join_all, for the few
+/// lookups of one message).
+pub(super) async fn join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_some() {
+                continue;
+            }
+            match future.as_mut().poll(cx) {
+                std::task::Poll::Ready(v) => *output = Some(v),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
             std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
         }
     })
-    .await
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future is ready"))
+        .collect()
 }
 
 /// A DKIM result for a message whose signatures were not verified.

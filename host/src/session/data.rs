@@ -155,9 +155,10 @@ impl Session {
                 Some(v) => v.message(shared.clone(), tx.spf.clone()).await,
                 None => crate::mailauth::AuthResults::only_spf(tx.spf.clone()),
             };
-            let outcome = match self.wants_data_hook() {
-                true => Some(self.data_policy(&tx, shared.clone(), &results).await),
-                false => None,
+            let outcome = if self.wants_data_hook() {
+                Some(self.data_policy(&tx, shared.clone(), &results).await)
+            } else {
+                None
             };
             content = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
             auth = verifier.is_some().then_some(results);
