@@ -1,6 +1,6 @@
 //! `[delivery]`: retries, concurrency and the client's timeouts.
 
-use super::Dur;
+use super::{Dur, Size};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct Delivery {
     pub data_timeout: Dur,
     /// The reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes).
     pub data_end_timeout: Dur,
+    /// A failure report returns the whole message up to this size, else only its header
+    /// section (Postfix's bounce_size_limit).
+    pub bounce_size_limit: Size,
 }
 
 fn secs(s: u64) -> Dur {
@@ -64,6 +67,7 @@ impl Default for Delivery {
             command_timeout: secs(300),
             data_timeout: secs(180),
             data_end_timeout: secs(600),
+            bounce_size_limit: Size(50_000),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! loop; never for NOTIFY=NEVER.
 
 use crate::proto::params::{MailParams, Ret, decode_xtext};
-use crate::spool::{Envelope, Recipient, Spool, SpoolId};
+use crate::spool::{Content, Envelope, Recipient, Spool, SpoolId};
 
 /// Which report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,8 @@ pub async fn send(
     spool: &Spool,
     hostname: &str,
     envelope: &Envelope,
-    content: &[u8],
+    content: &Content,
+    return_limit: u64,
     recipients: &[(usize, String)],
     kind: Kind,
 ) -> std::io::Result<Option<SpoolId>> {
@@ -134,18 +135,17 @@ pub async fn send(
     }
     // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message,
     // in failure reports; a success report returns the header only (RFC 3461 4.3: the
-    // message need not go back to a sender whose mail arrived).
+    // message need not go back to a sender whose mail arrived). A message larger than
+    // `return_limit` returns its header only too (Postfix's bounce_size_limit).
     let success = matches!(kind, Kind::Delivered | Kind::Relayed);
-    let headers_only = success || envelope.params.ret == Some(Ret::Hdrs);
-    let original: &[u8] = if headers_only {
-        let end = content
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(content.len(), |p| p + 2);
-        &content[..end]
-    } else {
-        content
-    };
+    let too_large = content.len() > return_limit;
+    let headers_only = success || envelope.params.ret == Some(Ret::Hdrs) || too_large;
+    if too_large && !success && envelope.params.ret != Some(Ret::Hdrs) {
+        text.push_str(&format!(
+            "\r\nThe message was larger than {return_limit} octets: only its header is returned.\r\n"
+        ));
+    }
+    let original = read_original(content, headers_only).await?;
     let mut message = format!(
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\nTo: <{sender}>\r\nSubject: {subject}\r\n\
          Date: {now}\r\nMessage-ID: <{id}@{hostname}>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
@@ -157,7 +157,7 @@ pub async fn send(
         if headers_only { "text/rfc822-headers" } else { "message/rfc822" }
     )
     .into_bytes();
-    message.extend_from_slice(original);
+    message.extend_from_slice(&original);
     message.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let report = Envelope {
         id: id.clone(),
@@ -179,8 +179,24 @@ pub async fn send(
         helo: hostname.to_string(),
         auth_user: None,
     };
-    spool.store(&report, vec![message], None).await?;
+    spool.store(&report, Content::from(message), None).await?;
     Ok(Some(id))
+}
+
+/// What a report returns of the message: all of it, or its header section (at most
+/// `HEADER_MAX`, as the session accepted it), read from the spool.
+async fn read_original(content: &Content, headers_only: bool) -> std::io::Result<Vec<u8>> {
+    let content = content.clone();
+    tokio::task::spawn_blocking(move || {
+        if !headers_only {
+            return content.to_vec();
+        }
+        let head = content.read_at(0, crate::proto::header::HEADER_MAX + 4)?;
+        let end = memchr::memmem::find(&head, b"\r\n\r\n").map_or(head.len(), |p| p + 2);
+        Ok(head[..end].to_vec())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use super::pool::{Pool, Session, Stream};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
-use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -299,9 +298,13 @@ impl SmtpTransport {
         }
         // RFC 6152 3: 8-bit content to a hop without 8BITMIME is converted to 7 bit, or
         // refused for good where it cannot be (RFC 3463 X.6.3).
-        let content: Cow<[u8]> = if !ext.has("8BITMIME") && convert::has_8bit(msg.content) {
-            match convert::to_seven_bit(msg.content) {
-                Ok(converted) => Cow::Owned(converted),
+        let converted;
+        let content = if !ext.has("8BITMIME") && convert::content_has_8bit(msg.content).await? {
+            match convert::content_to_seven_bit(msg.content).await? {
+                Ok(c) => {
+                    converted = c;
+                    &converted
+                }
                 Err(why) => {
                     return Ok(Err(Reply::dynamic(
                         554,
@@ -315,7 +318,7 @@ impl SmtpTransport {
                 }
             }
         } else {
-            Cow::Borrowed(msg.content)
+            msg.content
         };
         let dsn = ext.has("DSN");
         let mut mail = format!(
@@ -443,11 +446,10 @@ impl SmtpTransport {
                 .collect()));
         }
         if chunking {
-            conn.send_data(format!("BDAT {} LAST\r\n", content.len()).as_bytes())
-                .await?;
-            conn.send_data(&content).await?;
+            let bdat = format!("BDAT {} LAST\r\n", content.len());
+            conn.send_content(bdat.as_bytes(), content).await?;
         } else {
-            conn.send_stuffed(&content).await?;
+            conn.send_stuffed(content).await?;
         }
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.

@@ -3,6 +3,7 @@
 
 use crate::config::Delivery;
 use crate::proto::Reply;
+use crate::spool::Content;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -106,26 +107,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         .await
     }
 
-    /// Writes message data in blocks, each within the data timeout, so that a peer that
-    /// stops reading cannot hold the connection longer than that per block.
-    pub async fn send_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` in blocks, each within the data timeout, so that a peer that stops
+    /// reading cannot hold the connection longer than that per block.
+    async fn write_blocks(&mut self, bytes: &[u8]) -> io::Result<()> {
         let limit = self.timeouts.data;
         for block in bytes.chunks(DATA_BLOCK) {
             within("data write", limit, self.stream.write_all(block)).await?;
         }
-        within("data write", limit, self.stream.flush()).await
+        Ok(())
     }
 
-    /// Writes message content after DATA: dot-stuffed and ended (RFC 5321 4.5.2), a block
-    /// at a time as `send_data` does.
-    pub async fn send_stuffed(&mut self, content: &[u8]) -> io::Result<()> {
-        let limit = self.timeouts.data;
-        let mut stuffer = DotStuffer::new(content);
-        let mut block = Vec::with_capacity(DATA_BLOCK.min(content.len() + 8) + 1);
-        while stuffer.next_block(&mut block, DATA_BLOCK) {
-            within("data write", limit, self.stream.write_all(&block)).await?;
+    /// Writes message data as it is (BDAT), as it is read from the spool, after `command`.
+    pub async fn send_content(&mut self, command: &[u8], content: &Content) -> io::Result<()> {
+        self.write_blocks(command).await?;
+        let mut blocks = content.blocks();
+        while let Some(block) = blocks.next().await? {
+            self.write_blocks(&block).await?;
         }
-        within("data write", limit, self.stream.flush()).await
+        within("data write", self.timeouts.data, self.stream.flush()).await
+    }
+
+    /// Writes message content after DATA: dot-stuffed and ended (RFC 5321 4.5.2), as it
+    /// is read from the spool. A content that cannot be read to its end (damage) is never
+    /// ended: the error drops the connection, and the hop discards what it got.
+    pub async fn send_stuffed(&mut self, content: &Content) -> io::Result<()> {
+        let mut blocks = content.blocks();
+        let mut stuffer = DotStuffer::default();
+        let mut out = Vec::new();
+        while let Some(block) = blocks.next().await? {
+            stuffer.stuff(&block, &mut out);
+            self.write_blocks(&out).await?;
+        }
+        stuffer.finish(&mut out);
+        self.write_blocks(&out).await?;
+        within("data write", self.timeouts.data, self.stream.flush()).await
     }
 
     /// EHLO, or LHLO for LMTP; falls back to HELO when EHLO is refused (RFC 5321 3.2).
@@ -201,52 +216,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-/// RFC 5321 4.5.2: a leading dot gets another; the content ends with CRLF `.` CRLF. The
-/// stuffed form is made a block at a time (lines found with memchr), never as a whole copy.
-struct DotStuffer<'a> {
-    content: &'a [u8],
-    at: usize,
-    done: bool,
+/// RFC 5321 4.5.2: a leading dot gets another; the content ends with CRLF `.` CRLF. Done
+/// block by block as the content is read (lines found with memchr), never on a whole copy.
+#[derive(Default)]
+struct DotStuffer {
+    /// The last octet seen did not end a line.
+    mid_line: bool,
+    /// The last two octets seen, once any were.
+    last: Option<[u8; 2]>,
 }
 
-impl<'a> DotStuffer<'a> {
-    fn new(content: &'a [u8]) -> Self {
-        DotStuffer {
-            content,
-            at: 0,
-            done: false,
+impl DotStuffer {
+    /// The stuffed form of the next `block` of the content, into `out`.
+    fn stuff(&mut self, block: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        let mut at = 0;
+        while at < block.len() {
+            if !self.mid_line && block[at] == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', &block[at..]) {
+                Some(n) => {
+                    out.extend_from_slice(&block[at..at + n + 1]);
+                    at += n + 1;
+                    self.mid_line = false;
+                }
+                None => {
+                    out.extend_from_slice(&block[at..]);
+                    at = block.len();
+                    self.mid_line = true;
+                }
+            }
+        }
+        match block {
+            [] => {}
+            [only] => self.last = Some([self.last.map_or(0, |l| l[1]), *only]),
+            [.., a, b] => self.last = Some([*a, *b]),
         }
     }
 
-    /// Replaces `out` with the next block of about `size` octets; false when none is left.
-    fn next_block(&mut self, out: &mut Vec<u8>, size: usize) -> bool {
+    /// The end: a CRLF if the content lacks its last one, then `.` CRLF.
+    fn finish(&mut self, out: &mut Vec<u8>) {
         out.clear();
-        if self.done {
-            return false;
+        if self.last.is_some_and(|l| l != *b"\r\n") {
+            out.extend_from_slice(b"\r\n");
         }
-        let content = self.content;
-        while self.at < content.len() && out.len() < size {
-            // Each step starts a line (or goes on with one longer than a block).
-            let line_start = self.at == 0 || content[self.at - 1] == b'\n';
-            if line_start && content[self.at] == b'.' {
-                out.push(b'.');
-            }
-            let room = self.at + (size - out.len()).max(1);
-            let end = match memchr::memchr(b'\n', &content[self.at..room.min(content.len())]) {
-                Some(n) => self.at + n + 1,
-                None => room.min(content.len()),
-            };
-            out.extend_from_slice(&content[self.at..end]);
-            self.at = end;
-        }
-        if self.at == content.len() && out.len() < size {
-            if !content.is_empty() && !content.ends_with(b"\r\n") {
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b".\r\n");
-            self.done = true;
-        }
-        true
+        out.extend_from_slice(b".\r\n");
     }
 }
 
@@ -265,14 +280,16 @@ mod tests {
         }
     }
 
-    /// The stuffed form, in blocks of `size`.
+    /// The stuffed form, the content given in blocks of `size`.
     fn stuffed(content: &[u8], size: usize) -> Vec<u8> {
-        let mut stuffer = DotStuffer::new(content);
-        let (mut block, mut all) = (Vec::new(), Vec::new());
-        while stuffer.next_block(&mut block, size) {
-            assert!(block.len() <= size + 5, "a block of {}", block.len());
-            all.extend_from_slice(&block);
+        let mut stuffer = DotStuffer::default();
+        let (mut out, mut all) = (Vec::new(), Vec::new());
+        for block in content.chunks(size) {
+            stuffer.stuff(block, &mut out);
+            all.extend_from_slice(&out);
         }
+        stuffer.finish(&mut out);
+        all.extend_from_slice(&out);
         all
     }
 
@@ -307,7 +324,8 @@ mod tests {
         // 1 KiB of buffer and nobody reading: the data write must give up, not hang.
         let (a, _b) = tokio::io::duplex(1024);
         let mut c = Client::new(a, timeouts(Duration::from_millis(100)));
-        let e = c.send_data(&vec![b'x'; 1 << 20]).await.unwrap_err();
+        let content = Content::from(vec![b'x'; 1 << 20]);
+        let e = c.send_content(b"", &content).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         let e = c.reply().await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);

@@ -4,6 +4,9 @@
 //! multiparts are walked part by part. What cannot be converted is refused: 8-bit octets
 //! in a header, or inside a message/* entity (RFC 2046 5.2.1 allows it no encoding).
 
+use crate::spool::Content;
+use std::io;
+
 /// Why a message cannot be made 7-bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unconvertible {
@@ -24,15 +27,35 @@ impl std::fmt::Display for Unconvertible {
     }
 }
 
-pub fn has_8bit(bytes: &[u8]) -> bool {
+fn has_8bit(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b >= 0x80)
+}
+
+/// Whether any octet of the content is 8-bit, read block by block.
+pub async fn content_has_8bit(content: &Content) -> io::Result<bool> {
+    let mut blocks = content.blocks();
+    while let Some(block) = blocks.next().await? {
+        if has_8bit(&block) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The message, 7-bit. The conversion works on the whole message in memory (on a
+/// blocking thread): a hop without 8BITMIME costs the message's size, once per attempt.
+pub async fn content_to_seven_bit(content: &Content) -> io::Result<Result<Content, Unconvertible>> {
+    let content = content.clone();
+    tokio::task::spawn_blocking(move || Ok(to_seven_bit(&content.to_vec()?).map(Content::from)))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Multiparts nested deeper than this are not converted (each level is a recursion).
 const MAX_DEPTH: usize = 20;
 
 /// The message, 7-bit.
-pub fn to_seven_bit(message: &[u8]) -> Result<Vec<u8>, Unconvertible> {
+fn to_seven_bit(message: &[u8]) -> Result<Vec<u8>, Unconvertible> {
     entity(message, 0)
 }
 

@@ -4,6 +4,7 @@
 
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
+use crate::spool::Content;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -45,16 +46,70 @@ fn unique_name(hostname: &str) -> String {
     )
 }
 
-fn write_one(dir: &Path, name: &str, content: &[u8]) -> io::Result<()> {
+/// Writes `head`, then the content with its line ends made LF, a block at a time, into
+/// `tmp/`; renamed into `new/` only once all of it is written and synced (a damaged
+/// content stops the copy: the file is removed, nothing is delivered).
+fn write_one(dir: &Path, name: &str, head: &[u8], content: &Content) -> io::Result<()> {
     for sub in ["tmp", "new", "cur"] {
         fs::create_dir_all(dir.join(sub))?;
     }
     let tmp = dir.join("tmp").join(name);
-    let mut f = File::create(&tmp)?;
-    f.write_all(content)?;
-    f.sync_all()?;
+    let written = (|| {
+        let mut f = io::BufWriter::with_capacity(64 << 10, File::create(&tmp)?);
+        f.write_all(head)?;
+        let mut blocks = content.blocks();
+        let mut unix = LineEnds::default();
+        let mut out = Vec::new();
+        while let Some(block) = blocks.next_blocking()? {
+            unix.convert(&block, &mut out);
+            f.write_all(&out)?;
+        }
+        unix.finish(&mut out);
+        f.write_all(&out)?;
+        f.into_inner()
+            .map_err(io::IntoInnerError::into_error)?
+            .sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, dir.join("new").join(name))?;
     File::open(dir.join("new"))?.sync_all()
+}
+
+/// CRLF to LF, block by block (a CR at the end of one block may pair with the LF that
+/// starts the next).
+#[derive(Default)]
+struct LineEnds {
+    cr: bool,
+}
+
+impl LineEnds {
+    fn convert(&mut self, block: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        let mut rest = block;
+        if std::mem::take(&mut self.cr) && rest.first() != Some(&b'\n') {
+            out.push(b'\r');
+        }
+        while let Some(pos) = memchr::memmem::find(rest, b"\r\n") {
+            out.extend_from_slice(&rest[..pos]);
+            out.push(b'\n');
+            rest = &rest[pos + 2..];
+        }
+        if let Some(body) = rest.strip_suffix(b"\r") {
+            self.cr = true;
+            rest = body;
+        }
+        out.extend_from_slice(rest);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        if std::mem::take(&mut self.cr) {
+            out.push(b'\r');
+        }
+    }
 }
 
 impl Transport for MaildirTransport {
@@ -68,14 +123,7 @@ impl Transport for MaildirTransport {
                 .map(|s| s.to_string())
                 .unwrap_or_default()
         );
-        let mut content = return_path.into_bytes();
-        let mut rest = msg.content;
-        while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
-            content.extend_from_slice(&rest[..pos]);
-            content.push(b'\n');
-            rest = &rest[pos + 2..];
-        }
-        content.extend_from_slice(rest);
+        let content = msg.content.clone();
         let jobs: Vec<Option<PathBuf>> = msg
             .recipients
             .iter()
@@ -94,7 +142,12 @@ impl Transport for MaildirTransport {
                             1,
                             "invalid mailbox name for Maildir",
                         )),
-                        Some(dir) => match write_one(&dir, &unique_name(&hostname), &content) {
+                        Some(dir) => match write_one(
+                            &dir,
+                            &unique_name(&hostname),
+                            return_path.as_bytes(),
+                            &content,
+                        ) {
                             Ok(()) => DeliveryOutcome::Delivered(Reply::dynamic(
                                 250,
                                 0,
@@ -132,5 +185,18 @@ mod tests {
         assert_eq!(mailbox_name("../etc"), None);
         assert_eq!(mailbox_name(".hidden"), None);
         assert_eq!(mailbox_name("a/b"), None);
+    }
+
+    #[test]
+    fn line_ends_across_blocks() {
+        let mut unix = LineEnds::default();
+        let (mut all, mut out) = (Vec::new(), Vec::new());
+        for block in [&b"a\r"[..], b"\nb\r", b"c\r\n\r", b"\r", b"\n", b"\r"] {
+            unix.convert(block, &mut out);
+            all.extend_from_slice(&out);
+        }
+        unix.finish(&mut out);
+        all.extend_from_slice(&out);
+        assert_eq!(all, b"a\nb\rc\n\r\n\r");
     }
 }

@@ -16,7 +16,7 @@ mod route;
 mod shared;
 
 use crate::proto::Reply;
-use crate::spool::Envelope;
+use crate::spool::{Content, Envelope};
 pub use maildir::mailbox_name;
 pub use queue::start;
 pub use shared::QueueHandle;
@@ -52,7 +52,7 @@ impl DeliveryOutcome {
 /// What a transport is asked to deliver: one message, some of its recipients.
 pub struct Outgoing<'a> {
     pub envelope: &'a Envelope,
-    pub content: &'a [u8],
+    pub content: &'a Content,
     /// Indices into `envelope.recipients`.
     pub recipients: &'a [usize],
 }

@@ -5,7 +5,7 @@
 use super::bounce;
 use super::route::attempt;
 use super::shared::{Delivery, Order};
-use crate::spool::{Durability, Envelope, QueueState, RecipientStatus, SpoolId};
+use crate::spool::{Content, Durability, Envelope, QueueState, RecipientStatus, SpoolId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -32,15 +32,22 @@ fn newly_failed(before: &[RecipientStatus], after: &[RecipientStatus]) -> Vec<(u
 async fn report(
     d: &Delivery,
     envelope: &Envelope,
-    content: &[u8],
+    content: &Content,
     recipients: &[(usize, String)],
     kind: bounce::Kind,
 ) {
     if recipients.is_empty() || envelope.sender.is_none() {
         return;
     }
-    let hostname = d.config.borrow().hostname.clone();
-    match bounce::send(&d.spool, &hostname, envelope, content, recipients, kind).await {
+    let (hostname, limit) = {
+        let config = d.config.borrow();
+        (config.hostname.clone(), config.delivery.bounce_size_limit.0)
+    };
+    match bounce::send(
+        &d.spool, &hostname, envelope, content, limit, recipients, kind,
+    )
+    .await
+    {
         Ok(Some(report)) => {
             tracing::info!(id = %envelope.id, %report, ?kind, "delivery status report queued");
             d.queue.submit(report);
@@ -143,20 +150,20 @@ pub(super) async fn run_message(
         }
         attempted_at = Some(Instant::now());
         // Read once per attempt; the reports below return it to the sender.
-        let content = match d.spool.load_content(&id).await {
-            Ok(content) => content,
+        let content = match d.spool.load_content(&id) {
+            Ok(content) => Some(content),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
                 tracing::error!(%id, error = %e, "cannot read message content; will retry");
-                Vec::new()
+                None
             }
         };
         let before = state.recipients.clone();
-        let successes = if content.is_empty() {
-            Vec::new()
-        } else {
-            attempt(&d, &envelope, &content, &mut state).await
+        let successes = match &content {
+            Some(content) => attempt(&d, &envelope, content, &mut state).await,
+            None => Vec::new(),
         };
+        let content = content.unwrap_or_else(|| Content::from(Vec::new()));
         let failed = newly_failed(&before, &state.recipients);
         report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
         for kind in [bounce::Kind::Delivered, bounce::Kind::Relayed] {

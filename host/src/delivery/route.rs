@@ -8,7 +8,7 @@ use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Metrics;
 use crate::proto::Reply;
-use crate::spool::{Envelope, QueueState, RecipientStatus};
+use crate::spool::{Content, Envelope, QueueState, RecipientStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ fn transport_for(
 pub(super) async fn attempt(
     d: &Delivery,
     envelope: &Envelope,
-    content: &[u8],
+    content: &Content,
     state: &mut QueueState,
 ) -> Vec<(usize, String, bounce::Kind)> {
     let mut successes = Vec::new();

@@ -4,6 +4,11 @@
 
 use std::ops::Range;
 
+/// The largest header section a message may have (Exim's header_maxsize): a larger one is
+/// refused at the end of data. Plugins, sender verification and our own header edits read
+/// the header section whole, so it is the one part of a message held in memory.
+pub const HEADER_MAX: usize = 1 << 20;
+
 /// One header field: where it is in the message (its line ending included) and its name.
 pub struct Field<'a> {
     pub range: Range<usize>,
@@ -27,7 +32,27 @@ pub fn fields(message: &[u8]) -> Fields<'_> {
     Fields { message, at: 0 }
 }
 
+/// Where the body of `message` starts (see `Fields::body_start`).
+pub fn body_start(message: &[u8]) -> Option<usize> {
+    let mut fields = fields(message);
+    fields.by_ref().for_each(drop);
+    fields.body_start()
+}
+
 impl<'a> Fields<'a> {
+    /// Where the body starts, once every field was taken: after the empty line that ends
+    /// the header section; `None` when there is none (the message is all header so far).
+    pub fn body_start(&self) -> Option<usize> {
+        let rest = &self.message[self.at..];
+        if rest.starts_with(b"\r\n") {
+            Some(self.at + 2)
+        } else if rest.starts_with(b"\n") {
+            Some(self.at + 1)
+        } else {
+            None
+        }
+    }
+
     /// The line starting at `at`, with its LF (to the end when there is none).
     fn line_end(&self, at: usize) -> usize {
         memchr::memchr(b'\n', &self.message[at..]).map_or(self.message.len(), |i| at + i + 1)
@@ -99,5 +124,10 @@ mod tests {
         assert!(without(m, |f| f.is("c")).is_none());
         assert_eq!(fields(b"A: 1\nB: 2").count(), 2);
         assert_eq!(fields(b"").count(), 0);
+        assert_eq!(body_start(m), Some(m.len() - 14));
+        assert_eq!(body_start(b"\r\nbody"), Some(2));
+        assert_eq!(body_start(b"A: 1\nB: 2\n\nx"), Some(11));
+        assert_eq!(body_start(b"A: 1\r\nB: 2"), None);
+        assert_eq!(body_start(b"A: 1\r\n"), None);
     }
 }

@@ -230,7 +230,7 @@ impl Session {
             }
         }
         let size = content.len();
-        let message = vec![head.into_bytes(), content];
+        let message = crate::spool::Content::from(content).after(head.into_bytes());
         // Quarantine: held in the spool, never delivered until released; the hold is
         // committed with the message, before the 250.
         let held = hold_reason.as_ref().map(|reason| {

@@ -1,12 +1,17 @@
 //! Where each queued message's records are, and what each segment still holds.
 
 use super::SpoolId;
-use super::log::{self, Found, Kind, Span};
+use super::content::{Content, OnDisk, Piece};
+use super::log::{self, Span};
+use super::record;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A message content up to this size is read into memory when loaded.
+const IN_MEMORY: usize = 256 << 10;
 
 /// A queued message: its message record (meta and content), its latest state record, and
 /// the segments that hold earlier copies of its message record (see `Segment::after`).
@@ -31,7 +36,7 @@ impl Located {
     /// stored without one and has had none since).
     pub fn read_meta(&self) -> io::Result<(Vec<u8>, Option<Vec<u8>>)> {
         let meta = self.entry.meta.read(&self.file)?;
-        let (envelope, first_state) = log::split_message_meta(&meta)?;
+        let (envelope, first_state) = record::split_message_meta(&meta)?;
         let state = match self.entry.state.zip(self.state_file.as_ref()) {
             Some((span, file)) => Some(span.read(file)?),
             None => first_state.map(<[u8]>::to_vec),
@@ -42,6 +47,22 @@ impl Located {
     /// The content, checked against its CRC: damage on disk is an error, not a message.
     pub fn read_content(&self) -> io::Result<Vec<u8>> {
         log::checked(self.entry.content.read(&self.file)?, self.entry.content_crc)
+    }
+
+    /// The content to read: in memory when small, else read from disk as it is used.
+    pub fn content(&self) -> io::Result<Content> {
+        let span = self.entry.content;
+        if span.len as usize <= IN_MEMORY {
+            return Ok(Content::from(self.read_content()?));
+        }
+        Ok(Content::new(vec![Piece::Disk(OnDisk {
+            file: self.file.clone(),
+            off: span.off,
+            len: span.len as u64,
+            crc: self.entry.content_crc,
+            from: 0,
+            to: span.len as u64,
+        })]))
     }
 }
 
@@ -88,17 +109,19 @@ pub(super) fn segment_numbers(dir: &Path) -> io::Result<Vec<u64>> {
 /// What a scan of the segments found.
 #[derive(Debug, Default)]
 pub(super) struct Recovered {
-    /// The newest segment's tail did not check out (a crash during a write): (segment,
-    /// valid length, file length).
+    /// The newest segment's tail did not check out, with nothing after it that does (a
+    /// crash during a write): (segment, valid length, file length).
     pub torn: Option<(u64, u64, u64)>,
-    /// Older segments with a record that does not check out (damage on disk, not a
-    /// crash: those were synced before a newer one was started); read up to it.
-    pub damaged: Vec<(u64, u64, u64)>,
+    /// Records that do not check out where no crash could have left them: with records
+    /// that do after them, or at the end of an older segment (synced before a newer one
+    /// was started). (segment, offset.)
+    pub damaged: Vec<(u64, u64)>,
 }
 
 impl Index {
     /// Rebuilds the index from the segments in `dir`. Only the newest segment can end in a
     /// torn record, so only its contents are read to check them; the others' are skipped.
+    /// A segment with damage is kept as it is (never removed by us) for the operator.
     /// Segments removed meanwhile (a running server reclaiming them) are skipped too.
     pub fn scan(dir: &Path) -> io::Result<(Index, Recovered)> {
         let mut index = Index::default();
@@ -114,17 +137,23 @@ impl Index {
             let newest = i + 1 == seqs.len();
             let file = index.segments[&seq].file.clone();
             let mut found = Vec::new();
-            let valid = log::scan(&file, seq, newest, |f| found.push(f))?;
+            let scanned = log::scan(&file, seq, newest, |f| found.push(f))?;
             let size = file.metadata()?.len();
-            if valid < size && newest {
-                recovered.torn = Some((seq, valid, size));
-            } else if valid < size {
-                recovered.damaged.push((seq, valid, size));
-                index.segments.get_mut(&seq).unwrap().damaged = true;
+            let damaged = !scanned.damaged.is_empty() || (scanned.valid < size && !newest);
+            if scanned.valid < size && newest {
+                recovered.torn = Some((seq, scanned.valid, size));
             }
-            index.segments.get_mut(&seq).unwrap().len = valid;
+            for &at in &scanned.damaged {
+                recovered.damaged.push((seq, at));
+            }
+            if scanned.valid < size && !newest {
+                recovered.damaged.push((seq, scanned.valid));
+            }
+            let segment = index.segments.get_mut(&seq).unwrap();
+            segment.len = scanned.valid;
+            segment.damaged = damaged;
             for f in found {
-                index.apply(f);
+                f.apply(&mut index);
             }
         }
         Ok((index, recovered))
@@ -144,77 +173,24 @@ impl Index {
         );
     }
 
-    fn hold(&mut self, span: Span) {
+    pub fn hold(&mut self, span: Span) {
         if let Some(s) = self.segments.get_mut(&span.seg) {
             s.refs += 1;
             s.live += span.record;
         }
     }
 
-    fn release(&mut self, span: Span) {
+    pub fn release(&mut self, span: Span) {
         if let Some(s) = self.segments.get_mut(&span.seg) {
             s.refs -= 1;
             s.live -= span.record;
         }
     }
 
-    fn forget(&mut self, entry: &Entry) {
+    pub fn forget(&mut self, entry: &Entry) {
         self.release(entry.meta);
         if let Some(state) = entry.state {
             self.release(state);
-        }
-    }
-
-    /// Applies a record, as written or as found: the later record of a message wins.
-    pub fn apply(&mut self, found: Found) {
-        match found.kind {
-            Kind::Message => {
-                let mut copies = Vec::new();
-                if let Some(old) = self.entries.remove(&found.id) {
-                    self.forget(&old);
-                    copies = old.copies;
-                    copies.push(old.meta.seg);
-                    copies.retain(|s| *s != found.meta.seg && self.segments.contains_key(s));
-                }
-                self.hold(found.meta);
-                self.entries.insert(
-                    found.id,
-                    Entry {
-                        meta: found.meta,
-                        content: found.content,
-                        state: None,
-                        copies,
-                        content_crc: found.content_crc,
-                    },
-                );
-            }
-            Kind::State => {
-                // A state for a message not (or no longer) here is stale.
-                let Some(entry) = self.entries.get_mut(&found.id) else {
-                    return;
-                };
-                let old = entry.state.replace(found.meta);
-                if let Some(old) = old {
-                    self.release(old);
-                }
-                self.hold(found.meta);
-            }
-            Kind::Done => {
-                if let Some(old) = self.entries.remove(&found.id) {
-                    self.forget(&old);
-                    let here = found.meta.seg;
-                    let after: Vec<u64> = old
-                        .copies
-                        .iter()
-                        .copied()
-                        .chain([old.meta.seg])
-                        .filter(|s| *s != here)
-                        .collect();
-                    if let Some(s) = self.segments.get_mut(&here) {
-                        s.after.extend(after);
-                    }
-                }
-            }
         }
     }
 

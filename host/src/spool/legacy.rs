@@ -5,8 +5,8 @@
 //! the old files removed; a crash in between imports them again at the next start, and
 //! the later record of the same id wins, so nothing is lost or doubled.
 
-use super::log;
-use super::writer::{Record, Writer};
+use super::record::Record;
+use super::writer::Writer;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -51,12 +51,14 @@ pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let record = Record::Message {
-            id,
-            meta: log::message_meta(&bytes[..split], state.as_deref()),
-            content: vec![bytes[split + 1..].to_vec()],
-        };
         octets += bytes.len();
+        let bytes = bytes::Bytes::from(bytes);
+        let record = Record::message(
+            id,
+            &bytes[..split],
+            state.as_deref(),
+            vec![bytes.slice(split + 1..)],
+        );
         batch.push(record);
         count += 1;
         if octets >= BATCH {

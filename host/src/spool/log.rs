@@ -1,45 +1,19 @@
-//! The spool's record format and the scan that rebuilds the index from the segments.
+//! Framing and scanning of the segments (`log/<seq>.seg`, `seq` in 16 hex digits): runs of
+//! records (`record` has their format), read back to rebuild the index at start.
 //!
-//! A segment (`log/<seq>.seg`, `seq` in 16 hex digits) is a run of records:
-//!
-//! ```text
-//! magic "WSP2" | kind u8 | id length u8 | 0u16 | meta length u32 | content length u32
-//!   | head crc32 u32 | content crc32 u32 | id | meta | content
-//! ```
-//!
-//! The head CRC covers the first 16 octets, the id and the meta; the content CRC the
-//! content. A record that does not check out ends its segment: it can only be the tail a
-//! crash tore (segments are only appended to, and each process appends to new ones).
-//!
-//! Kinds: a message (meta: envelope length u32, envelope JSON, then the first delivery
-//! state's JSON or nothing; content: the message), a delivery state (meta: its JSON), and
-//! done (the message left the queue; no meta, no content).
+//! Segments are only appended to, and each process appends to new ones, so a record that
+//! does not check out at the very end of the newest segment is the tail a crash tore: that
+//! alone is cut off. One with records that check out after it is damage on disk: the scan
+//! goes on at the next record that checks out (what was acknowledged after the damage is
+//! kept) and the segment is kept for the operator. A record of a kind this version does
+//! not know is an error: the spool was written by a newer wasmtp, and skipping its records
+//! could lose or repeat mail.
 
 use super::SpoolId;
+use super::record::{Found, HEAD, Kind, MAGIC, word};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io;
 use std::os::unix::fs::FileExt;
-
-pub(super) const HEAD: usize = 24;
-const MAGIC: &[u8; 4] = b"WSP2";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Message = 1,
-    State = 2,
-    Done = 3,
-}
-
-impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
-        match b {
-            1 => Some(Kind::Message),
-            2 => Some(Kind::State),
-            3 => Some(Kind::Done),
-            _ => None,
-        }
-    }
-}
 
 /// Where a part of a record lies: its segment, offset and length; `record` is the whole
 /// record's length, what the part keeps alive in its segment.
@@ -59,84 +33,6 @@ impl Span {
     }
 }
 
-/// Lays out a record's head (the id, meta and content follow it); the content may come in
-/// parts (our trace header, then the message as received), written one after the other.
-pub(super) fn head(kind: Kind, id: &SpoolId, meta: &[u8], content: &[&[u8]]) -> [u8; HEAD] {
-    let mut h = [0u8; HEAD];
-    h[..4].copy_from_slice(MAGIC);
-    h[4] = kind as u8;
-    h[5] = id.as_str().len() as u8;
-    h[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    let len: usize = content.iter().map(|p| p.len()).sum();
-    h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&h[..16]);
-    crc.update(id.as_str().as_bytes());
-    crc.update(meta);
-    h[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    content.iter().for_each(|p| crc.update(p));
-    h[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
-    h
-}
-
-/// The meta of a message record.
-pub(super) fn message_meta(envelope: &[u8], state: Option<&[u8]>) -> Vec<u8> {
-    let mut meta = Vec::with_capacity(4 + envelope.len() + state.map_or(0, <[u8]>::len));
-    meta.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
-    meta.extend_from_slice(envelope);
-    meta.extend_from_slice(state.unwrap_or_default());
-    meta
-}
-
-/// Splits a message record's meta into the envelope and the first state (if any).
-pub(super) fn split_message_meta(meta: &[u8]) -> io::Result<(&[u8], Option<&[u8]>)> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad message record");
-    let len = u32::from_le_bytes(meta.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
-    let envelope = meta.get(4..4 + len).ok_or_else(bad)?;
-    let state = &meta[4 + len..];
-    Ok((envelope, (!state.is_empty()).then_some(state)))
-}
-
-/// One record found by `scan`, with where its meta and content are.
-pub(super) struct Found {
-    pub kind: Kind,
-    pub id: SpoolId,
-    pub meta: Span,
-    pub content: Span,
-    /// The content's CRC, checked again whenever the content is read.
-    pub content_crc: u32,
-}
-
-/// The 32-bit little-endian field of a head at `at`.
-fn word(head: &[u8; HEAD], at: usize) -> u64 {
-    u32::from_le_bytes(head[at..at + 4].try_into().unwrap()) as u64
-}
-
-impl Found {
-    /// The record with `head` and `id` at offset `at` of segment `seg`: where its meta and
-    /// content are (the one place that knows the layout). `None` for an unknown kind.
-    pub fn at(seg: u64, at: u64, id: SpoolId, head: &[u8; HEAD]) -> Option<Found> {
-        let kind = Kind::from_u8(head[4])?;
-        let (meta_len, content_len) = (word(head, 8), word(head, 12));
-        let meta_at = at + (HEAD + id.as_str().len()) as u64;
-        let record = meta_at + meta_len + content_len - at;
-        let span = |off, len| Span {
-            seg,
-            off,
-            len: len as u32,
-            record,
-        };
-        Some(Found {
-            kind,
-            meta: span(meta_at, meta_len),
-            content: span(meta_at + meta_len, content_len),
-            content_crc: word(head, 20) as u32,
-            id,
-        })
-    }
-}
-
 /// Content read back, checked against its CRC: damage on disk is an error, not a message.
 pub(super) fn checked(content: Vec<u8>, crc: u32) -> io::Result<Vec<u8>> {
     if crc32fast::hash(&content) == crc {
@@ -149,69 +45,172 @@ pub(super) fn checked(content: Vec<u8>, crc: u32) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Reads a segment's records in order until its end or the first one that does not check
-/// out (a torn tail). `verify_content` also checks the content CRCs (reading them).
-/// Returns the length of the valid part.
+/// How the scan of a segment ended.
+#[derive(Debug)]
+pub(super) struct Scanned {
+    /// The end of the last record that checked out.
+    pub valid: u64,
+    /// Offsets of records that did not check out although records after them do (damage,
+    /// not a torn tail); the scan went on at the next one that does.
+    pub damaged: Vec<u64>,
+}
+
+/// A meta longer than this is no record of ours (envelopes and states are small): a
+/// damaged length, not a reason to read megabytes.
+const MAX_META: u64 = 16 << 20;
+const READ_AHEAD: usize = 256 << 10;
+
+/// Positional reads through one read-ahead buffer: the scan reads records in order, the
+/// search after damage at any offset.
+struct Reader<'a> {
+    file: &'a File,
+    size: u64,
+    buf: Vec<u8>,
+    buf_at: u64,
+}
+
+impl Reader<'_> {
+    /// `len` octets at `at` (the caller checked they are within the file).
+    fn read(&mut self, at: u64, len: usize) -> io::Result<&[u8]> {
+        let end = at + len as u64;
+        if at < self.buf_at || end > self.buf_at + self.buf.len() as u64 {
+            let want = len.max(READ_AHEAD).min((self.size - at) as usize);
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(&mut self.buf, at)?;
+            self.buf_at = at;
+        }
+        let from = (at - self.buf_at) as usize;
+        Ok(&self.buf[from..from + len])
+    }
+}
+
+enum Check {
+    Record(Found),
+    /// No record of ours starts here (or it is torn or damaged).
+    Bad,
+    /// A well-formed record (its head CRC checks out) of a kind unknown to this version.
+    Unknown(u8),
+}
+
+/// Is there a record that checks out at `at`?
+fn check(r: &mut Reader, seg: u64, at: u64, verify_content: bool) -> io::Result<Check> {
+    if r.size - at < HEAD as u64 {
+        return Ok(Check::Bad);
+    }
+    let h: [u8; HEAD] = r.read(at, HEAD)?.try_into().expect("HEAD octets");
+    if &h[..4] != MAGIC {
+        return Ok(Check::Bad);
+    }
+    let id_len = h[5] as u64;
+    let (meta_len, content_len) = (word(&h, 8), word(&h, 12));
+    if meta_len > MAX_META || r.size - at < HEAD as u64 + id_len + meta_len + content_len {
+        return Ok(Check::Bad);
+    }
+    let id_meta = r.read(at + HEAD as u64, (id_len + meta_len) as usize)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[..16]);
+    crc.update(id_meta);
+    if crc.finalize().to_le_bytes() != h[16..20] {
+        return Ok(Check::Bad);
+    }
+    let Some(id) = std::str::from_utf8(&id_meta[..id_len as usize])
+        .ok()
+        .and_then(SpoolId::parse)
+    else {
+        return Ok(Check::Bad);
+    };
+    if Kind::from_u8(h[4]).is_none() {
+        return Ok(Check::Unknown(h[4]));
+    }
+    if verify_content {
+        let mut crc = crc32fast::Hasher::new();
+        let mut off = at + HEAD as u64 + id_len + meta_len;
+        let end = off + content_len;
+        while off < end {
+            let n = ((end - off) as usize).min(READ_AHEAD);
+            crc.update(r.read(off, n)?);
+            off += n as u64;
+        }
+        if crc.finalize().to_le_bytes() != h[20..24] {
+            return Ok(Check::Bad);
+        }
+    }
+    Ok(Check::Record(
+        Found::at(seg, at, id, &h).expect("a known kind"),
+    ))
+}
+
+fn unknown_kind(seg: u64, at: u64, kind: u8) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "spool segment {seg:016X}.seg, offset {at}: a record of kind {kind}, unknown to \
+             this version of wasmtp (a newer one wrote it); refusing to open the spool, \
+             which could lose or repeat mail: run the newer version"
+        ),
+    )
+}
+
+/// The first record after `from` that checks out, for the scan to go on at after damage.
+fn next_record(r: &mut Reader, seg: u64, mut from: u64) -> io::Result<Option<Found>> {
+    while r.size - from >= HEAD as u64 {
+        let window = ((r.size - from) as usize).min(READ_AHEAD);
+        let Some(i) = memchr::memmem::find(r.read(from, window)?, MAGIC) else {
+            // A magic may straddle the window's end: look again from just before it.
+            from += window.saturating_sub(MAGIC.len() - 1).max(1) as u64;
+            continue;
+        };
+        let at = from + i as u64;
+        match check(r, seg, at, true)? {
+            Check::Record(found) => return Ok(Some(found)),
+            Check::Unknown(kind) => return Err(unknown_kind(seg, at, kind)),
+            Check::Bad => from = at + 1,
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a segment's records in order, handing each to `each`. `verify_content` also checks
+/// the content CRCs (reading them). See the module comment for what does not check out.
 pub(super) fn scan(
     file: &File,
     seg: u64,
     verify_content: bool,
     mut each: impl FnMut(Found),
-) -> io::Result<u64> {
+) -> io::Result<Scanned> {
     let size = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(256 << 10, file);
-    reader.seek(SeekFrom::Start(0))?;
+    let mut r = Reader {
+        file,
+        size,
+        buf: Vec::new(),
+        buf_at: 0,
+    };
+    let mut scanned = Scanned {
+        valid: 0,
+        damaged: Vec::new(),
+    };
     let mut at = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        if size - at < HEAD as u64 {
-            return Ok(at);
-        }
-        let mut h = [0u8; HEAD];
-        reader.read_exact(&mut h)?;
-        if &h[..4] != MAGIC || Kind::from_u8(h[4]).is_none() {
-            return Ok(at);
-        }
-        let id_len = h[5] as u64;
-        let (meta_len, content_len) = (word(&h, 8), word(&h, 12));
-        let record = HEAD as u64 + id_len + meta_len + content_len;
-        if size - at < record {
-            return Ok(at);
-        }
-        buf.resize((id_len + meta_len) as usize, 0);
-        reader.read_exact(&mut buf)?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&h[..16]);
-        crc.update(&buf);
-        if crc.finalize().to_le_bytes() != h[16..20] {
-            return Ok(at);
-        }
-        if verify_content {
-            let mut crc = crc32fast::Hasher::new();
-            let mut left = content_len;
-            let mut chunk = vec![0u8; (64 << 10).min(content_len as usize)];
-            while left > 0 {
-                let n = (left as usize).min(chunk.len());
-                reader.read_exact(&mut chunk[..n])?;
-                crc.update(&chunk[..n]);
-                left -= n as u64;
-            }
-            if crc.finalize().to_le_bytes() != h[20..24] {
-                return Ok(at);
-            }
-        } else {
-            reader.seek_relative(content_len as i64)?;
-        }
-        let Some(id) = std::str::from_utf8(&buf[..id_len as usize])
-            .ok()
-            .and_then(SpoolId::parse)
-        else {
-            return Ok(at);
+    while at < size {
+        let found = match check(&mut r, seg, at, verify_content)? {
+            Check::Record(found) => found,
+            Check::Unknown(kind) => return Err(unknown_kind(seg, at, kind)),
+            Check::Bad => match next_record(&mut r, seg, at + 1)? {
+                // Nothing after it checks out: a torn tail (or damage at the very end).
+                None => break,
+                Some(found) => {
+                    scanned.damaged.push(at);
+                    found
+                }
+            },
         };
-        let Some(found) = Found::at(seg, at, id, &h) else {
-            return Ok(at);
-        };
+        at = record_end(&found);
         each(found);
-        at += record;
+        scanned.valid = at;
     }
+    Ok(scanned)
+}
+
+/// Where a record ends.
+fn record_end(found: &Found) -> u64 {
+    found.content.off + found.content.len as u64
 }

@@ -12,13 +12,17 @@
 //! holder writes. A spool of the earlier one-file-per-message format is imported at start
 //! (`legacy`).
 
+mod content;
 mod index;
 mod legacy;
 mod log;
+mod record;
 mod writer;
 
 use crate::proto::{MailParams, Mailbox, RcptParams};
+pub use content::{Blocks, Content};
 use index::{Index, Located};
+use record::Record;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, File};
@@ -29,7 +33,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 use tokio::sync::oneshot;
-use writer::{Record, Request, Writer};
+use writer::{Request, Writer};
 
 /// A queue id: time in microseconds, process id and a counter, in upper-case hex.
 /// Unique across restarts (time moves on) and within a process (the counter).
@@ -234,13 +238,13 @@ impl Spool {
             file.set_len(valid)?;
             file.sync_all()?;
         }
-        for &(seg, valid, size) in &recovered.damaged {
-            // Kept as it is for the operator: what follows the damage cannot be framed.
+        for &(seg, offset) in &recovered.damaged {
+            // Kept as it is for the operator; the records after the damage are read.
             tracing::error!(
-                segment = seg,
-                valid,
-                size,
-                "spool: a damaged record in a segment; read up to it, the file kept as it is"
+                segment = %format!("{seg:016X}.seg"),
+                offset,
+                "spool: a damaged record (damage on disk, not a crash); what follows it is \
+                 read, the segment kept as it is"
             );
         }
         let index = Arc::new(Mutex::new(index));
@@ -345,23 +349,24 @@ impl Spool {
     }
 
     /// Commits a message durably: when this returns Ok it survives a crash. The message
-    /// is the `parts` one after the other (a trace header, then the content: never joined
-    /// in memory). A first `state` (a quarantine hold) is part of the same record, so the
+    /// is `content` (a trace header, then the content as received: never joined in
+    /// memory). A first `state` (a quarantine hold) is part of the same record, so the
     /// message never exists without it.
     pub async fn store(
         &self,
         envelope: &Envelope,
-        parts: Vec<Vec<u8>>,
+        content: Content,
         state: Option<&QueueState>,
     ) -> io::Result<()> {
-        let record = Record::Message {
-            id: envelope.id.clone(),
-            meta: log::message_meta(
-                &serde_json::to_vec(envelope)?,
-                state.map(serde_json::to_vec).transpose()?.as_deref(),
-            ),
-            content: parts,
-        };
+        let parts = content
+            .in_memory()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "content not in memory"))?;
+        let record = Record::message(
+            envelope.id.clone(),
+            &serde_json::to_vec(envelope)?,
+            state.map(serde_json::to_vec).transpose()?.as_deref(),
+            parts,
+        );
         self.send(vec![record], Durability::Now)?.wait().await
     }
 
@@ -385,16 +390,10 @@ impl Spool {
         Ok((envelope, state))
     }
 
-    /// Reads the message content, checked against its CRC: at once when small (most likely
-    /// in the page cache, just written), on a blocking thread when large.
-    pub async fn load_content(&self, id: &SpoolId) -> io::Result<Vec<u8>> {
-        let located = self.locate(id)?;
-        if located.entry.content.len <= 256 << 10 {
-            return located.read_content();
-        }
-        tokio::task::spawn_blocking(move || located.read_content())
-            .await
-            .map_err(io::Error::other)?
+    /// The message content: read at once (and checked against its CRC) when small, most
+    /// likely in the page cache, just written; a large one is read as it is used.
+    pub fn load_content(&self, id: &SpoolId) -> io::Result<Content> {
+        self.locate(id)?.content()
     }
 
     /// Size of the stored message, for listings.
@@ -516,9 +515,9 @@ mod tests {
     }
 
     /// The message in two parts, as a session stores it.
-    fn parts(n: usize) -> Vec<Vec<u8>> {
+    fn parts(n: usize) -> Content {
         let m = message(n);
-        vec![m[..5].to_vec(), m[5..].to_vec()]
+        Content::from(m[5..].to_vec()).after(m[..5].to_vec())
     }
 
     #[tokio::test]
@@ -538,7 +537,10 @@ mod tests {
         let (loaded, mut state) = spool.load_envelope(&a.id).unwrap();
         assert_eq!(loaded.helo, "client");
         assert_eq!(state.pending().count(), 1);
-        assert_eq!(spool.load_content(&b.id).await.unwrap(), message(20));
+        assert_eq!(
+            spool.load_content(&b.id).unwrap().to_vec().unwrap(),
+            message(20)
+        );
         state.recipients[0] = RecipientStatus::Deferred("451 later".into());
         state.attempts = 1;
         spool
@@ -554,7 +556,10 @@ mod tests {
         assert_eq!(reader.list(), vec![a.id.clone()]);
         let (_, state) = reader.load_envelope(&a.id).unwrap();
         assert_eq!(state.attempts, 1);
-        assert_eq!(reader.load_content(&a.id).await.unwrap(), message(10));
+        assert_eq!(
+            reader.load_content(&a.id).unwrap().to_vec().unwrap(),
+            message(10)
+        );
     }
 
     #[tokio::test]
@@ -582,7 +587,10 @@ mod tests {
             reader.list(),
             vec![envs[0].id.clone(), envs[1].id.clone(), d.id.clone()]
         );
-        assert_eq!(reader.load_content(&d.id).await.unwrap(), message(7));
+        assert_eq!(
+            reader.load_content(&d.id).unwrap().to_vec().unwrap(),
+            message(7)
+        );
     }
 
     fn segments(dir: &Path) -> Vec<u64> {
@@ -632,14 +640,20 @@ mod tests {
         );
         let (_, state) = spool.load_envelope(&stayer.id).unwrap();
         assert!(state.held);
-        assert_eq!(spool.load_content(&stayer.id).await.unwrap(), message(1000));
+        assert_eq!(
+            spool.load_content(&stayer.id).unwrap().to_vec().unwrap(),
+            message(1000)
+        );
         // A restart (after a clean stop) finds the two, and none of the 220 that left.
         spool.sync().await.unwrap();
         drop((spool, _lock));
         let reader = Spool::attach(dir.path()).unwrap();
         assert_eq!(reader.list(), vec![stayer.id.clone(), big.id.clone()]);
         assert!(reader.load_envelope(&stayer.id).unwrap().1.held);
-        assert_eq!(reader.load_content(&big.id).await.unwrap(), message(60_000));
+        assert_eq!(
+            reader.load_content(&big.id).unwrap().to_vec().unwrap(),
+            message(60_000)
+        );
     }
 
     /// A stopped spool of 40 messages of 4 KiB in 64 KiB segments.
@@ -664,22 +678,98 @@ mod tests {
         // a number (which must not be read as a second copy of that segment).
         let first = index::segment_path(&dir.path().join("log"), seqs[0]);
         let mut bytes = fs::read(&first).unwrap();
-        bytes[log::HEAD + 2] ^= 0xFF;
+        bytes[record::HEAD + 2] ^= 0xFF;
         fs::write(&first, &bytes).unwrap();
         fs::write(dir.path().join("log/00000000000000001.seg"), b"junk").unwrap();
         let (spool, _lock) = Spool::open(dir.path(), 64 << 10).unwrap();
         assert_eq!(fs::metadata(&first).unwrap().len(), bytes.len() as u64);
-        // The first segment's messages are not read (and not lost: the file is there for
-        // the operator); the others are.
+        // The damaged record's message is not read (and not lost: the file is there for
+        // the operator); the records after it in that segment, and the others, are.
         let listed = spool.list();
-        assert!(listed.len() < 40 && listed.len() > 10, "{}", listed.len());
-        assert!(!listed.contains(&envs[0].id) && listed.contains(&envs[39].id));
+        assert_eq!(listed.len(), 39);
+        assert!(!listed.contains(&envs[0].id) && listed.contains(&envs[1].id));
         // Space is reclaimed around it, never by removing it.
         for e in &envs[20..] {
             spool.remove(&e.id, Durability::Now).await.unwrap();
         }
         spool.sync().await.unwrap();
         assert!(first.exists());
+    }
+
+    /// A stopped spool of 20 small messages in one segment, and where each record starts.
+    async fn twenty_in_one_segment() -> (tempfile::TempDir, Vec<Envelope>, PathBuf, Vec<usize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
+        let envs: Vec<Envelope> = (0..20).map(|_| envelope()).collect();
+        for e in &envs {
+            spool.store(e, parts(300), None).await.unwrap();
+        }
+        drop((spool, lock));
+        let seg = index::segment_path(&dir.path().join("log"), 1);
+        let bytes = fs::read(&seg).unwrap();
+        let starts: Vec<usize> = memchr::memmem::find_iter(&bytes, record::MAGIC).collect();
+        assert_eq!(starts.len(), 20);
+        (dir, envs, seg, starts)
+    }
+
+    #[tokio::test]
+    async fn damage_in_the_newest_segment_keeps_what_follows() {
+        // A flipped kind byte (the head CRC no longer checks out), or one bit of a length.
+        for at in [4, 12] {
+            let (dir, envs, seg, starts) = twenty_in_one_segment().await;
+            let mut bytes = fs::read(&seg).unwrap();
+            bytes[starts[5] + at] ^= 0x40;
+            fs::write(&seg, &bytes).unwrap();
+            let (spool, _lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
+            let listed = spool.list();
+            assert_eq!(listed.len(), 19, "damage at {at}");
+            assert!(!listed.contains(&envs[5].id));
+            assert!(listed.contains(&envs[19].id));
+            // Nothing was cut: the segment is as it was, for the operator.
+            assert_eq!(fs::read(&seg).unwrap(), bytes);
+            assert_eq!(
+                spool.load_content(&envs[19].id).unwrap().to_vec().unwrap(),
+                message(300)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_of_a_newer_kind_refuses_to_open_and_cuts_nothing() {
+        let (dir, envs, seg, starts) = twenty_in_one_segment().await;
+        // The sixth record, well formed, of a kind this version does not know.
+        let mut bytes = fs::read(&seg).unwrap();
+        let at = starts[5];
+        bytes[at + 4] = 9;
+        let id_meta = record::HEAD + bytes[at + 5] as usize + {
+            let w = &bytes[at + 8..at + 12];
+            u32::from_le_bytes(w.try_into().unwrap()) as usize
+        };
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[at..at + 16]);
+        crc.update(&bytes[at + record::HEAD..at + id_meta]);
+        bytes[at + 16..at + 20].copy_from_slice(&crc.finalize().to_le_bytes());
+        fs::write(&seg, &bytes).unwrap();
+        let e = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE)
+            .err()
+            .expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("0000000000000001.seg") && text.contains(&format!("offset {at}")),
+            "{text}"
+        );
+        assert!(text.contains("kind 9"), "{text}");
+        assert!(Spool::attach(dir.path()).is_err());
+        assert_eq!(fs::read(&seg).unwrap(), bytes, "the segment was changed");
+        // Back to a kind it knows (as if the newer version had run): all 20 are there.
+        bytes[at + 4] = 1;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&bytes[at..at + 16]);
+        crc.update(&bytes[at + record::HEAD..at + id_meta]);
+        bytes[at + 16..at + 20].copy_from_slice(&crc.finalize().to_le_bytes());
+        fs::write(&seg, &bytes).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
+        assert_eq!(spool.list().len(), envs.len());
     }
 
     #[tokio::test]
@@ -696,10 +786,10 @@ mod tests {
         bytes[body + 10] ^= 1;
         fs::write(&first, &bytes).unwrap();
         let (spool, _lock) = Spool::open(dir.path(), 64 << 10).unwrap();
-        let e = spool.load_content(&envs[0].id).await.unwrap_err();
+        let e = spool.load_content(&envs[0].id).err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(
-            spool.load_content(&envs[1].id).await.unwrap(),
+            spool.load_content(&envs[1].id).unwrap().to_vec().unwrap(),
             message(4000)
         );
     }
@@ -728,7 +818,10 @@ mod tests {
         assert_eq!(spool.list().len(), 2);
         assert_eq!(spool.load_envelope(&b.id).unwrap().1.attempts, 4);
         assert_eq!(spool.load_envelope(&a.id).unwrap().1.attempts, 0);
-        assert_eq!(spool.load_content(&a.id).await.unwrap(), message(5));
+        assert_eq!(
+            spool.load_content(&a.id).unwrap().to_vec().unwrap(),
+            message(5)
+        );
         assert!(!queue.exists() && !dir.path().join("tmp").exists());
         assert!(!dir.path().join("queue.imported").exists());
     }

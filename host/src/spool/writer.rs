@@ -13,9 +13,8 @@
 //! A segment that holds back removal while mostly dead has its live messages copied
 //! forward, a budget per pass.
 
-use super::SpoolId;
 use super::index::{Index, segment_path};
-use super::log::{self, Found, Kind};
+use super::record::{self, Found, Record};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -35,23 +34,6 @@ const LAZY_SYNC: Duration = Duration::from_millis(200);
 const EMPTY_ROTATE: u64 = 1 << 20;
 /// Octets of live messages copied forward per pass.
 const COMPACT_BUDGET: u64 = 8 << 20;
-
-/// A record to append.
-pub(super) enum Record {
-    Message {
-        id: SpoolId,
-        meta: Vec<u8>,
-        /// Written one after the other: one content on disk, no copy to join them.
-        content: Vec<Vec<u8>>,
-    },
-    State {
-        id: SpoolId,
-        json: Vec<u8>,
-    },
-    Done {
-        id: SpoolId,
-    },
-}
 
 pub(super) struct Request {
     pub records: Vec<Record>,
@@ -184,7 +166,7 @@ impl Writer {
         }
         let mut index = self.index.lock().unwrap();
         for f in found {
-            index.apply(f);
+            f.apply(&mut index);
         }
         Ok(())
     }
@@ -204,16 +186,7 @@ impl Writer {
         let written = (|| {
             let mut out = BufWriter::with_capacity(256 << 10, file);
             for record in records {
-                let (kind, id, meta, content): (_, _, &[u8], Vec<&[u8]>) = match record {
-                    Record::Message { id, meta, content } => (
-                        Kind::Message,
-                        id,
-                        meta,
-                        content.iter().map(Vec::as_slice).collect(),
-                    ),
-                    Record::State { id, json } => (Kind::State, id, json, Vec::new()),
-                    Record::Done { id } => (Kind::Done, id, &[], Vec::new()),
-                };
+                let (kind, id, meta, content) = record.layout();
                 let content_len: usize = content.iter().map(|p| p.len()).sum();
                 // The format's lengths are 32 bits: a longer one would be cut, and the
                 // record's end fall inside its content.
@@ -223,7 +196,7 @@ impl Writer {
                         "a record of 4 GiB or more",
                     ));
                 }
-                let head = log::head(kind, id, meta, &content);
+                let head = record::head(kind, id, meta, &content);
                 out.write_all(&head)?;
                 out.write_all(id.as_str().as_bytes())?;
                 out.write_all(meta)?;
@@ -410,11 +383,12 @@ impl Writer {
         let mut records = Vec::with_capacity(copies.len());
         for (id, located) in copies {
             let (envelope, state) = located.read_meta()?;
-            records.push(Record::Message {
+            records.push(Record::message(
                 id,
-                meta: log::message_meta(&envelope, state.as_deref()),
-                content: vec![located.read_content()?],
-            });
+                &envelope,
+                state.as_deref(),
+                vec![located.read_content()?.into()],
+            ));
         }
         let count = records.len();
         self.write(records.iter(), true)?;
