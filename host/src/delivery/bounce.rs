@@ -179,7 +179,9 @@ pub async fn send(
         helo: hostname.to_string(),
         auth_user: None,
     };
-    spool.store(&report, Content::from(message), None).await?;
+    spool
+        .store(&report, &Content::from(message), None, None)
+        .await?;
     Ok(Some(id))
 }
 

@@ -231,6 +231,7 @@ impl Session {
         }
         let size = content.len();
         let message = crate::spool::Content::from(content).after(head.into_bytes());
+        let message = &message;
         // Quarantine: held in the spool, never delivered until released; the hold is
         // committed with the message, before the 250.
         let held = hold_reason.as_ref().map(|reason| {
@@ -246,7 +247,7 @@ impl Session {
         let stored = self
             .ctx
             .spool
-            .store(&envelope, message, held.as_ref())
+            .store(&envelope, message, held.as_ref(), None)
             .await;
         match stored {
             Ok(()) if hold_reason.is_some() => {

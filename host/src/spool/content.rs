@@ -20,6 +20,9 @@ const WHOLE: u64 = 1 << 20;
 #[derive(Clone)]
 pub(super) struct OnDisk {
     pub file: Arc<File>,
+    /// The record's segment, and its whole length (what the piece keeps alive there).
+    pub seg: u64,
+    pub record: u64,
     pub off: u64,
     pub len: u64,
     pub crc: u32,
@@ -64,7 +67,13 @@ pub struct Content {
 
 impl From<Vec<u8>> for Content {
     fn from(bytes: Vec<u8>) -> Content {
-        Content::new(vec![Piece::Mem(Bytes::from(bytes))])
+        Content::from(Bytes::from(bytes))
+    }
+}
+
+impl From<Bytes> for Content {
+    fn from(bytes: Bytes) -> Content {
+        Content::new(vec![Piece::Mem(bytes)])
     }
 }
 
@@ -124,15 +133,9 @@ impl Content {
         self.len == 0
     }
 
-    /// Its pieces, when all of them are in memory.
-    pub(super) fn in_memory(&self) -> Option<Vec<Bytes>> {
-        self.pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Mem(b) => Some(b.clone()),
-                Piece::Disk(_) => None,
-            })
-            .collect()
+    /// The pieces, for the spool to store.
+    pub(super) fn pieces(&self) -> &[Piece] {
+        &self.pieces
     }
 
     /// Whether any of it is on disk (else reading never waits for I/O).
@@ -315,6 +318,8 @@ mod tests {
                 // The whole record is "junk" + text; this piece is its part at..cut.
                 Piece::Disk(OnDisk {
                     file: f.clone(),
+                    seg: 1,
+                    record: 4 + text.len() as u64,
                     off: 0,
                     len: 4 + text.len() as u64,
                     crc: {

@@ -3,7 +3,7 @@
 use super::SpoolId;
 use super::content::{Content, OnDisk, Piece};
 use super::log::{self, Span};
-use super::record;
+use super::record::{self, Kind, Stored};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
@@ -17,11 +17,28 @@ const IN_MEMORY: usize = 256 << 10;
 /// the segments that hold earlier copies of its message record (see `Segment::after`).
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
+    /// Message or spanned message.
+    pub kind: Kind,
     pub meta: Span,
     pub content: Span,
     pub state: Option<Span>,
     pub copies: Vec<u64>,
     pub content_crc: u32,
+    /// A spanned message's pieces (the records they name are held as long as it is).
+    pub pieces: Option<Arc<[Stored]>>,
+}
+
+impl Entry {
+    /// The other records its content is in.
+    pub fn parts(&self) -> impl Iterator<Item = Span> + '_ {
+        self.pieces
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter_map(|p| match p {
+                Stored::Part { span, .. } => Some(*span),
+                Stored::Inline { .. } => None,
+            })
+    }
 }
 
 /// A message found in the index, with the files to read it from.
@@ -29,6 +46,8 @@ pub(super) struct Located {
     pub entry: Entry,
     file: Arc<File>,
     state_file: Option<Arc<File>>,
+    /// The files of the records its pieces name, in order.
+    part_files: Vec<Arc<File>>,
 }
 
 impl Located {
@@ -36,12 +55,12 @@ impl Located {
     /// stored without one and has had none since).
     pub fn read_meta(&self) -> io::Result<(Vec<u8>, Option<Vec<u8>>)> {
         let meta = self.entry.meta.read(&self.file)?;
-        let (envelope, first_state) = record::split_message_meta(&meta)?;
+        let split = record::split_message_meta(self.entry.kind, &meta)?;
         let state = match self.entry.state.zip(self.state_file.as_ref()) {
             Some((span, file)) => Some(span.read(file)?),
-            None => first_state.map(<[u8]>::to_vec),
+            None => split.state.map(<[u8]>::to_vec),
         };
-        Ok((envelope.to_vec(), state))
+        Ok((split.envelope.to_vec(), state))
     }
 
     /// The content, checked against its CRC: damage on disk is an error, not a message.
@@ -52,17 +71,64 @@ impl Located {
     /// The content to read: in memory when small, else read from disk as it is used.
     pub fn content(&self) -> io::Result<Content> {
         let span = self.entry.content;
-        if span.len as usize <= IN_MEMORY {
-            return Ok(Content::from(self.read_content()?));
+        let own = |from: u64, to: u64| {
+            Piece::Disk(OnDisk {
+                file: self.file.clone(),
+                seg: span.seg,
+                off: span.off,
+                len: span.len as u64,
+                crc: self.entry.content_crc,
+                record: span.record,
+                from,
+                to,
+            })
+        };
+        let inline = if span.len as usize <= IN_MEMORY {
+            Some(bytes::Bytes::from(self.read_content()?))
+        } else {
+            None
+        };
+        let Some(pieces) = &self.entry.pieces else {
+            return Ok(match inline {
+                Some(bytes) => Content::new(vec![Piece::Mem(bytes)]),
+                None => Content::new(vec![own(0, span.len as u64)]),
+            });
+        };
+        let mut files = self.part_files.iter();
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces.iter() {
+            out.push(match *piece {
+                Stored::Inline { from, len } => {
+                    let (from, to) = (from as usize, from as usize + len as usize);
+                    if to > span.len as usize {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "bad spanned message record",
+                        ));
+                    }
+                    match &inline {
+                        Some(bytes) => Piece::Mem(bytes.slice(from..to)),
+                        None => own(from as u64, to as u64),
+                    }
+                }
+                Stored::Part {
+                    span,
+                    crc,
+                    from,
+                    to,
+                } => Piece::Disk(OnDisk {
+                    file: files.next().expect("a file per part").clone(),
+                    seg: span.seg,
+                    off: span.off,
+                    len: span.len as u64,
+                    crc,
+                    record: span.record,
+                    from: from as u64,
+                    to: to as u64,
+                }),
+            });
         }
-        Ok(Content::new(vec![Piece::Disk(OnDisk {
-            file: self.file.clone(),
-            off: span.off,
-            len: span.len as u64,
-            crc: self.entry.content_crc,
-            from: 0,
-            to: span.len as u64,
-        })]))
+        Ok(Content::new(out))
     }
 }
 
@@ -85,6 +151,9 @@ pub(super) struct Segment {
 pub(super) struct Index {
     pub segments: BTreeMap<u64, Segment>,
     pub entries: BTreeMap<SpoolId, Entry>,
+    /// Bumped each time the index is rebuilt after a failed sync: parts written before
+    /// (by sessions still receiving) may be gone, and their messages are refused.
+    pub generation: u64,
 }
 
 pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -187,10 +256,21 @@ impl Index {
         }
     }
 
+    /// Holds a new entry's records: its message record and what its pieces name.
+    pub fn hold_entry(&mut self, entry: &Entry) {
+        self.hold(entry.meta);
+        for part in entry.parts() {
+            self.hold(part);
+        }
+    }
+
     pub fn forget(&mut self, entry: &Entry) {
         self.release(entry.meta);
         if let Some(state) = entry.state {
             self.release(state);
+        }
+        for part in entry.parts() {
+            self.release(part);
         }
     }
 
@@ -204,10 +284,15 @@ impl Index {
             })?;
         let file = self.file(entry.meta.seg)?;
         let state_file = entry.state.map(|s| self.file(s.seg)).transpose()?;
+        let part_files = entry
+            .parts()
+            .map(|p| self.file(p.seg))
+            .collect::<io::Result<_>>()?;
         Ok(Located {
             entry,
             file,
             state_file,
+            part_files,
         })
     }
 

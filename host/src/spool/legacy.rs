@@ -5,6 +5,7 @@
 //! the old files removed; a crash in between imports them again at the next start, and
 //! the later record of the same id wins, so nothing is lost or doubled.
 
+use super::content::Content;
 use super::record::Record;
 use super::writer::Writer;
 use std::fs;
@@ -57,7 +58,7 @@ pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
             id,
             &bytes[..split],
             state.as_deref(),
-            vec![bytes.slice(split + 1..)],
+            &Content::from(bytes.slice(split + 1..)),
         );
         batch.push(record);
         count += 1;

@@ -10,7 +10,7 @@
 //! could lose or repeat mail.
 
 use super::SpoolId;
-use super::record::{Found, HEAD, Kind, MAGIC, word};
+use super::record::{Found, HEAD, MAGIC, word};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -119,9 +119,10 @@ fn check(r: &mut Reader, seg: u64, at: u64, verify_content: bool) -> io::Result<
     else {
         return Ok(Check::Bad);
     };
-    if Kind::from_u8(h[4]).is_none() {
+    let meta = &id_meta[id_len as usize..];
+    let Some(found) = Found::at(seg, at, id, &h, meta) else {
         return Ok(Check::Unknown(h[4]));
-    }
+    };
     if verify_content {
         let mut crc = crc32fast::Hasher::new();
         let mut off = at + HEAD as u64 + id_len + meta_len;
@@ -135,9 +136,7 @@ fn check(r: &mut Reader, seg: u64, at: u64, verify_content: bool) -> io::Result<
             return Ok(Check::Bad);
         }
     }
-    Ok(Check::Record(
-        Found::at(seg, at, id, &h).expect("a known kind"),
-    ))
+    Ok(Check::Record(found))
 }
 
 fn unknown_kind(seg: u64, at: u64, kind: u8) -> io::Error {

@@ -13,6 +13,7 @@
 //! (`legacy`).
 
 mod content;
+mod incoming;
 mod index;
 mod legacy;
 mod log;
@@ -21,6 +22,7 @@ mod writer;
 
 use crate::proto::{MailParams, Mailbox, RcptParams};
 pub use content::{Blocks, Content};
+pub use incoming::Incoming;
 use index::{Index, Located};
 use record::Record;
 use serde::{Deserialize, Serialize};
@@ -33,7 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 use tokio::sync::oneshot;
-use writer::{Request, Writer};
+use writer::{Answer, Request, Writer};
 
 /// A queue id: time in microseconds, process id and a counter, in upper-case hex.
 /// Unique across restarts (time moves on) and within a process (the counter).
@@ -332,42 +334,55 @@ impl Spool {
     }
 
     fn send(&self, records: Vec<Record>, durability: Durability) -> io::Result<WaitFor> {
-        let writer = self.writer.as_ref().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::PermissionDenied, "spool attached read-only")
-        })?;
         let (reply, wait) = match durability {
             Durability::Now => {
                 let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
+                (Answer::Durable(tx), Some(rx))
             }
-            Durability::Soon => (None, None),
+            Durability::Soon => (Answer::Lazy, None),
         };
-        writer
-            .send(Request { records, reply })
-            .map_err(|_| io::Error::other("the spool writer stopped"))?;
+        self.request(Request {
+            records,
+            reply,
+            generation: None,
+        })?;
         Ok(WaitFor(wait))
     }
 
+    fn request(&self, request: Request) -> io::Result<()> {
+        let writer = self.writer.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::PermissionDenied, "spool attached read-only")
+        })?;
+        writer
+            .send(request)
+            .map_err(|_| io::Error::other("the spool writer stopped"))
+    }
+
     /// Commits a message durably: when this returns Ok it survives a crash. The message
-    /// is `content` (a trace header, then the content as received: never joined in
-    /// memory). A first `state` (a quarantine hold) is part of the same record, so the
-    /// message never exists without it.
+    /// is `content` (our own fields, then the content as received: never joined in
+    /// memory), whose parts on disk `incoming` wrote as it arrived. A first `state` (a
+    /// quarantine hold) is part of the same record, so the message never exists without
+    /// it.
     pub async fn store(
         &self,
         envelope: &Envelope,
-        content: Content,
+        content: &Content,
         state: Option<&QueueState>,
+        incoming: Option<&Incoming>,
     ) -> io::Result<()> {
-        let parts = content
-            .in_memory()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "content not in memory"))?;
         let record = Record::message(
             envelope.id.clone(),
             &serde_json::to_vec(envelope)?,
             state.map(serde_json::to_vec).transpose()?.as_deref(),
-            parts,
+            content,
         );
-        self.send(vec![record], Durability::Now)?.wait().await
+        let (tx, rx) = oneshot::channel();
+        self.request(Request {
+            records: vec![record],
+            reply: Answer::Durable(tx),
+            generation: incoming.and_then(Incoming::generation),
+        })?;
+        WaitFor(Some(rx)).wait().await
     }
 
     /// Every queued message id, oldest first.
@@ -531,8 +546,8 @@ mod tests {
             "a second writer got the lock"
         );
         let (a, b) = (envelope(), envelope());
-        spool.store(&a, parts(10), None).await.unwrap();
-        spool.store(&b, parts(20), None).await.unwrap();
+        spool.store(&a, &parts(10), None, None).await.unwrap();
+        spool.store(&b, &parts(20), None, None).await.unwrap();
         assert_eq!(spool.list(), vec![a.id.clone(), b.id.clone()]);
         let (loaded, mut state) = spool.load_envelope(&a.id).unwrap();
         assert_eq!(loaded.helo, "client");
@@ -568,7 +583,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
         let envs: Vec<Envelope> = (0..3).map(|_| envelope()).collect();
         for (i, e) in envs.iter().enumerate() {
-            spool.store(e, parts(100 + i), None).await.unwrap();
+            spool.store(e, &parts(100 + i), None, None).await.unwrap();
         }
         drop((spool, lock));
         // A crash in the middle of the third record's content, then garbage.
@@ -580,7 +595,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
         assert_eq!(spool.list(), vec![envs[0].id.clone(), envs[1].id.clone()]);
         let d = envelope();
-        spool.store(&d, parts(7), None).await.unwrap();
+        spool.store(&d, &parts(7), None, None).await.unwrap();
         drop((spool, lock));
         let reader = Spool::attach(dir.path()).unwrap();
         assert_eq!(
@@ -597,6 +612,128 @@ mod tests {
         index::segment_numbers(&dir.join("log")).unwrap()
     }
 
+    /// `text` received through an `Incoming`, in the writes a client would make.
+    async fn receive(spool: &Spool, text: &[u8]) -> (Incoming, Content) {
+        let mut incoming = spool.incoming(0);
+        for chunk in text.chunks(60_000) {
+            incoming.block().extend_from_slice(chunk);
+            incoming.flush().await;
+        }
+        let content = incoming.finish().await.unwrap();
+        (incoming, content)
+    }
+
+    #[tokio::test]
+    async fn a_big_message_streams_in_parts_and_only_a_committed_one_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, lock) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let text: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 23) as u8).collect();
+        // One committed, with our header before it and a range cut out of it.
+        let (incoming, content) = receive(&spool, &text).await;
+        assert!(content.on_disk());
+        let stored = content
+            .without(&[10..20, 1_000_000..1_500_000])
+            .after(b"Received: x\r\n".to_vec());
+        let mut e = envelope();
+        e.id = incoming.id().clone();
+        spool
+            .store(&e, &stored, None, Some(&incoming))
+            .await
+            .unwrap();
+        drop(incoming);
+        let mut want = b"Received: x\r\n".to_vec();
+        want.extend_from_slice(&text[..10]);
+        want.extend_from_slice(&text[20..1_000_000]);
+        want.extend_from_slice(&text[1_500_000..]);
+        // One abandoned: its parts are dead space.
+        let (abandoned, _) = receive(&spool, &text).await;
+        drop(abandoned);
+        assert_eq!(spool.load_content(&e.id).unwrap().to_vec().unwrap(), want);
+        spool.sync().await.unwrap();
+        drop((spool, lock));
+        // A restart finds the one message, read from its parts.
+        let (spool, lock) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.list(), vec![e.id.clone()]);
+        let content = spool.load_content(&e.id).unwrap();
+        assert_eq!(content.len(), want.len() as u64);
+        assert_eq!(content.to_vec().unwrap(), want);
+        assert_eq!(
+            content.read_at(14 + 999_985, 10).unwrap(),
+            &want[999_999..1_000_009]
+        );
+        // Once done, every segment it used goes (the abandoned one's too).
+        spool.remove(&e.id, Durability::Now).await.unwrap();
+        for _ in 0..3 {
+            let other = envelope();
+            spool.store(&other, &parts(10), None, None).await.unwrap();
+            spool.remove(&other.id, Durability::Now).await.unwrap();
+        }
+        let mut left = segments(dir.path());
+        for _ in 0..100 {
+            if left.len() <= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = segments(dir.path());
+        }
+        assert!(left.len() <= 1, "segments left: {left:?}");
+        drop((spool, lock));
+    }
+
+    #[tokio::test]
+    async fn a_spanned_message_is_copied_forward_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let text: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 7) as u8).collect();
+        let (incoming, content) = receive(&spool, &text).await;
+        let stayer = {
+            let mut e = envelope();
+            e.id = incoming.id().clone();
+            e
+        };
+        let mut held = QueueState::new(&stayer);
+        held.hold();
+        spool
+            .store(&stayer, &content, Some(&held), Some(&incoming))
+            .await
+            .unwrap();
+        drop(incoming);
+        let first = segments(dir.path())[0];
+        // Others come and go: the stayer's segment ends up mostly dead and is copied.
+        for _ in 0..600 {
+            let e = envelope();
+            spool.store(&e, &parts(4000), None, None).await.unwrap();
+            spool.remove(&e.id, Durability::Soon).await.unwrap();
+        }
+        let mut moved = false;
+        for _ in 0..100 {
+            let copied = {
+                let index = spool.index.lock().unwrap();
+                let e = &index.entries[&stayer.id];
+                e.meta.seg > first && e.parts().all(|p| p.seg > first)
+            };
+            if copied {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(moved, "the stayer was not copied forward");
+        assert_eq!(
+            spool.load_content(&stayer.id).unwrap().to_vec().unwrap(),
+            text
+        );
+        spool.sync().await.unwrap();
+        drop((spool, _lock));
+        let reader = Spool::attach(dir.path()).unwrap();
+        assert_eq!(reader.list(), vec![stayer.id.clone()]);
+        assert!(reader.load_envelope(&stayer.id).unwrap().1.held);
+        assert_eq!(
+            reader.load_content(&stayer.id).unwrap().to_vec().unwrap(),
+            text
+        );
+    }
+
     #[tokio::test]
     async fn done_segments_are_removed_and_long_stayers_copied_forward() {
         let dir = tempfile::tempdir().unwrap();
@@ -608,19 +745,19 @@ mod tests {
         let mut held = QueueState::new(&stayer);
         held.hold();
         spool
-            .store(&stayer, parts(1000), Some(&held))
+            .store(&stayer, &parts(1000), Some(&held), None)
             .await
             .unwrap();
         for _ in 0..20 {
             let e = envelope();
-            spool.store(&e, parts(4000), None).await.unwrap();
+            spool.store(&e, &parts(4000), None, None).await.unwrap();
             spool.remove(&e.id, Durability::Soon).await.unwrap();
         }
         let big = envelope();
-        spool.store(&big, parts(60_000), None).await.unwrap();
+        spool.store(&big, &parts(60_000), None, None).await.unwrap();
         for _ in 0..200 {
             let e = envelope();
-            spool.store(&e, parts(4000), None).await.unwrap();
+            spool.store(&e, &parts(4000), None, None).await.unwrap();
             spool.remove(&e.id, Durability::Soon).await.unwrap();
         }
         // 800 KiB went through 64 KiB segments; only the last ones remain (the writer
@@ -662,7 +799,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), 64 << 10).unwrap();
         let envs: Vec<Envelope> = (0..40).map(|_| envelope()).collect();
         for e in &envs {
-            spool.store(e, parts(4000), None).await.unwrap();
+            spool.store(e, &parts(4000), None, None).await.unwrap();
         }
         spool.sync().await.unwrap();
         drop((spool, lock));
@@ -702,7 +839,7 @@ mod tests {
         let (spool, lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
         let envs: Vec<Envelope> = (0..20).map(|_| envelope()).collect();
         for e in &envs {
-            spool.store(e, parts(300), None).await.unwrap();
+            spool.store(e, &parts(300), None, None).await.unwrap();
         }
         drop((spool, lock));
         let seg = index::segment_path(&dir.path().join("log"), 1);

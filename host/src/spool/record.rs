@@ -10,17 +10,32 @@
 //! The head CRC covers the first 16 octets, the id and the meta; the content CRC the
 //! content.
 //!
-//! Kinds: a message (meta: envelope length u32, envelope JSON, then the first delivery
-//! state's JSON or nothing; content: the message), a delivery state (meta: its JSON), and
-//! done (the message left the queue; no meta, no content). A kind this version does not
-//! know (a newer wasmtp wrote it) is never skipped or cut off: the spool refuses to open
-//! (`log::scan`).
+//! Kinds:
+//! - message (1): meta: envelope length u32, envelope JSON, then the first delivery state's
+//!   JSON or nothing; content: the message.
+//! - spanned message (4): a message whose content is partly in part records: meta: envelope
+//!   length u32, envelope JSON, piece count u32, the pieces (below), then the first state's
+//!   JSON or nothing; content: the pieces kept in the record itself.
+//! - part (5): a block of a message still being received (no meta): nothing until a
+//!   spanned message names it; one that none names is dead space.
+//! - delivery state (2): meta: its JSON.
+//! - done (3): the message left the queue; no meta, no content.
+//!
+//! A piece is `0 u8, from u32, len u32` (octets of the record's own content) or
+//! `1 u8, segment u64, offset u64, length u32, crc u32, record length u32, from u32,
+//! to u32` (octets `from..to` of the content of the record at that segment and offset,
+//! whose CRC covers all of it).
+//!
+//! A kind this version does not know (a newer wasmtp wrote it) is never skipped or cut
+//! off: the spool refuses to open (`log::scan`).
 
 use super::SpoolId;
+use super::content::{Content, Piece};
 use super::index::{Entry, Index};
 use super::log::Span;
 use bytes::Bytes;
 use std::io;
+use std::sync::Arc;
 
 pub(super) const HEAD: usize = 24;
 pub(super) const MAGIC: &[u8; 4] = b"WSP2";
@@ -30,6 +45,8 @@ pub(super) enum Kind {
     Message = 1,
     State = 2,
     Done = 3,
+    Spanned = 4,
+    Part = 5,
 }
 
 impl Kind {
@@ -38,9 +55,104 @@ impl Kind {
             1 => Some(Kind::Message),
             2 => Some(Kind::State),
             3 => Some(Kind::Done),
+            4 => Some(Kind::Spanned),
+            5 => Some(Kind::Part),
             _ => None,
         }
     }
+}
+
+/// One piece of a spanned message, as its record lists it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stored {
+    /// Octets of the message record's own content.
+    Inline { from: u32, len: u32 },
+    /// Octets `from..to` of the content of another record (`span`; `record` its length),
+    /// checked against `crc`, which covers all of it.
+    Part {
+        span: Span,
+        crc: u32,
+        from: u32,
+        to: u32,
+    },
+}
+
+const INLINE: u8 = 0;
+const PART: u8 = 1;
+const PART_LEN: usize = 1 + 8 + 8 + 4 * 5;
+
+fn encode_pieces(pieces: &[Stored], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+    for p in pieces {
+        match *p {
+            Stored::Inline { from, len } => {
+                out.push(INLINE);
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            Stored::Part {
+                span,
+                crc,
+                from,
+                to,
+            } => {
+                out.push(PART);
+                out.extend_from_slice(&span.seg.to_le_bytes());
+                out.extend_from_slice(&span.off.to_le_bytes());
+                for w in [span.len, crc, span.record as u32, from, to] {
+                    out.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The pieces at the start of `bytes`, and what follows them.
+fn decode_pieces(bytes: &[u8]) -> Option<(Vec<Stored>, &[u8])> {
+    let u32_at = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+    };
+    let u64_at = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+    };
+    let count = u32_at(bytes, 0)? as usize;
+    let mut at = 4;
+    let mut pieces = Vec::with_capacity(count.min(bytes.len() / 9));
+    for _ in 0..count {
+        match *bytes.get(at)? {
+            INLINE => {
+                pieces.push(Stored::Inline {
+                    from: u32_at(bytes, at + 1)?,
+                    len: u32_at(bytes, at + 5)?,
+                });
+                at += 9;
+            }
+            PART => {
+                let w = |i: usize| u32_at(bytes, at + 17 + 4 * i);
+                let span = Span {
+                    seg: u64_at(bytes, at + 1)?,
+                    off: u64_at(bytes, at + 9)?,
+                    len: w(0)?,
+                    record: w(2)? as u64,
+                };
+                let (from, to) = (w(3)?, w(4)?);
+                if from > to || to > span.len {
+                    return None;
+                }
+                pieces.push(Stored::Part {
+                    span,
+                    crc: w(1)?,
+                    from,
+                    to,
+                });
+                at += PART_LEN;
+            }
+            _ => return None,
+        }
+    }
+    Some((pieces, &bytes[at..]))
 }
 
 /// A record to append.
@@ -50,6 +162,15 @@ pub(super) enum Record {
         meta: Vec<u8>,
         /// Written one after the other: one content on disk, no copy to join them.
         content: Vec<Bytes>,
+    },
+    Spanned {
+        id: SpoolId,
+        meta: Vec<u8>,
+        content: Vec<Bytes>,
+    },
+    Part {
+        id: SpoolId,
+        content: Bytes,
     },
     State {
         id: SpoolId,
@@ -61,18 +182,65 @@ pub(super) enum Record {
 }
 
 impl Record {
-    /// A message record: its envelope, its first delivery state (if any) and its content.
+    /// A message record: its envelope, its first delivery state (if any) and its content;
+    /// a spanned one when some of the content is in other records.
     pub fn message(
         id: SpoolId,
         envelope: &[u8],
         state: Option<&[u8]>,
-        content: Vec<Bytes>,
+        content: &Content,
     ) -> Record {
-        let mut meta = Vec::with_capacity(4 + envelope.len() + state.map_or(0, <[u8]>::len));
+        let mut inline = Vec::new();
+        let mut pieces = Vec::new();
+        let mut inline_len = 0u32;
+        for piece in content.pieces() {
+            match piece {
+                Piece::Mem(bytes) => {
+                    let len = bytes.len() as u32;
+                    match pieces.last_mut() {
+                        Some(Stored::Inline { len: last, .. }) => *last += len,
+                        _ => pieces.push(Stored::Inline {
+                            from: inline_len,
+                            len,
+                        }),
+                    }
+                    inline_len += len;
+                    inline.push(bytes.clone());
+                }
+                Piece::Disk(d) => pieces.push(Stored::Part {
+                    span: Span {
+                        seg: d.seg,
+                        off: d.off,
+                        len: d.len as u32,
+                        record: d.record,
+                    },
+                    crc: d.crc,
+                    from: d.from as u32,
+                    to: d.to as u32,
+                }),
+            }
+        }
+        let spanned = pieces.iter().any(|p| matches!(p, Stored::Part { .. }));
+        let mut meta = Vec::with_capacity(64 + envelope.len() + state.map_or(0, <[u8]>::len));
         meta.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
         meta.extend_from_slice(envelope);
+        if spanned {
+            encode_pieces(&pieces, &mut meta);
+        }
         meta.extend_from_slice(state.unwrap_or_default());
-        Record::Message { id, meta, content }
+        if spanned {
+            Record::Spanned {
+                id,
+                meta,
+                content: inline,
+            }
+        } else {
+            Record::Message {
+                id,
+                meta,
+                content: inline,
+            }
+        }
     }
 
     /// What the writer puts on disk: kind, id, meta and the content in parts.
@@ -84,6 +252,13 @@ impl Record {
                 meta,
                 content.iter().map(|b| &b[..]).collect(),
             ),
+            Record::Spanned { id, meta, content } => (
+                Kind::Spanned,
+                id,
+                meta,
+                content.iter().map(|b| &b[..]).collect(),
+            ),
+            Record::Part { id, content } => (Kind::Part, id, &[], vec![&content[..]]),
             Record::State { id, json } => (Kind::State, id, json, Vec::new()),
             Record::Done { id } => (Kind::Done, id, &[], Vec::new()),
         }
@@ -111,13 +286,30 @@ pub(super) fn head(kind: Kind, id: &SpoolId, meta: &[u8], content: &[&[u8]]) -> 
     h
 }
 
-/// Splits a message record's meta into the envelope and the first state (if any).
-pub(super) fn split_message_meta(meta: &[u8]) -> io::Result<(&[u8], Option<&[u8]>)> {
+/// A message record's meta: the envelope, the pieces of a spanned one, the first state.
+pub(super) struct MessageMeta<'a> {
+    pub envelope: &'a [u8],
+    pub pieces: Option<Vec<Stored>>,
+    pub state: Option<&'a [u8]>,
+}
+
+/// Splits the meta of a message record of `kind` (message or spanned).
+pub(super) fn split_message_meta(kind: Kind, meta: &[u8]) -> io::Result<MessageMeta<'_>> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad message record");
     let len = u32::from_le_bytes(meta.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
     let envelope = meta.get(4..4 + len).ok_or_else(bad)?;
-    let state = &meta[4 + len..];
-    Ok((envelope, (!state.is_empty()).then_some(state)))
+    let mut rest = &meta[4 + len..];
+    let mut pieces = None;
+    if kind == Kind::Spanned {
+        let (decoded, after) = decode_pieces(rest).ok_or_else(bad)?;
+        pieces = Some(decoded);
+        rest = after;
+    }
+    Ok(MessageMeta {
+        envelope,
+        pieces,
+        state: (!rest.is_empty()).then_some(rest),
+    })
 }
 
 /// The 32-bit little-endian field of a head at `at`.
@@ -133,13 +325,20 @@ pub(super) struct Found {
     pub content: Span,
     /// The content's CRC, checked again whenever the content is read.
     pub content_crc: u32,
+    /// A spanned message's pieces.
+    pub pieces: Option<Arc<[Stored]>>,
 }
 
 impl Found {
-    /// The record with `head` and `id` at offset `at` of segment `seg`: where its meta and
-    /// content are. `None` for a kind this version does not know.
-    pub fn at(seg: u64, at: u64, id: SpoolId, head: &[u8; HEAD]) -> Option<Found> {
+    /// The record with `head`, `id` and `meta` at offset `at` of segment `seg`: where its
+    /// meta and content are. `None` for a kind this version does not know (or a spanned
+    /// message whose pieces it cannot read).
+    pub fn at(seg: u64, at: u64, id: SpoolId, head: &[u8; HEAD], meta: &[u8]) -> Option<Found> {
         let kind = Kind::from_u8(head[4])?;
+        let pieces = match kind {
+            Kind::Spanned => Some(split_message_meta(kind, meta).ok()?.pieces?.into()),
+            _ => None,
+        };
         let (meta_len, content_len) = (word(head, 8), word(head, 12));
         let meta_at = at + (HEAD + id.as_str().len()) as u64;
         let record = meta_at + meta_len + content_len - at;
@@ -155,6 +354,7 @@ impl Found {
             content: span(meta_at + meta_len, content_len),
             content_crc: word(head, 20) as u32,
             id,
+            pieces,
         })
     }
 
@@ -162,7 +362,9 @@ impl Found {
     /// message wins.
     pub fn apply(self, index: &mut Index) {
         match self.kind {
-            Kind::Message => {
+            // Nothing until a message names it (the session receiving it holds it meanwhile).
+            Kind::Part => {}
+            Kind::Message | Kind::Spanned => {
                 let mut copies = Vec::new();
                 if let Some(old) = index.entries.remove(&self.id) {
                     index.forget(&old);
@@ -170,17 +372,17 @@ impl Found {
                     copies.push(old.meta.seg);
                     copies.retain(|s| *s != self.meta.seg && index.segments.contains_key(s));
                 }
-                index.hold(self.meta);
-                index.entries.insert(
-                    self.id,
-                    Entry {
-                        meta: self.meta,
-                        content: self.content,
-                        state: None,
-                        copies,
-                        content_crc: self.content_crc,
-                    },
-                );
+                let entry = Entry {
+                    kind: self.kind,
+                    meta: self.meta,
+                    content: self.content,
+                    state: None,
+                    copies,
+                    content_crc: self.content_crc,
+                    pieces: self.pieces,
+                };
+                index.hold_entry(&entry);
+                index.entries.insert(self.id, entry);
             }
             Kind::State => {
                 // A state for a message not (or no longer) here is stale.

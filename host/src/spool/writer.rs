@@ -13,8 +13,11 @@
 //! A segment that holds back removal while mostly dead has its live messages copied
 //! forward, a budget per pass.
 
+use super::SpoolId;
+use super::content::{Content, OnDisk, Piece};
 use super::index::{Index, segment_path};
-use super::record::{self, Found, Record};
+use super::log::Span;
+use super::record::{self, Found, Kind, Record};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -37,8 +40,35 @@ const COMPACT_BUDGET: u64 = 8 << 20;
 
 pub(super) struct Request {
     pub records: Vec<Record>,
-    /// Answered once the records are durable; `None`: written, synced with the next group.
-    pub reply: Option<oneshot::Sender<io::Result<()>>>,
+    pub reply: Answer,
+    /// The index generation the records' parts were written in: refused when it moved on
+    /// (a failed sync may have lost them).
+    pub generation: Option<u64>,
+}
+
+/// How a request is answered.
+pub(super) enum Answer {
+    /// Not at all: written, synced with the next group.
+    Lazy,
+    /// Once the records are durable.
+    Durable(oneshot::Sender<io::Result<()>>),
+    /// A part (one `Record::Part`) once written, not synced: where it is, held in the index
+    /// for the session receiving the message until it lets go (`super::Incoming`).
+    Part(oneshot::Sender<io::Result<PartWritten>>),
+}
+
+impl Answer {
+    fn is_durable(&self) -> bool {
+        matches!(self, Answer::Durable(_))
+    }
+}
+
+/// Where a part was written.
+pub(super) struct PartWritten {
+    pub span: Span,
+    pub crc: u32,
+    pub file: Arc<File>,
+    pub generation: u64,
 }
 
 struct Active {
@@ -109,7 +139,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let waiting = |b: &[Request]| b.iter().filter(|r| r.reply.is_some()).count();
+            let waiting = |b: &[Request]| b.iter().filter(|r| r.reply.is_durable()).count();
             // Under concurrent load a little patience makes the groups larger (PostgreSQL's
             // commit_delay and commit_siblings): while other sessions have a transaction
             // open, wait up to GROUP_WINDOW for their commits. A lone sender never waits.
@@ -136,39 +166,78 @@ impl Writer {
 
     /// Writes a group, syncs it if anyone waits (or it has waited long enough), answers.
     fn commit(&mut self, batch: Vec<Request>) {
+        let generation = self.index.lock().unwrap().generation;
+        let (batch, stale): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| r.generation.is_none_or(|g| g == generation));
+        for request in stale {
+            let lost =
+                || io::Error::other("a failed spool write lost part of the message before its end");
+            match request.reply {
+                Answer::Durable(reply) => drop(reply.send(Err(lost()))),
+                Answer::Part(reply) => drop(reply.send(Err(lost()))),
+                Answer::Lazy => {}
+            }
+        }
         let overdue = self
             .unsynced_since
             .is_some_and(|t| t.elapsed() >= LAZY_SYNC);
-        let waiting = batch.is_empty() || overdue || batch.iter().any(|r| r.reply.is_some());
+        let waiting = batch.is_empty() || overdue || batch.iter().any(|r| r.reply.is_durable());
         let result = self.write(batch.iter().flat_map(|r| &r.records), waiting);
         if let Err(e) = &result {
             tracing::error!(error = %e, "spool write failed");
         }
+        let error = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        let mut parts = match &result {
+            Ok(parts) => parts.iter(),
+            Err(_) => [].iter(),
+        };
+        let mut index = self.index.lock().unwrap();
         for request in batch {
-            if let Some(reply) = request.reply {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                });
+            match (request.reply, &result) {
+                (Answer::Lazy, _) => {}
+                (Answer::Durable(reply), Ok(_)) => drop(reply.send(Ok(()))),
+                (Answer::Durable(reply), Err(e)) => drop(reply.send(Err(error(e)))),
+                (Answer::Part(reply), Ok(_)) => {
+                    let found = parts.next().expect("a part per part request");
+                    index.hold(found.content);
+                    let written = index.file(found.content.seg).map(|file| PartWritten {
+                        span: found.content,
+                        crc: found.content_crc,
+                        file,
+                        generation: index.generation,
+                    });
+                    if reply.send(written).is_err() {
+                        // The session went away meanwhile: nobody will let go of it.
+                        index.release(found.content);
+                    }
+                }
+                (Answer::Part(reply), Err(e)) => drop(reply.send(Err(error(e)))),
             }
         }
     }
 
-    /// Appends records (synced when `sync`) and then shows them in the index.
+    /// Appends records (synced when `sync`) and then shows them in the index. Returns the
+    /// parts written, in order (they mean nothing to the index until a message names them).
     pub fn write<'a>(
         &mut self,
         records: impl Iterator<Item = &'a Record>,
         sync: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<Vec<Found>> {
         let found = self.append(records)?;
         if sync {
             self.sync()?;
         }
         let mut index = self.index.lock().unwrap();
+        let mut parts = Vec::new();
         for f in found {
-            f.apply(&mut index);
+            if f.kind == Kind::Part {
+                parts.push(f);
+            } else {
+                f.apply(&mut index);
+            }
         }
-        Ok(())
+        Ok(parts)
     }
 
     /// Appends records to the active segment; on error, cuts it back to where it was and
@@ -203,7 +272,7 @@ impl Writer {
                 for part in &content {
                     out.write_all(part)?;
                 }
-                let record = Found::at(seq, at, id.clone(), &head).expect("a kind we wrote");
+                let record = Found::at(seq, at, id.clone(), &head, meta).expect("a kind we wrote");
                 at += record.meta.record;
                 found.push(record);
             }
@@ -225,24 +294,34 @@ impl Writer {
                 Ok(found)
             }
             Err(e) => {
-                self.abandon(start);
+                self.abandon(start, true);
                 Err(e)
             }
         }
     }
 
-    /// Cuts the active segment back to `len` and stops appending to it.
-    /// The index is then rebuilt from the disk: states written after the cut are gone, and
-    /// each message falls back to its last durable state (never to an older one, which
-    /// could let a held message go).
-    fn abandon(&mut self, len: u64) {
+    /// Cuts the active segment back to `len` and stops appending to it. After a failed
+    /// write (`synced_before`: what precedes `len` is sound), nothing of the failed group
+    /// was shown in the index, so it stands once the cut is durable. After a failed sync,
+    /// or a cut that cannot be made durable, the index is rebuilt from the disk: states
+    /// written after the cut are gone, and each message falls back to its last durable
+    /// state (never to an older one, which could let a held message go); the generation
+    /// moves on, so parts of messages still being received are not trusted.
+    fn abandon(&mut self, len: u64, sound_before: bool) {
         if let Some(Active { seq, file, .. }) = self.active.take() {
-            if let Err(e) = file.set_len(len).and_then(|()| file.sync_data()) {
+            let cut = file.set_len(len).and_then(|()| file.sync_data());
+            if let Err(e) = &cut {
                 tracing::error!(segment = seq, error = %e, "spool: cannot cut a failed write back");
             }
-            match Index::scan(&self.dir) {
-                Ok((index, _)) => *self.index.lock().unwrap() = index,
-                Err(e) => tracing::error!(error = %e, "spool: cannot re-read the log"),
+            if cut.is_err() || !sound_before {
+                match Index::scan(&self.dir) {
+                    Ok((mut index, _)) => {
+                        let mut old = self.index.lock().unwrap();
+                        index.generation = old.generation + 1;
+                        *old = index;
+                    }
+                    Err(e) => tracing::error!(error = %e, "spool: cannot re-read the log"),
+                }
             }
         }
         self.dirty = false;
@@ -268,7 +347,7 @@ impl Writer {
             }
             Err(e) => {
                 let synced = active.synced;
-                self.abandon(synced);
+                self.abandon(synced, false);
                 Err(e)
             }
         }
@@ -373,27 +452,54 @@ impl Writer {
                 if budget >= COMPACT_BUDGET {
                     break;
                 }
-                if e.meta.seg == seg || e.state.is_some_and(|s| s.seg == seg) {
+                if e.meta.seg == seg
+                    || e.state.is_some_and(|s| s.seg == seg)
+                    || e.parts().any(|p| p.seg == seg)
+                {
                     copies.push((id.clone(), index.locate(id)?));
-                    budget += e.meta.record;
+                    budget += e.meta.record + e.parts().map(|p| p.record).sum::<u64>();
                 }
             }
             copies
         };
-        let mut records = Vec::with_capacity(copies.len());
+        let count = copies.len();
         for (id, located) in copies {
             let (envelope, state) = located.read_meta()?;
-            records.push(Record::message(
-                id,
-                &envelope,
-                state.as_deref(),
-                vec![located.read_content()?.into()],
-            ));
+            let mut content = located.content()?;
+            if content.on_disk() {
+                content = self.copy_parts(&id, &content)?;
+            }
+            let record = Record::message(id, &envelope, state.as_deref(), &content);
+            self.write(std::iter::once(&record), false)?;
         }
-        let count = records.len();
-        self.write(records.iter(), true)?;
+        self.sync()?;
         tracing::debug!(count, "spool: live messages copied forward");
         Ok(())
+    }
+
+    /// Writes `content` again as parts, a block at a time (a large message is never read
+    /// whole); its new pieces.
+    fn copy_parts(&mut self, id: &SpoolId, content: &Content) -> io::Result<Content> {
+        let mut blocks = content.blocks();
+        let mut pieces = Vec::new();
+        while let Some(block) = blocks.next_blocking()? {
+            let part = Record::Part {
+                id: id.clone(),
+                content: block,
+            };
+            let found = self.append(std::iter::once(&part))?.remove(0);
+            pieces.push(Piece::Disk(OnDisk {
+                file: self.index.lock().unwrap().file(found.content.seg)?,
+                seg: found.content.seg,
+                record: found.content.record,
+                off: found.content.off,
+                len: found.content.len as u64,
+                crc: found.content_crc,
+                from: 0,
+                to: found.content.len as u64,
+            }));
+        }
+        Ok(Content::new(pieces))
     }
 
     /// Removes the segments nothing needs: no live record in them, none of the segments
