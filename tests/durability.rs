@@ -98,9 +98,8 @@ async fn every_acknowledged_arrives(sink: &Sink, acked: &Arc<Mutex<BTreeSet<Stri
 }
 
 /// A directory with the config, the server's address, and the next hop's port.
-fn setup() -> (tempfile::TempDir, PathBuf, SocketAddr, u16) {
+fn setup(hop: u16) -> (tempfile::TempDir, PathBuf, SocketAddr, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let hop = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .unwrap();
@@ -110,7 +109,7 @@ fn setup() -> (tempfile::TempDir, PathBuf, SocketAddr, u16) {
 
 #[tokio::test]
 async fn kill_9_after_250_loses_nothing() {
-    let (dir, config, addr, hop) = setup();
+    let (dir, config, addr, hop) = setup(common::free_port());
     // Phase 1: the next hop is down, so everything acknowledged is only in the spool.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let server = Process::serve(&config, dir.path(), addr).await;
@@ -125,8 +124,9 @@ async fn kill_9_after_250_loses_nothing() {
 async fn kill_9_while_delivering_and_reclaiming_loses_nothing() {
     // The next hop is up: messages are delivered, marked done, their segments (64 KiB)
     // rotated and removed while the server is killed, three times over.
-    let (dir, config, addr, hop) = setup();
-    let sink = Sink::start_on(&format!("127.0.0.1:{hop}"), SinkOptions::default()).await;
+    // The sink is up before its port is in the config: no other socket can take it.
+    let sink = Sink::start(SinkOptions::default()).await;
+    let (dir, config, addr, _) = setup(sink.addr.port());
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     for round in 0..3 {
         let server = Process::serve(&config, dir.path(), addr).await;
@@ -145,4 +145,97 @@ async fn kill_9_while_delivering_and_reclaiming_loses_nothing() {
         .unwrap()
         .count();
     assert!(segments < 20, "{segments} segments left");
+}
+
+/// A message of 2 MiB whose subject is `token` (its body lines number it).
+fn big(token: &str) -> String {
+    let mut body = format!("Subject: {token}\r\n\r\n");
+    for i in 0..32_768 {
+        body.push_str(&format!(
+            "{token} line {i:06} 0123456789abcdef0123456789abcdef012345\r\n"
+        ));
+    }
+    body
+}
+
+/// Octets of the spool's segments.
+fn spool_octets(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("spool/log"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn kill_9_during_data_delivers_no_partial_message_and_every_acknowledged_one() {
+    // The next hop defers everything until it is opened, so the acknowledged messages are
+    // in the spool only when the server dies.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let sink = Sink::with_rcpt_rule(move |_| {
+        (!gate.load(std::sync::atomic::Ordering::SeqCst)).then(|| "451 4.3.0 not yet".into())
+    })
+    .await;
+    let (dir, config, addr, _) = setup(sink.addr.port());
+    let server = Process::serve(&config, dir.path(), addr).await;
+    for token in ["big0", "big1"] {
+        let mut c = Client::connect(addr).await;
+        c.cmd("EHLO t", "250").await;
+        // send_mail ends the data with CRLF . CRLF: the last line's CRLF is that one.
+        let message = big(token);
+        let reply = c
+            .send_mail(
+                "s@load.test",
+                &["u@example.test"],
+                message.strip_suffix("\r\n").unwrap(),
+            )
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    // A third is cut short by the crash: half of it is in the spool's parts.
+    let before = spool_octets(dir.path());
+    let mut c = Client::connect(addr).await;
+    c.cmd("EHLO t", "250").await;
+    c.cmd("MAIL FROM:<s@load.test>", "250").await;
+    c.cmd("RCPT TO:<u@example.test>", "250").await;
+    c.cmd("DATA", "354").await;
+    let partial = big("partial");
+    c.send(&partial.as_bytes()[..partial.len() / 2]).await;
+    common::eventually("half of the third message in the spool", || {
+        spool_octets(dir.path()) > before + 900_000
+    })
+    .await;
+    server.signal("KILL");
+    assert_eq!(server.wait().await, None, "not killed by a signal");
+    drop(c);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _server = Process::serve(&config, dir.path(), addr).await;
+    let got = sink.wait_for(2).await;
+    for m in &got {
+        let text = m.text();
+        let subject = text
+            .split("Subject: ")
+            .nth(1)
+            .unwrap()
+            .split("\r\n")
+            .next()
+            .unwrap();
+        assert_ne!(subject, "partial", "a message cut short was delivered");
+        let want = big(subject);
+        let body = want.split_once("\r\n\r\n").unwrap().1;
+        assert!(text.ends_with(body), "{subject} changed");
+    }
+    common::eventually("the spool emptied and its space back", || {
+        wasmtp::spool::Spool::attach(&dir.path().join("spool"))
+            .unwrap()
+            .list()
+            .is_empty()
+            && spool_octets(dir.path()) < 1 << 20
+    })
+    .await;
+    assert_eq!(sink.count(), 2, "{} messages at the sink", sink.count());
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # wasmtp vs Postfix on this machine, in one run. See tests/bench/README.md.
 #
-#   bash tests/bench/run.sh [--quick] [throughput|idle] [-- extra bench.py options]
+#   bash tests/bench/run.sh [--quick] [throughput|idle|big] [-- extra bench.py/big.py options]
 #
 # Needs root and Debian (12): installs Postfix (system instance never started or touched),
 # perf if missing, builds wasmtp in release mode, then runs tests/bench/bench.py under nice.
@@ -17,10 +17,10 @@ extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=(--quick) ;;
-        throughput|idle) mode="$1" ;;
+        throughput|idle|big) mode="$1" ;;
         --) shift; extra=("$@"); break ;;
         -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1 (usage: run.sh [--quick] [throughput|idle])" >&2; exit 2 ;;
+        *) echo "unknown argument: $1 (usage: run.sh [--quick] [throughput|idle|big])" >&2; exit 2 ;;
     esac
     shift
 done
@@ -111,7 +111,13 @@ echo "command: bash tests/bench/run.sh ${quick[*]:-} $mode ${extra[*]:-}"
 json=()
 [ -n "${BENCH_JSON:-}" ] && json=(--json "$BENCH_JSON")
 
-nice -n "$nice_level" python3 "$here/bench.py" "$mode" --wasmtp "$work/wasmtp-bin" \
-    --work "$work" "${quick[@]}" "${json[@]}" "${extra[@]}" &
+if [ "$mode" = big ]; then
+    # Memory with big messages: wasmtp alone (see big.py).
+    nice -n "$nice_level" python3 "$here/big.py" --wasmtp "$work/wasmtp-bin" \
+        --work "$work" "${json[@]}" "${extra[@]}" &
+else
+    nice -n "$nice_level" python3 "$here/bench.py" "$mode" --wasmtp "$work/wasmtp-bin" \
+        --work "$work" "${quick[@]}" "${json[@]}" "${extra[@]}" &
+fi
 bench_pid=$!
 wait "$bench_pid"

@@ -2,10 +2,11 @@
 //! and `wasmtp dkim-keygen`.
 
 use crate::config::Dkim;
+use crate::spool::Content;
 use base64::Engine;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, HashContext, HashImpl, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use mail_auth::dkim::{Canonicalization, DkimSigner, DkimSigningStream, Done, Signature};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use rustls::pki_types::PrivateKeyDer;
@@ -67,16 +68,19 @@ impl Signers {
         self.0.is_empty()
     }
 
-    /// A DKIM-Signature field (with its line ending) for the message made of `parts`, by
-    /// the first key whose domain is the From domain or a parent of it; `None` when no key
-    /// fits, when the From addresses are not of one domain, or when `may_use` refuses one
-    /// of them.
+    /// A DKIM-Signature field (with its line ending) for the message made of `head` (our
+    /// fields), its `header` section and its `body` (hashed as it is read: blocking when on
+    /// disk), by the first key whose domain is the From domain or a parent of it; `None`
+    /// when no key fits, when the From addresses are not of one domain, or when `may_use`
+    /// refuses one of them.
     pub fn sign(
         &self,
-        parts: &[&[u8]],
+        head: &[u8],
+        header: &[u8],
+        body: &Content,
         may_use: impl Fn(&crate::proto::Mailbox) -> bool,
     ) -> Option<String> {
-        let addresses = super::from_addresses(parts);
+        let addresses = super::from_addresses(&[head, header]);
         let from = super::domain_of(addresses.first()?);
         if addresses.iter().any(|a| super::domain_of(a) != from) {
             return None;
@@ -90,8 +94,8 @@ impl Signers {
         }
         let signer = self.0.iter().find(|s| s.config.signs_for(&from))?;
         let signed = match &signer.key {
-            Key::Rsa(k) => k.sign_chained(parts.iter().copied()),
-            Key::Ed25519(k) => k.sign_chained(parts.iter().copied()),
+            Key::Rsa(k) => streamed(k.sign_streaming(), &[head, header], body),
+            Key::Ed25519(k) => streamed(k.sign_streaming(), &[head, header], body),
         };
         match signed {
             Ok(signature) => Some(unfold_end(signature.to_header())),
@@ -101,6 +105,26 @@ impl Signers {
             }
         }
     }
+}
+
+/// A signature over `parts`, then `body` a block at a time (mail-auth hashes the body as it
+/// comes: the message is never joined in memory).
+fn streamed<T: SigningKey>(
+    mut stream: DkimSigningStream<'_, T>,
+    parts: &[&[u8]],
+    body: &Content,
+) -> Result<Signature, String>
+where
+    <<T as SigningKey>::Hasher as HashImpl>::Context: HashContext,
+{
+    for part in parts {
+        stream.write(part);
+    }
+    let mut blocks = body.blocks();
+    while let Some(block) = blocks.next_blocking().map_err(|e| e.to_string())? {
+        stream.write(&block);
+    }
+    stream.finish().map_err(|e| e.to_string())
 }
 
 /// mail-auth may fold the field just before its closing `;`, after the `b=` value. The

@@ -7,7 +7,9 @@ use super::{
 };
 use crate::dns::{Dns, DnsError};
 use crate::proto::header;
+use crate::spool::Content;
 use base64::Engine;
+use bytes::Bytes;
 use mail_auth::common::crypto::Algorithm;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
@@ -26,10 +28,9 @@ pub const MAX_SIGNATURES: usize = 5;
 const MAX_ARC_SETS: usize = 50;
 /// A DKIM-Signature field larger than this is ignored (a real one is under 2 KiB).
 const MAX_SIGNATURE_FIELD: usize = 16 << 10;
-/// A header section larger than this (fields, octets) is not given to mail-auth, which
-/// keeps an entry per field: DKIM and ARC are not verified, DMARC only with SPF.
+/// A header section with more fields than this is not given to mail-auth, which keeps an
+/// entry per field: DKIM and ARC are not verified, DMARC only with SPF.
 const MAX_HEADER_FIELDS: usize = 1000;
-const MAX_HEADER_OCTETS: usize = 1 << 20;
 /// Octets of answers kept in each record cache, and a record's usual size.
 const CACHE_OCTETS: u64 = 4 << 20;
 const TYPICAL_RECORD: u64 = 400;
@@ -92,12 +93,18 @@ impl Verifier {
         .await
     }
 
-    /// DKIM, ARC and DMARC over `message` (as received: no header of ours yet), with the
-    /// SPF results of its transaction. A large message is verified on a blocking thread:
-    /// hashing its body must not hold up the sessions on this worker.
-    pub async fn message(self: &Arc<Self>, message: Arc<Vec<u8>>, spf: SpfResults) -> AuthResults {
+    /// DKIM, ARC and DMARC over a message (as received: no header of ours yet): its
+    /// `header` section and its `body` (read from the spool as it is hashed), with the SPF
+    /// results of its transaction. A large message is verified on a blocking thread:
+    /// hashing its body (and reading it) must not hold up the sessions on this worker.
+    pub async fn message(
+        self: &Arc<Self>,
+        header: Bytes,
+        body: Content,
+        spf: SpfResults,
+    ) -> AuthResults {
         let verifier = self.clone();
-        let heavy = message.len() > HEAVY;
+        let heavy = body.on_disk() || header.len() as u64 + body.len() > HEAVY;
         let fallback = AuthResults {
             dkim: vec![unverified(AuthStatus::Permerror, "verification failed")],
             arc: ArcCheck {
@@ -110,7 +117,7 @@ impl Verifier {
             },
             spf: spf.clone(),
         };
-        let check = async move { verifier.verify_message(&message, spf).await };
+        let check = async move { verifier.verify_message(&header, &body, spf).await };
         if heavy {
             let handle = tokio::runtime::Handle::current();
             let blocking = tokio::task::spawn_blocking(move || handle.block_on(check));
@@ -122,13 +129,13 @@ impl Verifier {
         isolated(check, fallback).await
     }
 
-    async fn verify_message(&self, message: &[u8], spf: SpfResults) -> AuthResults {
+    async fn verify_message(&self, header: &[u8], body: &Content, spf: SpfResults) -> AuthResults {
         let deadline = Instant::now() + self.timeout;
         // The From domains as a reader sees them, by our own scan: DMARC is evaluated for
         // each whatever mail-auth makes of the header section (RFC 7489 6.6.1).
-        let froms = super::from_domains(message);
+        let froms = super::from_domains(header);
         let dmarc_lookups = self.dmarc_records(&froms, deadline);
-        if header_too_large(message) {
+        if header_too_large(header) {
             tracing::warn!("header section too large: DKIM and ARC not verified");
             let records = dmarc_lookups.await;
             let dmarc = self
@@ -143,8 +150,24 @@ impl Verifier {
                 ..AuthResults::only_spf(spf)
             };
         }
-        let (capped, too_many_arc) = cap_signatures(message);
-        let parsed = AuthenticatedMessage::parse(&capped);
+        let (capped, too_many_arc) = cap_signatures(header);
+        // mail-auth reads the header section; the body hashes its signatures ask for are
+        // ours, computed as the body is read.
+        let mut parsed = AuthenticatedMessage::parse(&capped);
+        if let Some(parsed) = &mut parsed
+            && let Err(e) = super::body::fill(&mut parsed.body_hashes, body)
+        {
+            tracing::error!(error = %e, "message body unreadable: DKIM and ARC not verified");
+            let records = dmarc_lookups.await;
+            let dmarc = self
+                .dmarc_all(&froms, &spf.mail_from, &[], &records, deadline)
+                .await;
+            return AuthResults {
+                dkim: vec![unverified(AuthStatus::Temperror, "message body unreadable")],
+                dmarc,
+                ..AuthResults::only_spf(spf)
+            };
+        }
         // Every key the signatures and seals name, looked up at once, within the deadline,
         // beside the DMARC records.
         let mut names: Vec<String> = Vec::new();
@@ -316,7 +339,7 @@ impl Verifier {
 }
 
 /// Messages larger than this are verified on a blocking thread.
-const HEAVY: usize = 1 << 20;
+const HEAVY: u64 = 1 << 20;
 
 /// Awaits every future and gives their outputs in order (a small join_all, for the few
 /// lookups of one message).
@@ -473,11 +496,11 @@ fn dkim_check(output: &mail_auth::DkimOutput<'_>) -> DkimCheck {
     }
 }
 
-/// More than [`MAX_HEADER_FIELDS`] fields, or a header section past [`MAX_HEADER_OCTETS`].
-fn header_too_large(message: &[u8]) -> bool {
-    header::fields(message)
+/// More than [`MAX_HEADER_FIELDS`] fields, or a header section past `header::HEADER_MAX`.
+fn header_too_large(section: &[u8]) -> bool {
+    header::fields(section)
         .enumerate()
-        .any(|(i, f)| i >= MAX_HEADER_FIELDS || f.range.end > MAX_HEADER_OCTETS)
+        .any(|(i, f)| i >= MAX_HEADER_FIELDS || f.range.end > header::HEADER_MAX)
 }
 
 /// The message with at most [`MAX_SIGNATURES`] DKIM-Signature fields (each may make

@@ -1,51 +1,56 @@
 //! The `message` resource handed to the data hook: the guest reads size, headers and body
-//! slices from the host's copy; nothing is copied in unless asked for.
+//! slices; nothing is copied in unless asked for, and the body is read from the spool.
 
 use super::bindings::types::Header;
 use super::bindings::wasmtp::plugin::message::{Host, HostMessage};
 use super::host::HostState;
+use crate::spool::Content;
+use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
 /// Upper bound for one `body` call, so a guest cannot make the host allocate without limit.
 const MAX_SLICE: u32 = 1 << 20;
-/// Header fields handed to plugins: the first `MAX_FIELDS`, from the first `MAX_HEADER`
-/// octets of the header section (a message may have more; plugins see these).
+/// Header fields handed to plugins: the first `MAX_FIELDS` (a message may have more;
+/// plugins see these). The header section itself is at most `header::HEADER_MAX`.
 const MAX_FIELDS: usize = 1000;
-const MAX_HEADER: usize = 1 << 20;
 
-pub struct MessageData {
-    pub bytes: Arc<Vec<u8>>,
+/// The message at the data hook, shared by every plugin that reads it: its header section
+/// in memory, its body where the spool has it (read in slices: nothing per plugin or per
+/// call copies the whole message).
+pub struct Message {
+    /// The header section, with the empty line that ends it.
+    header: Bytes,
+    body: Content,
     /// Parsed once, at the first call that needs them.
     headers: std::sync::OnceLock<Vec<Header>>,
 }
 
-impl MessageData {
-    pub fn new(bytes: Arc<Vec<u8>>) -> MessageData {
-        MessageData {
-            bytes,
+impl Message {
+    pub fn new(header: Bytes, body: Content) -> Arc<Message> {
+        Arc::new(Message {
+            header,
+            body,
             headers: Default::default(),
-        }
+        })
     }
 
-    /// Where the header section ends and the body begins (after the first empty line).
-    fn split(&self) -> (usize, usize) {
-        let b = &self.bytes;
-        if let Some(i) = b.windows(4).position(|w| w == b"\r\n\r\n") {
-            return (i + 2, i + 4);
-        }
-        if let Some(i) = b.windows(2).position(|w| w == b"\n\n") {
-            return (i + 1, i + 2);
-        }
-        (b.len(), b.len())
+    /// A whole message (`wasmtp plugin test --message`): split where its body starts.
+    pub fn parse(bytes: Vec<u8>) -> Arc<Message> {
+        let bytes = Bytes::from(bytes);
+        let start = crate::proto::header::body_start(&bytes).unwrap_or(bytes.len());
+        Message::new(bytes.slice(..start), Content::from(bytes.slice(start..)))
     }
 
-    /// Header fields in order, continuation lines unfolded (RFC 5322 2.2.3), within the
-    /// bounds above; parsed once per message.
+    pub fn size(&self) -> u64 {
+        self.header.len() as u64 + self.body.len()
+    }
+
+    /// Header fields in order, continuation lines unfolded (RFC 5322 2.2.3), the first
+    /// `MAX_FIELDS`; parsed once per message.
     pub fn headers(&self) -> &[Header] {
         self.headers.get_or_init(|| {
-            let (end, _) = self.split();
-            let text = String::from_utf8_lossy(&self.bytes[..end.min(MAX_HEADER)]);
+            let text = String::from_utf8_lossy(&self.header);
             let mut out: Vec<Header> = Vec::new();
             for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
                 if line.starts_with([' ', '\t']) {
@@ -67,28 +72,24 @@ impl MessageData {
         })
     }
 
-    pub fn body(&self, offset: u64, length: u32) -> Vec<u8> {
-        let (_, start) = self.split();
-        let body = &self.bytes[start..];
-        let from = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(body.len());
-        let to = from
-            .saturating_add(length.min(MAX_SLICE) as usize)
-            .min(body.len());
-        body[from..to].to_vec()
+    /// Up to `length` octets of the body from `offset` (at most `MAX_SLICE`).
+    pub fn body(&self, offset: u64, length: u32) -> std::io::Result<Vec<u8>> {
+        self.body.read_at(offset, length.min(MAX_SLICE) as usize)
     }
 }
+
+/// The `message` resource: one per plugin call, all of them on the same `Message`.
+pub struct MessageData(pub Arc<Message>);
 
 impl Host for HostState {}
 
 impl HostMessage for HostState {
     fn size(&mut self, m: Resource<MessageData>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&m)?.bytes.len() as u64)
+        Ok(self.table.get(&m)?.0.size())
     }
 
     fn headers(&mut self, m: Resource<MessageData>) -> wasmtime::Result<Vec<Header>> {
-        Ok(self.table.get(&m)?.headers().to_vec())
+        Ok(self.table.get(&m)?.0.headers().to_vec())
     }
 
     /// Only the matching values are copied.
@@ -96,6 +97,7 @@ impl HostMessage for HostState {
         Ok(self
             .table
             .get(&m)?
+            .0
             .headers()
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(&name))
@@ -109,7 +111,8 @@ impl HostMessage for HostState {
         offset: u64,
         length: u32,
     ) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&m)?.body(offset, length))
+        // A part of the body the spool cannot read (damage) fails the call: a host fault.
+        Ok(self.table.get(&m)?.0.body(offset, length)?)
     }
 
     fn drop(&mut self, m: Resource<MessageData>) -> wasmtime::Result<()> {
@@ -124,22 +127,22 @@ mod tests {
 
     #[test]
     fn headers_and_body() {
-        let m = MessageData::new(Arc::new(
-            b"Subject: a\r\n b\r\nX-A: 1\r\n\r\nbody text".to_vec(),
-        ));
+        let m = Message::parse(b"Subject: a\r\n b\r\nX-A: 1\r\n\r\nbody text".to_vec());
         let h = m.headers();
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].value, "a b");
-        assert_eq!(m.body(0, 4), b"body");
-        assert_eq!(m.body(5, 100), b"text");
-        assert_eq!(m.body(100, 10), b"");
+        assert_eq!(m.size(), 35);
+        assert_eq!(m.body(0, 4).unwrap(), b"body");
+        assert_eq!(m.body(5, 100).unwrap(), b"text");
+        assert_eq!(m.body(100, 10).unwrap(), b"");
     }
 
     #[test]
     fn header_parsing_is_bounded() {
         let mut msg = "X-F: v\r\n".repeat(5000).into_bytes();
         msg.extend_from_slice(b"\r\nbody");
-        let m = MessageData::new(Arc::new(msg));
+        let m = Message::parse(msg);
         assert_eq!(m.headers().len(), MAX_FIELDS);
+        assert_eq!(m.body(0, 10).unwrap(), b"body");
     }
 }

@@ -20,6 +20,7 @@ mod hooks;
 mod host;
 pub mod kv;
 mod message;
+pub use message::Message;
 pub mod offline;
 mod session;
 mod verdict;

@@ -200,12 +200,13 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
         };
         if session.wants(super::Hook::Data) {
             let size = message.len();
+            let message = super::message::Message::parse(message);
             let outcome = session
                 .data(
                     &info,
                     &sender,
                     &accepted,
-                    Arc::new(message),
+                    message,
                     &super::AuthResults::only_spf(spf),
                 )
                 .await;

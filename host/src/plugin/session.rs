@@ -78,7 +78,7 @@ impl PluginSession {
         session: &SessionInfo,
         sender: &EnvelopeFrom,
         recipients: &[String],
-        message: Arc<Vec<u8>>,
+        message: Arc<super::message::Message>,
         auth: &AuthResults,
     ) -> DataOutcome {
         let mut changes = Vec::new();
@@ -165,7 +165,7 @@ impl PluginSession {
         session: &SessionInfo,
         sender: &EnvelopeFrom,
         recipients: &[String],
-        bytes: Arc<Vec<u8>>,
+        message: Arc<super::message::Message>,
         auth: &AuthResults,
     ) -> Result<DataResult, Fault> {
         let timeout = self.set.plugins[i].timeout;
@@ -173,7 +173,7 @@ impl PluginSession {
         let handle = store
             .data_mut()
             .table
-            .push(super::message::MessageData::new(bytes))
+            .push(super::message::MessageData(message))
             .map_err(super::fault::HostFault::from)?;
         let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
         let hooks = bindings.wasmtp_plugin_hooks();

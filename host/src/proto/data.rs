@@ -20,11 +20,12 @@ enum State {
     Cr,
 }
 
-/// Receives DATA content: dot-unstuffing (RFC 5321 4.5.2), end detection, size cap.
+/// Receives DATA content: dot-unstuffing (RFC 5321 4.5.2), end detection, size cap. The
+/// content goes to the caller's buffer as it comes (the session hands it on to the spool
+/// block by block).
 #[derive(Debug)]
 pub struct DataReceiver {
     state: State,
-    message: Vec<u8>,
     max_size: usize,
     size: usize,
     bare_newline: bool,
@@ -33,7 +34,6 @@ pub struct DataReceiver {
 /// What the content looked like once complete.
 #[derive(Debug)]
 pub struct Received {
-    pub message: Vec<u8>,
     /// More octets than allowed were sent; the excess was dropped and the message is refused.
     pub too_large: bool,
     pub bare_newline: bool,
@@ -43,7 +43,6 @@ impl DataReceiver {
     pub fn new(max_size: usize) -> DataReceiver {
         DataReceiver {
             state: State::LineStart,
-            message: Vec::with_capacity(max_size.min(64 * 1024)),
             max_size,
             size: 0,
             bare_newline: false,
@@ -51,16 +50,16 @@ impl DataReceiver {
     }
 
     /// Keeps what fits under the size cap (a prefix of the content), counts everything.
-    fn push(&mut self, bytes: &[u8]) {
+    fn push(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
         let room = self.max_size.saturating_sub(self.size);
-        self.message
-            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        out.extend_from_slice(&bytes[..bytes.len().min(room)]);
         self.size += bytes.len();
     }
 
-    /// Consumes bytes; returns how many were used and whether the end of data was reached.
-    /// Bytes after the end are left for the command reader (pipelined commands).
-    pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+    /// Consumes bytes, appending the content to `out`; returns how many were used and
+    /// whether the end of data was reached. Bytes after the end are left for the command
+    /// reader (pipelined commands).
+    pub fn ingest(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Text {
@@ -68,11 +67,11 @@ impl DataReceiver {
                 match memchr::memchr2(b'\r', b'\n', &input[i..]) {
                     Some(0) => {}
                     Some(n) => {
-                        self.push(&input[i..i + n]);
+                        self.push(out, &input[i..i + n]);
                         i += n;
                     }
                     None => {
-                        self.push(&input[i..]);
+                        self.push(out, &input[i..]);
                         return (input.len(), false);
                     }
                 }
@@ -89,38 +88,38 @@ impl DataReceiver {
                 (State::DotCr, other) => {
                     // ".\r" then not LF: the dot was stuffing, the CR is bare.
                     self.bare_newline = true;
-                    self.push(b"\r");
+                    self.push(out, b"\r");
                     self.state = State::Text;
-                    self.text_byte(other);
+                    self.text_byte(out, other);
                 }
                 // A leading dot is removed (RFC 5321 4.5.2).
                 (State::Dot, other) | (State::LineStart, other) | (State::Text, other) => {
                     self.state = State::Text;
-                    self.text_byte(other);
+                    self.text_byte(out, other);
                 }
                 (State::Cr, b'\n') => {
-                    self.push(b"\r\n");
+                    self.push(out, b"\r\n");
                     self.state = State::LineStart;
                 }
                 (State::Cr, other) => {
                     self.bare_newline = true;
-                    self.push(b"\r");
+                    self.push(out, b"\r");
                     self.state = State::Text;
-                    self.text_byte(other);
+                    self.text_byte(out, other);
                 }
             }
         }
         (i, false)
     }
 
-    fn text_byte(&mut self, b: u8) {
+    fn text_byte(&mut self, out: &mut Vec<u8>, b: u8) {
         match b {
             b'\r' => self.state = State::Cr,
             b'\n' => {
                 self.bare_newline = true;
-                self.push(b"\n");
+                self.push(out, b"\n");
             }
-            _ => self.push(&[b]),
+            _ => self.push(out, &[b]),
         }
     }
 
@@ -128,37 +127,44 @@ impl DataReceiver {
         Received {
             too_large: self.size > self.max_size,
             bare_newline: self.bare_newline,
-            message: self.message,
         }
     }
 }
 
 /// Receives a message sent in BDAT chunks (RFC 3030): the content is taken as is (no
-/// dot-stuffing), up to the size cap; bare CR/LF are tracked across chunks.
+/// dot-stuffing), up to the size cap, into the caller's buffer; bare CR/LF are tracked
+/// across chunks.
 #[derive(Debug)]
 pub struct BdatReceiver {
-    message: Vec<u8>,
     size: u64,
     max_size: u64,
     bare: BareNewlineCheck,
+    /// The last two octets kept.
+    tail: [u8; 2],
 }
 
 impl BdatReceiver {
     pub fn new(max_size: u64) -> BdatReceiver {
         BdatReceiver {
-            message: Vec::new(),
             size: 0,
             max_size,
             bare: BareNewlineCheck::default(),
+            tail: [0; 2],
         }
     }
 
-    /// Takes octets of the current chunk; beyond the cap they are counted, not kept.
-    pub fn ingest(&mut self, octets: &[u8]) {
+    /// Takes octets of the current chunk into `out`; beyond the cap they are counted, not
+    /// kept.
+    pub fn ingest(&mut self, octets: &[u8], out: &mut Vec<u8>) {
         self.size += octets.len() as u64;
         self.bare.scan(octets);
-        if self.size <= self.max_size {
-            self.message.extend_from_slice(octets);
+        if self.size <= self.max_size && !octets.is_empty() {
+            out.extend_from_slice(octets);
+            self.tail = match octets {
+                [only] => [self.tail[1], *only],
+                [.., a, b] => [*a, *b],
+                [] => self.tail,
+            };
         }
     }
 
@@ -167,16 +173,15 @@ impl BdatReceiver {
         self.size > self.max_size
     }
 
-    /// After the LAST chunk. Content that does not end in CRLF gets one, as relaying uses
-    /// DATA, where content must end so (RFC 5321 4.1.1.4).
-    pub fn finish(mut self) -> Received {
-        if !self.message.is_empty() && !self.message.ends_with(b"\r\n") {
-            self.message.extend_from_slice(b"\r\n");
+    /// After the LAST chunk. Content that does not end in CRLF gets one (into `out`), as
+    /// relaying uses DATA, where content must end so (RFC 5321 4.1.1.4).
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Received {
+        if self.size > 0 && self.tail != *b"\r\n" && !self.too_large() {
+            out.extend_from_slice(b"\r\n");
         }
         Received {
             too_large: self.too_large(),
             bare_newline: self.bare.finish(),
-            message: self.message,
         }
     }
 }
@@ -247,31 +252,32 @@ impl BareNewlineCheck {
 mod tests {
     use super::*;
 
-    fn run(input: &[u8]) -> (Option<usize>, Received) {
+    fn run(input: &[u8]) -> (Option<usize>, Vec<u8>, Received) {
         let mut r = DataReceiver::new(1 << 20);
-        let (used, done) = r.ingest(input);
-        (done.then_some(used), r.finish())
+        let mut out = Vec::new();
+        let (used, done) = r.ingest(input, &mut out);
+        (done.then_some(used), out, r.finish())
     }
 
     #[test]
     fn ends_only_at_crlf_dot_crlf() {
-        let (end, got) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+        let (end, message, got) = run(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
         assert_eq!(end, Some(24));
-        assert_eq!(got.message, b"Subject: x\r\n\r\nhello\r\n");
+        assert_eq!(message, b"Subject: x\r\n\r\nhello\r\n");
         assert!(!got.bare_newline);
     }
 
     #[test]
     fn empty_message() {
-        let (end, got) = run(b".\r\n");
+        let (end, message, _) = run(b".\r\n");
         assert_eq!(end, Some(3));
-        assert!(got.message.is_empty());
+        assert!(message.is_empty());
     }
 
     #[test]
     fn unstuffing() {
-        let (_, got) = run(b"..x\r\n...\r\n.\r\n");
-        assert_eq!(got.message, b".x\r\n..\r\n");
+        let (_, message, _) = run(b"..x\r\n...\r\n.\r\n");
+        assert_eq!(message, b".x\r\n..\r\n");
     }
 
     #[test]
@@ -288,13 +294,14 @@ mod tests {
             let mut input = b"a".to_vec();
             input.extend_from_slice(variant);
             input.extend_from_slice(b"MAIL FROM:<x@y>\r\n");
-            let (end, got) = run(&input);
+            let (end, _, got) = run(&input);
             assert_eq!(end, None, "{variant:?} ended data");
             assert!(got.bare_newline, "{variant:?} not flagged");
             // The real end still works, the flag stays.
             let mut r = DataReceiver::new(1 << 20);
-            r.ingest(&input);
-            let (_, done) = r.ingest(b"\r\n.\r\n");
+            let mut out = Vec::new();
+            r.ingest(&input, &mut out);
+            let (_, done) = r.ingest(b"\r\n.\r\n", &mut out);
             assert!(done, "{variant:?}");
             assert!(r.finish().bare_newline);
         }
@@ -305,21 +312,24 @@ mod tests {
         let input = b"line one\r\n..two\r\n.\r\n";
         for split in 0..input.len() {
             let mut r = DataReceiver::new(1 << 20);
-            let (used, done) = r.ingest(&input[..split]);
+            let mut out = Vec::new();
+            let (used, done) = r.ingest(&input[..split], &mut out);
             assert_eq!((used, done), (split, false));
-            let (_, done) = r.ingest(&input[split..]);
+            let (_, done) = r.ingest(&input[split..], &mut out);
             assert!(done, "split at {split}");
-            assert_eq!(r.finish().message, b"line one\r\n.two\r\n");
+            assert_eq!(out, b"line one\r\n.two\r\n");
         }
     }
 
     #[test]
     fn size_cap_keeps_scanning() {
         let mut r = DataReceiver::new(4);
-        let (_, done) = r.ingest(b"0123456789\r\n.\r\n");
+        let mut out = Vec::new();
+        let (_, done) = r.ingest(b"0123456789\r\n.\r\n", &mut out);
         assert!(done);
         let got = r.finish();
         assert!(got.too_large);
+        assert_eq!(out, b"0123");
     }
 
     #[test]
@@ -327,8 +337,8 @@ mod tests {
         let line = vec![b'x'; 5000];
         let mut input = line.clone();
         input.extend_from_slice(b"\r\n.\r\n");
-        let (_, got) = run(&input);
-        assert_eq!(got.message.len(), 5002);
+        let (_, message, _) = run(&input);
+        assert_eq!(message.len(), 5002);
     }
 
     #[test]
@@ -338,18 +348,22 @@ mod tests {
         assert_eq!(chunk.take(b"deMAIL"), b"de");
         assert!(chunk.is_complete());
         assert_eq!(chunk.take(b"more"), b"");
+        let mut out = Vec::new();
         let mut r = BdatReceiver::new(4);
-        r.ingest(b"ab\r\n");
+        r.ingest(b"ab\r", &mut out);
+        r.ingest(b"\n", &mut out);
         assert!(!r.too_large());
-        let done = r.finish();
-        assert_eq!(done.message, b"ab\r\n");
+        r.finish(&mut out);
+        assert_eq!(out, b"ab\r\n");
         let mut r = BdatReceiver::new(4);
-        r.ingest(b"abc");
-        r.ingest(b"de");
+        r.ingest(b"abc", &mut out);
+        r.ingest(b"de", &mut out);
         assert!(r.too_large());
+        let mut out = Vec::new();
         let mut r = BdatReceiver::new(100);
-        r.ingest(b"no end");
-        assert_eq!(r.finish().message, b"no end\r\n");
+        r.ingest(b"no end", &mut out);
+        r.finish(&mut out);
+        assert_eq!(out, b"no end\r\n");
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub const SIZE_EXCEEDED: Reply = Reply::new(
     E(5, 3, 4),
     "Message size exceeds fixed maximum message size",
 );
+/// RFC 3463 X.3.4: a header section past `header::HEADER_MAX` (Exim's header_maxsize).
+pub const HEADER_TOO_LARGE: Reply =
+    Reply::new(552, E(5, 3, 4), "Message header section exceeds 1 MiB");
 pub const UTF8_NEEDS_SMTPUTF8: Reply = Reply::new(
     553,
     E(5, 6, 7),

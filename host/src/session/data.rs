@@ -1,34 +1,57 @@
-//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030), then the hand-off to the spool: the 250
-//! goes out only after `Spool::store` has fsynced the message.
+//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): the content goes to the spool in blocks as
+//! it arrives (`spool::Incoming`), so a session holds a block or two whatever the size;
+//! at its end the header section is read back for the checks and the policy
+//! (`message.rs`), and the 250 goes out only once the message is durably spooled.
 
 use super::{Conn, Session, read_more};
 use crate::metrics::Metrics;
-use crate::plugin::{Decision, PluginChange};
 use crate::proto::data::{BdatChunk, BdatReceiver, DataReceiver, Received};
+use crate::proto::header::{self, HEADER_MAX};
 use crate::proto::{Reply, replies};
-use crate::spool::{Envelope, QueueState, Recipient, SpoolId};
-use std::collections::HashSet;
+use crate::spool::Incoming;
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// A message sent in BDAT chunks, between its first chunk and its last.
+#[derive(Debug)]
+pub(super) struct Chunked {
+    receiver: BdatReceiver,
+    incoming: Incoming,
+}
+
 impl Session {
-    pub(super) fn check_data(&self) -> Result<(), Reply> {
+    /// What DATA and BDAT both need (RFC 5321 4.1.1.4, RFC 3030 4): a greeting, a
+    /// transaction with recipients, and room in the spool, checked before the content
+    /// costs anything.
+    fn ready_for_content(&self) -> Result<(), Reply> {
         if self.helo.is_none() {
             return Err(replies::HELO_FIRST);
         }
         let Some(tx) = &self.tx else {
             return Err(replies::NEED_MAIL);
         };
-        if tx.bdat.is_some() {
-            return Err(replies::DATA_IN_BDAT);
-        }
         if tx.recipients.is_empty() {
             return Err(replies::NEED_RCPT);
+        }
+        if !self.spool_has_room() {
+            return Err(replies::SPOOL_FULL);
         }
         Ok(())
     }
 
-    /// Reads content after 354. `None` when the client went away (or timed out) mid-data.
+    pub(super) fn check_data(&self) -> Result<(), Reply> {
+        if self.tx.as_ref().is_some_and(|tx| tx.bdat.is_some()) {
+            return Err(replies::DATA_IN_BDAT);
+        }
+        self.ready_for_content()
+    }
+
+    fn incoming(&self) -> Incoming {
+        self.ctx.spool.incoming(self.ctx.config.spool.min_free.0)
+    }
+
+    /// Reads content after 354. `None` when the client went away (or timed out) mid-data:
+    /// what was written of it is dead space.
     pub(super) async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Conn<'_, S>,
@@ -36,18 +59,22 @@ impl Session {
         let max = usize::try_from(self.ctx.config.limits.message_size.0).unwrap_or(usize::MAX);
         let timeout = self.ctx.config.limits.data_timeout.0;
         let mut receiver = DataReceiver::new(max);
+        let mut incoming = self.incoming();
         loop {
-            let (used, done) = receiver.ingest(conn.pending());
+            let (used, done) = receiver.ingest(conn.pending(), incoming.block());
             conn.start += used;
             if done {
                 break;
             }
+            incoming.flush().await;
             if !read_more(conn, timeout).await? {
                 self.tx = None;
                 return Ok(None);
             }
         }
-        Ok(Some(Box::pin(self.end_of_content(receiver.finish())).await))
+        Ok(Some(
+            Box::pin(self.end_of_content(receiver.finish(), incoming)).await,
+        ))
     }
 
     /// Reads one BDAT chunk. The chunk's octets are always consumed, even when the command
@@ -60,17 +87,25 @@ impl Session {
     ) -> io::Result<Option<Reply>> {
         let max = self.ctx.config.limits.message_size.0;
         let timeout = self.ctx.config.limits.data_timeout.0;
-        let refusal = if self.helo.is_none() {
-            Some(replies::HELO_FIRST)
+        // The first chunk checks what DATA checks; later ones only that the transaction
+        // goes on (the spool's room is then watched part by part).
+        let first = self.tx.as_ref().is_none_or(|tx| tx.bdat.is_none());
+        let refusal = if first {
+            self.ready_for_content().err()
         } else {
-            match &self.tx {
-                None => Some(replies::NEED_MAIL),
-                Some(tx) if tx.recipients.is_empty() => Some(replies::NEED_RCPT),
-                Some(_) => None,
-            }
+            None
         };
-        let mut receiver = match (&refusal, &mut self.tx) {
-            (None, Some(tx)) => Some(tx.bdat.get_or_insert_with(|| BdatReceiver::new(max))),
+        if refusal.is_none() && first {
+            let chunked = Chunked {
+                receiver: BdatReceiver::new(max),
+                incoming: self.incoming(),
+            };
+            if let Some(tx) = self.tx.as_mut() {
+                tx.bdat = Some(Box::new(chunked));
+            }
+        }
+        let mut chunked = match (&refusal, self.tx.as_mut()) {
+            (None, Some(tx)) => tx.bdat.as_deref_mut(),
             _ => None,
         };
         let mut chunk = BdatChunk::new(size);
@@ -80,10 +115,13 @@ impl Session {
                 return Ok(None);
             }
             let octets = chunk.take(&conn.buf[conn.start..]);
-            if let Some(r) = receiver.as_mut() {
-                r.ingest(octets);
+            if let Some(c) = chunked.as_deref_mut() {
+                c.receiver.ingest(octets, c.incoming.block());
             }
             conn.start += octets.len();
+            if let Some(c) = chunked.as_deref_mut() {
+                c.incoming.flush().await;
+            }
         }
         if let Some(reply) = refusal {
             return Ok(Some(reply));
@@ -91,7 +129,7 @@ impl Session {
         let Some(tx) = self.tx.as_mut() else {
             return Ok(Some(replies::NEED_MAIL));
         };
-        if tx.bdat.as_ref().is_some_and(BdatReceiver::too_large) {
+        if tx.bdat.as_ref().is_some_and(|c| c.receiver.too_large()) {
             return Ok(Some(self.refuse_message(replies::SIZE_EXCEEDED)));
         }
         if !last {
@@ -102,324 +140,88 @@ impl Session {
                 format!("{size} octets received"),
             )));
         }
-        let Some(receiver) = tx.bdat.take() else {
+        let Some(chunked) = tx.bdat.take() else {
             return Ok(Some(replies::NEED_MAIL));
         };
-        Ok(Some(Box::pin(self.end_of_content(receiver.finish())).await))
+        let Chunked {
+            receiver,
+            mut incoming,
+        } = *chunked;
+        let received = receiver.finish(incoming.block());
+        Ok(Some(
+            Box::pin(self.end_of_content(received, incoming)).await,
+        ))
     }
 
     /// The whole message is in (DATA's end or the last BDAT chunk): refused if it broke a
-    /// rule on the way, else handed on.
-    async fn end_of_content(&mut self, received: Received) -> Reply {
+    /// rule on the way, else handed on with its header section read back.
+    async fn end_of_content(&mut self, received: Received, mut incoming: Incoming) -> Reply {
         if received.bare_newline {
-            self.refuse_message(replies::BARE_NEWLINE_DATA)
-        } else if received.too_large {
-            // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
-            self.refuse_message(replies::SIZE_EXCEEDED)
-        } else if trace_fields(&received.message) > self.ctx.config.limits.hop_limit {
-            self.refuse_message(replies::TOO_MANY_HOPS)
-        } else {
-            self.complete_message(received.message).await
+            return self.refuse_message(replies::BARE_NEWLINE_DATA);
         }
+        if received.too_large {
+            // RFC 1870 6.3 / RFC 5321 4.5.3.1.10: 552 once the data exceeded the limit.
+            return self.refuse_message(replies::SIZE_EXCEEDED);
+        }
+        let content = match incoming.finish().await {
+            Ok(content) => content,
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed while receiving; message refused");
+                return self.refuse_message(spool_error(&e));
+            }
+        };
+        // The header section, with the empty line that ends it: read back from the first
+        // parts (at most HEADER_MAX of them; a larger one is refused).
+        let read = tokio::task::spawn_blocking({
+            let content = content.clone();
+            move || content.read_at(0, HEADER_MAX + 2)
+        });
+        let start = match read.await.map_err(io::Error::other).and_then(|r| r) {
+            Ok(start) => start,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the message back; refused");
+                return self.refuse_message(replies::SPOOL_FAILED);
+            }
+        };
+        let header_len = match header::body_start(&start) {
+            Some(n) if n <= HEADER_MAX + 2 => n,
+            None if content.len() <= HEADER_MAX as u64 => start.len(),
+            _ => return self.refuse_message(replies::HEADER_TOO_LARGE),
+        };
+        let mut header = start;
+        header.truncate(header_len);
+        if trace_fields(&header) > self.ctx.config.limits.hop_limit {
+            return self.refuse_message(replies::TOO_MANY_HOPS);
+        }
+        let body = content.skip(header_len as u64);
+        self.complete_message(incoming, header, body).await
     }
 
     /// Ends the transaction with a refusal (RFC 5321 4.1.1.4: the transaction is over).
-    fn refuse_message(&mut self, reply: Reply) -> Reply {
+    pub(super) fn refuse_message(&mut self, reply: Reply) -> Reply {
         self.tx = None;
         Metrics::inc(&self.ctx.metrics.messages_refused_total);
         reply
     }
-
-    /// Verifies the sender (DKIM, ARC, DMARC), runs the data hook, adds
-    /// Authentication-Results, `Received:` and the plugins' fields, signs our users' mail,
-    /// spools durably, hands the id to delivery, then says 250.
-    async fn complete_message(&mut self, content: Vec<u8>) -> Reply {
-        let Some(mut tx) = self.tx.take() else {
-            return replies::NEED_MAIL;
-        };
-        let verifier = self.verifier();
-        let mut content = content;
-        // RFC 8601 5: results claiming to be ours were not written by us; gone before
-        // anyone (verification, plugins, the next hop) reads the message.
-        let ctx = self.ctx.clone();
-        let hostname = &ctx.config.hostname;
-        if let Some(cleaned) = crate::mailauth::remove_forged(&content, hostname) {
-            content = cleaned;
-        }
-        let mut added_headers = String::new();
-        let mut hold_reason = None;
-        let mut auth = None;
-        if verifier.is_some() || self.wants_data_hook() {
-            let shared = std::sync::Arc::new(content);
-            let results = match &verifier {
-                Some(v) => v.message(shared.clone(), tx.spf.clone()).await,
-                None => crate::mailauth::AuthResults::only_spf(tx.spf.clone()),
-            };
-            let outcome = if self.wants_data_hook() {
-                Some(self.data_policy(&tx, shared.clone(), &results).await)
-            } else {
-                None
-            };
-            content = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
-            auth = verifier.is_some().then_some(results);
-            if let Some(outcome) = outcome {
-                match outcome.decision {
-                    refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
-                        Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                        return self.refusal(refusal).expect("a refusal");
-                    }
-                    Decision::Discard => {
-                        tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
-                        return replies::queued_as(SpoolId::generate());
-                    }
-                    Decision::Quarantine(reason) => hold_reason = Some(reason),
-                    Decision::Continue | Decision::Accept => {}
-                }
-                let edits = super::hooks::header_edits(&outcome.changes);
-                if let Some(edited) = super::hooks::remove_fields(&content, &edits.remove) {
-                    content = edited;
-                }
-                added_headers = edits.add;
-                apply_recipient_changes(
-                    &mut tx.recipients,
-                    &outcome.changes,
-                    self.ctx.config.limits.recipients,
-                );
-                if tx.recipients.is_empty() {
-                    tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
-                    return replies::queued_as(SpoolId::generate());
-                }
-            }
-        }
-        let helo = self
-            .helo
-            .as_ref()
-            .map(|h| h.name.clone())
-            .unwrap_or_default();
-        let envelope = Envelope {
-            id: SpoolId::generate(),
-            received_at: chrono::Utc::now().timestamp(),
-            sender: tx.sender,
-            params: tx.params,
-            recipients: tx.recipients,
-            client_ip: self.peer.ip(),
-            helo,
-            auth_user: self.auth_user.clone(),
-        };
-        // Our fields go before the content as it came: the spool writes the parts one after
-        // the other (a 25 MiB message is not copied). Authentication-Results above our
-        // Received, as a filter after the MTA would add it.
-        let mut head = auth
-            .as_ref()
-            .map(|a| crate::mailauth::authentication_results(hostname, a))
-            .unwrap_or_default();
-        head.push_str(&self.received_header(&envelope));
-        head.push_str(&added_headers);
-        // Our users' mail is signed as it will leave: after the plugins' changes. An
-        // authenticated user only as a From address of theirs (as for MAIL FROM), so
-        // that one user cannot have mail signed for another's domain.
-        if self.trusted() && !self.ctx.signers.is_empty() {
-            let parts = [head.as_bytes(), content.as_slice()];
-            let config = &self.ctx.config;
-            let owns = |from: &crate::proto::Mailbox| match &self.auth_user {
-                Some(user) => config.user_owns(user, from),
-                None => true,
-            };
-            if let Some(signature) = self.ctx.signers.sign(&parts, owns) {
-                head.insert_str(0, &signature);
-            }
-        }
-        let size = content.len();
-        let message = crate::spool::Content::from(content).after(head.into_bytes());
-        let message = &message;
-        // Quarantine: held in the spool, never delivered until released; the hold is
-        // committed with the message, before the 250.
-        let held = hold_reason.as_ref().map(|reason| {
-            let mut state = QueueState::new(&envelope);
-            state.held = true;
-            state.hold_reason = Some(reason.clone());
-            state
-        });
-        if !self.spool_has_room() {
-            Metrics::inc(&self.ctx.metrics.messages_refused_total);
-            return replies::SPOOL_FULL;
-        }
-        let stored = self
-            .ctx
-            .spool
-            .store(&envelope, message, held.as_ref(), None)
-            .await;
-        match stored {
-            Ok(()) if hold_reason.is_some() => {
-                tracing::warn!(id = %envelope.id, reason = hold_reason.as_deref().unwrap_or(""), "message quarantined");
-                let reply = replies::queued_as(&envelope.id);
-                // Its task waits, held, for `wasmtp queue release` or `remove`.
-                self.ctx.queue.submit(envelope.id);
-                reply
-            }
-            Ok(()) => {
-                Metrics::inc(&self.ctx.metrics.messages_accepted_total);
-                tracing::info!(
-                    id = %envelope.id,
-                    client = %self.peer.ip(),
-                    from = %envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
-                    recipients = envelope.recipients.len(),
-                    size,
-                    "message queued"
-                );
-                let reply = replies::queued_as(&envelope.id);
-                self.ctx.queue.submit(envelope.id);
-                reply
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed; message refused");
-                Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                // Nothing half-written was acknowledged: the writer cuts a failed write off.
-                if e.kind() == std::io::ErrorKind::StorageFull {
-                    replies::SPOOL_FULL
-                } else {
-                    replies::SPOOL_FAILED
-                }
-            }
-        }
-    }
-
-    /// RFC 5321 4.4 trace field; `with` keywords from RFC 3848 and RFC 6531 3.7.3.
-    fn received_header(&self, envelope: &Envelope) -> String {
-        let extended = self.helo.as_ref().is_some_and(|h| h.extended);
-        let mut protocol = String::from(match (extended, envelope.params.smtputf8) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "UTF8SMTP",
-        });
-        if extended {
-            if self.tls.is_some() {
-                protocol.push('S');
-            }
-            if self.auth_user.is_some() {
-                protocol.push('A');
-            }
-        }
-        let tls = self
-            .tls
-            .as_ref()
-            .map(|t| format!("\r\n\t(using {t})"))
-            .unwrap_or_default();
-        let ip = match envelope.client_ip {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
-        };
-        let helo: String = envelope
-            .helo
-            .chars()
-            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-            .collect();
-        let for_clause = match envelope.recipients.as_slice() {
-            [only] => format!("\r\n\tfor <{}>", only.address),
-            _ => String::new(),
-        };
-        format!(
-            "Received: from {helo} ([{ip}]){tls}\r\n\tby {} (wasmtp) with {protocol} id {}{for_clause};\r\n\t{}\r\n",
-            self.ctx.config.hostname,
-            envelope.id,
-            chrono::Utc::now().to_rfc2822()
-        )
-    }
 }
 
-/// Adds and removes envelope recipients as plugins asked (milter-like), in their order, in
-/// linear time; added ones count against `limits.recipients` (beyond it they are dropped).
-fn apply_recipient_changes(
-    recipients: &mut Vec<Recipient>,
-    changes: &[PluginChange],
-    limit: usize,
-) {
-    let key = |a: &str| a.to_ascii_lowercase();
-    let mut present: HashSet<String> = recipients
-        .iter()
-        .map(|r| key(&r.address.to_string()))
-        .collect();
-    let mut removed: HashSet<String> = HashSet::new();
-    for c in changes {
-        match c {
-            PluginChange::AddRecipient(r) => {
-                let k = key(r);
-                if present.len() < limit && removed.remove(&k) {
-                    // Removed, then added again: the original stays, with its parameters.
-                    present.insert(k);
-                } else if present.len() < limit
-                    && !present.contains(&k)
-                    && let Ok(address) = crate::proto::address::parse_mailbox(r)
-                {
-                    present.insert(k);
-                    recipients.push(Recipient {
-                        address,
-                        params: Default::default(),
-                    });
-                }
-            }
-            PluginChange::RemoveRecipient(r) => {
-                let k = key(r);
-                if present.remove(&k) {
-                    removed.insert(k);
-                }
-            }
-            _ => {}
-        }
-    }
-    if !removed.is_empty() {
-        recipients.retain(|x| !removed.contains(&key(&x.address.to_string())));
+/// The reply for a spool that could not take a message.
+pub(super) fn spool_error(e: &io::Error) -> Reply {
+    if e.kind() == io::ErrorKind::StorageFull {
+        replies::SPOOL_FULL
+    } else {
+        replies::SPOOL_FAILED
     }
 }
 
 /// The number of `Received:` fields in the header section (RFC 5321 4.4).
-fn trace_fields(message: &[u8]) -> usize {
-    crate::proto::header::fields(message)
-        .filter(|f| f.is("received"))
-        .count()
+fn trace_fields(header: &[u8]) -> usize {
+    header::fields(header).filter(|f| f.is("received")).count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::PluginChange as C;
-
-    fn rcpt(a: &str) -> Recipient {
-        Recipient {
-            address: crate::proto::address::parse_mailbox(a).unwrap(),
-            params: Default::default(),
-        }
-    }
-
-    fn addresses(r: &[Recipient]) -> Vec<String> {
-        r.iter().map(|r| r.address.to_string()).collect()
-    }
-
-    #[test]
-    fn recipient_changes_in_order_bounded_and_linear() {
-        let mut r = vec![rcpt("a@x.test"), rcpt("b@x.test")];
-        let changes = [
-            C::RemoveRecipient("A@x.test".into()),
-            C::AddRecipient("c@x.test".into()),
-            C::AddRecipient("c@x.test".into()),
-            C::AddRecipient("a@x.test".into()),
-            C::RemoveRecipient("b@x.test".into()),
-            C::AddRecipient("d@x.test".into()),
-        ];
-        apply_recipient_changes(&mut r, &changes, 2);
-        // a comes back too late (b and c fill the limit of 2 then); d fits once b is gone.
-        assert_eq!(addresses(&r), ["c@x.test", "d@x.test"]);
-        // 100,000 changes take a moment, not minutes.
-        let mut r = vec![rcpt("a@x.test")];
-        let many: Vec<_> = (0..100_000)
-            .map(|i| C::AddRecipient(format!("u{i}@x.test")))
-            .chain((0..100_000).map(|i| C::RemoveRecipient(format!("u{i}@x.test"))))
-            .collect();
-        let started = std::time::Instant::now();
-        apply_recipient_changes(&mut r, &many, 100);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        assert_eq!(addresses(&r), ["a@x.test"]);
-    }
 
     #[test]
     fn counts_trace_fields_in_the_header_only() {

@@ -53,7 +53,7 @@ impl Session {
     pub(super) async fn data_policy(
         &mut self,
         tx: &super::Transaction,
-        message: std::sync::Arc<Vec<u8>>,
+        message: std::sync::Arc<crate::plugin::Message>,
         auth: &crate::plugin::AuthResults,
     ) -> crate::plugin::DataOutcome {
         let sender = sender_record(&tx.sender, &tx.params);

@@ -13,6 +13,7 @@ mod data;
 mod ehlo;
 mod hooks;
 mod mail;
+mod message;
 #[cfg(test)]
 mod tests;
 
@@ -60,7 +61,7 @@ struct Transaction {
     params: MailParams,
     recipients: Vec<Recipient>,
     /// Set once the first BDAT arrived; DATA is then out of sequence (RFC 3030 4.1).
-    bdat: Option<crate::proto::data::BdatReceiver>,
+    bdat: Option<Box<data::Chunked>>,
     /// Counts it among the open transactions, whose commits the spool groups.
     _open: crate::spool::OpenTransaction,
     /// SPF of the HELO and MAIL FROM identities, checked at MAIL.

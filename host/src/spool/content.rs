@@ -125,6 +125,11 @@ impl Content {
         Content::new(out)
     }
 
+    /// This content from octet `n` on.
+    pub fn skip(&self, n: u64) -> Content {
+        self.without(std::slice::from_ref(&(0..n)))
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -163,6 +163,12 @@ impl Incoming {
     }
 }
 
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Incoming({})", self.id)
+    }
+}
+
 impl Drop for Incoming {
     /// Lets go of the parts: dead space, unless a message record committed meanwhile
     /// holds them.
@@ -181,11 +187,19 @@ impl Drop for Incoming {
         let Some(generation) = self.generation else {
             return;
         };
-        let mut index = self.spool.index.lock().unwrap();
-        if index.generation == generation {
-            for span in self.held.drain(..) {
-                index.release(span);
+        {
+            let mut index = self.spool.index.lock().unwrap();
+            if index.generation == generation {
+                for span in self.held.drain(..) {
+                    index.release(span);
+                }
             }
         }
+        // Wakes the writer, so that the space comes back now, not at the next message.
+        let _ = self.spool.request(Request {
+            records: Vec::new(),
+            reply: Answer::Lazy,
+            generation: None,
+        });
     }
 }
