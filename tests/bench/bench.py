@@ -334,16 +334,18 @@ class BenchDns:
 class Wasmtp:
     name = "wasmtp"
 
-    def __init__(self, work, binary, connections=2000, dns=None):
+    def __init__(self, work, binary, connections=2000, dns=None, name=None):
         """`dns`: a BenchDns; then the sender verification is on (name "wasmtp+auth"),
-        else off."""
-        self.dir = os.path.join(work, "wasmtp")
+        else off. `name`: another build of wasmtp to compare ("wasmtp-base")."""
+        if dns:
+            self.name = "wasmtp+auth"
+        if name:
+            self.name = name
+        self.dir = os.path.join(work, self.name)
         self.spool = os.path.join(self.dir, "spool")
         os.makedirs(self.spool, exist_ok=True)
         self.binary, self.connections, self.dns = binary, connections, dns
         self.proc = self.pid = None
-        if dns:
-            self.name = "wasmtp+auth"
 
     def config(self, port, sink_port):
         path = os.path.join(self.dir, "wasmtp.toml")
@@ -400,7 +402,7 @@ path = "bundled:spam-score"
     def start(self, sink_port, perf, sessions=None):
         # A fresh queue for every run (what a failed run left must not reach the next sink);
         # the compiled-plugin cache stays.
-        for sub in ("queue", "tmp", "control"):
+        for sub in ("log", "queue", "tmp", "control"):
             shutil.rmtree(os.path.join(self.spool, sub), ignore_errors=True)
         for f in ("kv.json",):
             if os.path.exists(os.path.join(self.spool, f)):
@@ -440,8 +442,10 @@ path = "bundled:spam-score"
         return status_kib(self.pid, "VmHWM")
 
     def queue_left(self):
-        q = os.path.join(self.spool, "queue")
-        return len([n for n in os.listdir(q) if n.endswith(".msg")]) if os.path.isdir(q) else 0
+        listed = subprocess.run([self.binary, "queue", "list", "--config",
+                                 os.path.join(self.dir, "wasmtp.toml")],
+                                capture_output=True, text=True, timeout=60)
+        return len([l for l in listed.stdout.splitlines() if l.strip()])
 
     def stop(self):
         if self.pid and os.path.exists(f"/proc/{self.pid}"):
@@ -849,7 +853,7 @@ def table(results, sizes, sessions_list):
     for size in sizes:
         for sessions in sessions_list:
             med = {}
-            names = [n for n in ("wasmtp", "wasmtp+auth", "Postfix")
+            names = [n for n in ("wasmtp", "wasmtp-base", "wasmtp+auth", "Postfix")
                      if any(r["server"] == n for r in results)]
             for name in names:
                 runs = [r for r in results if r["server"] == name and r["size"] == size
@@ -865,6 +869,8 @@ def table(results, sizes, sessions_list):
             pairs = [("wasmtp", "Postfix")]
             if "wasmtp+auth" in med:
                 pairs.append(("wasmtp+auth", "wasmtp"))
+            if "wasmtp-base" in med:
+                pairs.append(("wasmtp", "wasmtp-base"))
             for top, bottom in pairs:
                 cells = [human(size), str(sessions), f"**{top}/{bottom}**"]
                 for k, _, _ in COLUMNS:
@@ -898,6 +904,8 @@ def throughput(args):
                          Postfix(args.work, smtpd_limit=args.postfix_smtpd)]
                 if dns:
                     order.insert(1, Wasmtp(args.work, args.wasmtp, dns=dns))
+                if args.wasmtp_base:
+                    order.insert(1, Wasmtp(args.work, args.wasmtp_base, name="wasmtp-base"))
                 if rep % 2 == 0:  # alternate who goes first
                     order.reverse()
                 for server in order:
@@ -1046,6 +1054,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["throughput", "idle"])
     p.add_argument("--wasmtp", required=True)
+    p.add_argument("--wasmtp-base", help="throughput: another wasmtp binary, run beside it "
+                   "(wasmtp-base, e.g. the previous commit's)")
     p.add_argument("--work", required=True)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--runs", type=int)

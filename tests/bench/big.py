@@ -200,7 +200,8 @@ async def reply(reader):
 
 
 async def send_one(port, rcpt, size, results):
-    """One session, one message of `size` octets in 64 KiB writes."""
+    """One session, one message of about `size` octets (its header and a body of 64 KiB
+    writes, the whole within `size`: a 25 MiB message fits the default message_size)."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await reply(reader)
@@ -214,7 +215,7 @@ async def send_one(port, rcpt, size, results):
                 return
         writer.write(b"Subject: big\r\nFrom: <load@src.bench.test>\r\n\r\n")
         block = body_block()
-        for _ in range(max(1, size // BLOCK)):
+        for _ in range(max(1, (size - 1024) // BLOCK)):
             writer.write(block)
             await writer.drain()
         writer.write(b".\r\n")
@@ -236,9 +237,93 @@ def mib(kib):
     return f"{kib / 1024:.0f} MiB"
 
 
+def fresh(work, binary, hop, sink):
+    """A new server, warmed (the plugins compiled and instantiated once), and its idle RSS."""
+    server = Wasmtp(work, binary, hop)
+    base = sink.count()
+    asyncio.run(send_many(server.port, "u@dest.test", 1024, 2))
+    sink.wait_for(base + 2, 60)
+    time.sleep(1)
+    return server, server.rss_kib()
+
+
+def receive(args, binary, sink):
+    """N sessions x M MiB at once."""
+    server, idle = fresh(args.work, binary, sink.port, sink)
+    try:
+        base = sink.count()
+        server.reset_peak()
+        started = time.monotonic()
+        replies = asyncio.run(send_many(server.port, "u@dest.test", args.size_mib << 20,
+                                        args.sessions))
+        took = time.monotonic() - started
+        peak = server.peak_kib()
+        accepted = sum(1 for r in replies if r.startswith("250"))
+        arrived = sink.wait_for(base + args.sessions, 600) - base
+        time.sleep(3)
+        twice = sink.count() - base - arrived
+    finally:
+        server.stop()
+    log(f"  receive: {args.sessions} x {args.size_mib} MiB at once in {took:.1f} s: peak RSS "
+        f"{mib(peak)} (idle {mib(idle)}), accepted {accepted}, delivered {arrived}"
+        f" (+{twice} twice)")
+    bad = [r for r in replies if not r.startswith("250")]
+    if bad:
+        log(f"  not accepted: {bad[:3]}")
+    return dict(sessions=args.sessions, size_mib=args.size_mib, idle_kib=idle, peak_kib=peak,
+                accepted=accepted, delivered=arrived, twice=twice, seconds=round(took, 1))
+
+
+def maildir(args, binary, sink):
+    """One 25 MiB message to a Maildir."""
+    server, idle = fresh(args.work, binary, sink.port, sink)
+    try:
+        server.reset_peak()
+        replies = asyncio.run(send_many(server.port, "one@box.test", 25 << 20, 1))
+        deadline = time.monotonic() + 120
+        box = os.path.join(server.dir, "maildir", "one", "new")
+        while time.monotonic() < deadline and not (os.path.isdir(box) and os.listdir(box)):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        peak = server.peak_kib()
+        files = os.listdir(box) if os.path.isdir(box) else []
+        size = os.path.getsize(os.path.join(box, files[0])) if files else 0
+    finally:
+        server.stop()
+    log(f"  maildir: one 25 MiB message: {replies[0]}; peak RSS {mib(peak)}, "
+        f"{(peak - idle) / 1024:.1f} MiB above idle ({mib(idle)}); file {size} octets")
+    return dict(idle_kib=idle, peak_kib=peak, file=size)
+
+
+def deliver(args, binary, sink):
+    """N x 25 MiB queued while the next hop is down, then delivered at once."""
+    server, _ = fresh(args.work, binary, sink.port, sink)
+    try:
+        sink.stop()
+        replies = asyncio.run(send_many(server.port, "u@dest.test", 25 << 20,
+                                        args.deliveries))
+        accepted = sum(1 for r in replies if r.startswith("250"))
+        time.sleep(3)
+        idle = server.rss_kib()
+        sink = Sink(args.work, sink.port)
+        server.reset_peak()
+        started = time.monotonic()
+        server.queue("flush")
+        arrived = sink.wait_for(accepted, 900)
+        took = time.monotonic() - started
+        peak = server.peak_kib()
+    finally:
+        server.stop()
+    log(f"  deliver: {accepted} x 25 MiB at once in {took:.1f} s: peak RSS {mib(peak)}, "
+        f"{mib(peak - idle)} above the RSS before ({mib(idle)}), delivered {arrived}")
+    return sink, dict(count=accepted, idle_kib=idle, peak_kib=peak, delivered=arrived,
+                      seconds=round(took, 1))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--wasmtp", required=True)
+    p.add_argument("--wasmtp-base", help="another build to measure the same way")
     p.add_argument("--work", required=True)
     p.add_argument("--sessions", type=int, default=100)
     p.add_argument("--size-mib", type=int, default=20)
@@ -246,77 +331,17 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     results = {}
-    hop = free_port()
-    sink = Sink(args.work, hop)
-    server = Wasmtp(args.work, args.wasmtp, hop)
+    sink = Sink(args.work, free_port())
     try:
-        # Warm: the plugins compiled and instantiated once, then the idle figure.
-        asyncio.run(send_many(server.port, "u@dest.test", 1024, 2))
-        sink.wait_for(2, 60)
-        time.sleep(1)
-        idle = server.rss_kib()
-        log(f"idle RSS: {mib(idle)}")
-        results["idle_kib"] = idle
-
-        # receive: N sessions x M MiB at once.
-        base = sink.count()
-        size = args.size_mib << 20
-        started = time.monotonic()
-        server.reset_peak()
-        replies = asyncio.run(send_many(server.port, "u@dest.test", size, args.sessions))
-        took = time.monotonic() - started
-        peak = server.peak_kib()
-        accepted = sum(1 for r in replies if r.startswith("250"))
-        arrived = sink.wait_for(base + args.sessions, 600) - base
-        time.sleep(3)
-        extra = sink.count() - base - arrived
-        log(f"receive: {args.sessions} x {args.size_mib} MiB in {took:.1f} s: peak RSS "
-            f"{mib(peak)} ({mib(peak - idle)} above idle), accepted {accepted}, "
-            f"delivered {arrived} (+{extra} twice)")
-        bad = [r for r in replies if not r.startswith("250")]
-        if bad:
-            log(f"  not accepted: {bad[:3]}")
-        results["receive"] = dict(sessions=args.sessions, size_mib=args.size_mib,
-                                  peak_kib=peak, accepted=accepted, delivered=arrived,
-                                  seconds=round(took, 1))
-
-        # maildir: one 25 MiB message.
-        time.sleep(2)
-        idle = server.rss_kib()
-        server.reset_peak()
-        replies = asyncio.run(send_many(server.port, "one@box.test", 25 << 20, 1))
-        deadline = time.monotonic() + 120
-        box = os.path.join(server.dir, "maildir", "one", "new")
-        while time.monotonic() < deadline and not (os.path.isdir(box) and os.listdir(box)):
-            time.sleep(0.1)
-        peak = server.peak_kib()
-        files = os.listdir(box) if os.path.isdir(box) else []
-        size_on_disk = os.path.getsize(os.path.join(box, files[0])) if files else 0
-        log(f"maildir: one 25 MiB message: {replies[0]}; peak RSS {mib(peak)} "
-            f"({(peak - idle) / 1024:.1f} MiB above idle); file {size_on_disk} octets")
-        results["maildir"] = dict(peak_kib=peak, idle_kib=idle, file=size_on_disk)
-
-        # deliver: N x 25 MiB queued with the hop down, then all at once.
-        sink.stop()
-        replies = asyncio.run(send_many(server.port, "u@dest.test", 25 << 20,
-                                        args.deliveries))
-        accepted = sum(1 for r in replies if r.startswith("250"))
-        time.sleep(3)
-        idle = server.rss_kib()
-        sink = Sink(args.work, hop)
-        base = sink.count()
-        server.reset_peak()
-        started = time.monotonic()
-        server.queue("flush")
-        arrived = sink.wait_for(base + accepted, 900) - base
-        took = time.monotonic() - started
-        peak = server.peak_kib()
-        log(f"deliver: {accepted} x 25 MiB at once in {took:.1f} s: peak RSS {mib(peak)} "
-            f"({mib(peak - idle)} above idle), delivered {arrived}")
-        results["deliver"] = dict(count=accepted, peak_kib=peak, idle_kib=idle,
-                                  delivered=arrived, seconds=round(took, 1))
+        for name, binary in (("wasmtp", args.wasmtp), ("wasmtp-base", args.wasmtp_base)):
+            if not binary:
+                continue
+            log(f"{name} ({binary}), each cell on a fresh server:")
+            r = results[name] = {}
+            r["receive"] = receive(args, binary, sink)
+            r["maildir"] = maildir(args, binary, sink)
+            sink, r["deliver"] = deliver(args, binary, sink)
     finally:
-        server.stop()
         sink.stop()
     if args.json:
         with open(args.json, "w") as f:

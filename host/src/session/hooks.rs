@@ -20,8 +20,11 @@ impl Session {
         }
     }
 
-    /// Runs one hook through the plugins that want it.
+    /// Runs one hook through the plugins that want it (none: nothing is built for them).
     pub(super) async fn policy(&mut self, call: Call<'_>) -> Decision {
+        if !self.wants(call.hook()) {
+            return Decision::Continue;
+        }
         let info = self.plugin_info();
         match self.plugins.as_mut() {
             // Boxed: a plugin call's future is large, and would otherwise be part of every
@@ -43,10 +46,10 @@ impl Session {
         }
     }
 
-    pub(super) fn wants_data_hook(&self) -> bool {
-        self.plugins
-            .as_ref()
-            .is_some_and(|p| p.wants(crate::plugin::Hook::Data))
+    /// Does any plugin of this session want `hook`? When none does, its arguments are
+    /// never built.
+    pub(super) fn wants(&self, hook: crate::plugin::Hook) -> bool {
+        self.plugins.as_ref().is_some_and(|p| p.wants(hook))
     }
 
     /// The data hook over the complete message, with its authentication results.
@@ -63,7 +66,7 @@ impl Session {
             .map(|r| r.address.to_string())
             .collect();
         let info = self.plugin_info();
-        let plugins = self.plugins.as_mut().expect("checked by wants_data_hook");
+        let plugins = self.plugins.as_mut().expect("checked by wants");
         plugins
             .data(&info, &sender, &recipients, message, auth)
             .await

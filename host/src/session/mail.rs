@@ -3,7 +3,7 @@
 use super::{Session, Transaction};
 use crate::config::Target;
 use crate::mailauth::{SpfResults, Verifier};
-use crate::plugin::Call;
+use crate::plugin::{Call, Hook};
 use crate::proto::{MailParams, Mailbox, RcptParams, RcptPath, Reply, replies};
 use crate::spool::Recipient;
 use std::sync::Arc;
@@ -55,15 +55,16 @@ impl Session {
             return replies::UTF8_NEEDS_SMTPUTF8;
         }
         let spf = self.check_spf(from.as_ref()).await;
-        let sender = super::hooks::sender_record(&from, &params);
-        let decision = self
-            .policy(Call::Mail {
+        if self.wants(Hook::Mail) {
+            let sender = super::hooks::sender_record(&from, &params);
+            let call = Call::Mail {
                 sender: &sender,
                 spf: &spf,
-            })
-            .await;
-        if let Some(refusal) = self.refusal(decision) {
-            return refusal;
+            };
+            let decision = self.policy(call).await;
+            if let Some(refusal) = self.refusal(decision) {
+                return refusal;
+            }
         }
         self.tx = Some(Transaction {
             sender: from,
@@ -87,26 +88,30 @@ impl Session {
         reply
     }
 
-    /// Asks the plugins about a recipient the host accepts; adds it unless refused.
+    /// Asks the plugins about a recipient the host accepts; adds it unless refused. The
+    /// plugins' arguments (the recipients so far among them) are built only when one of
+    /// them wants the hook.
     async fn rcpt_policy(&mut self, recipient: Recipient) -> Reply {
-        let tx = self.tx.as_ref().expect("check_rcpt saw a transaction");
-        let sender = super::hooks::sender_record(&tx.sender, &tx.params);
-        let accepted: Vec<String> = tx
-            .recipients
-            .iter()
-            .map(|r| r.address.to_string())
-            .collect();
-        let address = recipient.address.to_string();
-        let params = super::hooks::rcpt_params(&recipient.params);
-        let call = Call::Rcpt {
-            sender: &sender,
-            recipient: &address,
-            params: &params,
-            accepted: &accepted,
-        };
-        let decision = self.policy(call).await;
-        if let Some(refusal) = self.refusal(decision) {
-            return refusal;
+        if self.wants(Hook::Rcpt) {
+            let tx = self.tx.as_ref().expect("check_rcpt saw a transaction");
+            let sender = super::hooks::sender_record(&tx.sender, &tx.params);
+            let accepted: Vec<String> = tx
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            let address = recipient.address.to_string();
+            let params = super::hooks::rcpt_params(&recipient.params);
+            let call = Call::Rcpt {
+                sender: &sender,
+                recipient: &address,
+                params: &params,
+                accepted: &accepted,
+            };
+            let decision = self.policy(call).await;
+            if let Some(refusal) = self.refusal(decision) {
+                return refusal;
+            }
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.recipients.push(recipient);

@@ -80,7 +80,7 @@ impl Session {
             auth: None,
         };
         let verifier = self.verifier();
-        let wants_hook = self.wants_data_hook();
+        let wants_hook = self.wants(crate::plugin::Hook::Data);
         if verifier.is_none() && !wants_hook {
             return Ok(accepted);
         }
