@@ -178,9 +178,9 @@ impl Drop for Incoming {
             // close is let go by the writer).
             rx.close();
             if let Ok(Ok(w)) = rx.try_recv() {
-                self.generation.get_or_insert(w.generation);
-                if Some(w.generation) == self.generation {
-                    self.held.push(w.span);
+                let mut index = self.spool.index.lock().unwrap();
+                if index.generation == w.generation {
+                    index.release(w.span);
                 }
             }
         }

@@ -29,6 +29,20 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// The octets of its content (a spanned message's from all its pieces).
+    pub fn content_len(&self) -> u64 {
+        match &self.pieces {
+            None => self.content.len as u64,
+            Some(pieces) => pieces
+                .iter()
+                .map(|p| match *p {
+                    Stored::Inline { len, .. } => len as u64,
+                    Stored::Part { from, to, .. } => (to - from) as u64,
+                })
+                .sum(),
+        }
+    }
+
     /// The other records its content is in.
     pub fn parts(&self) -> impl Iterator<Item = Span> + '_ {
         self.pieces

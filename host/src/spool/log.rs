@@ -3,11 +3,13 @@
 //!
 //! Segments are only appended to, and each process appends to new ones, so a record that
 //! does not check out at the very end of the newest segment is the tail a crash tore: that
-//! alone is cut off. One with records that check out after it is damage on disk: the scan
-//! goes on at the next record that checks out (what was acknowledged after the damage is
-//! kept) and the segment is kept for the operator. A record of a kind this version does
-//! not know is an error: the spool was written by a newer wasmtp, and skipping its records
-//! could lose or repeat mail.
+//! alone is cut off. A record whose head checks out but whose content does not, with a
+//! record right after it, is damage: it is skipped (its length is known) and the segment
+//! kept for the operator. A damaged head with records somewhere after it refuses to open
+//! the spool, naming segment and offset: finding where the next record starts would mean
+//! searching contents that clients wrote, where anyone can plant a record whose CRCs check
+//! out. A record of a kind this version does not know is an error too: the spool was
+//! written by a newer wasmtp, and skipping its records could lose or repeat mail.
 
 use super::SpoolId;
 use super::record::{Found, HEAD, MAGIC, word};
@@ -86,8 +88,14 @@ impl Reader<'_> {
 
 enum Check {
     Record(Found),
-    /// No record of ours starts here (or it is torn or damaged).
+    /// No record of ours starts here (its head is damaged, or it is no record at all).
     Bad,
+    /// A record head whose record runs past the end of the file: a torn write.
+    Torn,
+    /// A record whose head checks out but whose content does not; it ends at `end`.
+    BadContent {
+        end: u64,
+    },
     /// A well-formed record (its head CRC checks out) of a kind unknown to this version.
     Unknown(u8),
 }
@@ -103,8 +111,11 @@ fn check(r: &mut Reader, seg: u64, at: u64, verify_content: bool) -> io::Result<
     }
     let id_len = h[5] as u64;
     let (meta_len, content_len) = (word(&h, 8), word(&h, 12));
-    if meta_len > MAX_META || r.size - at < HEAD as u64 + id_len + meta_len + content_len {
+    if meta_len > MAX_META {
         return Ok(Check::Bad);
+    }
+    if r.size - at < HEAD as u64 + id_len + meta_len + content_len {
+        return Ok(Check::Torn);
     }
     let id_meta = r.read(at + HEAD as u64, (id_len + meta_len) as usize)?;
     let mut crc = crc32fast::Hasher::new();
@@ -133,7 +144,7 @@ fn check(r: &mut Reader, seg: u64, at: u64, verify_content: bool) -> io::Result<
             off += n as u64;
         }
         if crc.finalize().to_le_bytes() != h[20..24] {
-            return Ok(Check::Bad);
+            return Ok(Check::BadContent { end });
         }
     }
     Ok(Check::Record(found))
@@ -150,8 +161,22 @@ fn unknown_kind(seg: u64, at: u64, kind: u8) -> io::Error {
     )
 }
 
-/// The first record after `from` that checks out, for the scan to go on at after damage.
-fn next_record(r: &mut Reader, seg: u64, mut from: u64) -> io::Result<Option<Found>> {
+fn damaged(seg: u64, at: u64, found: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "spool segment {seg:016X}.seg, offset {at}: a damaged record, with records after \
+             it (the next at offset {found}); refusing to open the spool rather than lose or \
+             guess at what follows. Keep a copy of the segment; moving it out of the spool's \
+             log/ directory starts the server without the messages in it"
+        ),
+    )
+}
+
+/// Is there a record that checks out after `from`? Its offset. Only to tell damage from
+/// a torn tail: what is found is never read as a record, since a search through contents
+/// (which clients wrote, and whose CRCs anyone can compute) could find one planted there.
+fn next_record(r: &mut Reader, seg: u64, mut from: u64) -> io::Result<Option<u64>> {
     while r.size - from >= HEAD as u64 {
         let window = ((r.size - from) as usize).min(READ_AHEAD);
         let Some(i) = memchr::memmem::find(r.read(from, window)?, MAGIC) else {
@@ -161,9 +186,8 @@ fn next_record(r: &mut Reader, seg: u64, mut from: u64) -> io::Result<Option<Fou
         };
         let at = from + i as u64;
         match check(r, seg, at, true)? {
-            Check::Record(found) => return Ok(Some(found)),
-            Check::Unknown(kind) => return Err(unknown_kind(seg, at, kind)),
-            Check::Bad => from = at + 1,
+            Check::Record(_) | Check::Unknown(_) => return Ok(Some(at)),
+            _ => from = at + 1,
         }
     }
     Ok(None)
@@ -193,13 +217,22 @@ pub(super) fn scan(
         let found = match check(&mut r, seg, at, verify_content)? {
             Check::Record(found) => found,
             Check::Unknown(kind) => return Err(unknown_kind(seg, at, kind)),
-            Check::Bad => match next_record(&mut r, seg, at + 1)? {
-                // Nothing after it checks out: a torn tail (or damage at the very end).
-                None => break,
-                Some(found) => {
+            // A record cut short by the end of the file: the tail a crash tore.
+            Check::Torn => break,
+            // Its head (and so its length) checks out: damage if a record follows it
+            // right there, else the torn tail.
+            Check::BadContent { end } => match check(&mut r, seg, end, verify_content)? {
+                Check::Record(_) | Check::Unknown(_) | Check::BadContent { .. } => {
                     scanned.damaged.push(at);
-                    found
+                    at = end;
+                    scanned.valid = at;
+                    continue;
                 }
+                _ => break,
+            },
+            Check::Bad => match next_record(&mut r, seg, at + 1)? {
+                None => break,
+                Some(next) => return Err(damaged(seg, at, next)),
             },
         };
         at = record_end(&found);

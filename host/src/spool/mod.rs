@@ -413,7 +413,7 @@ impl Spool {
 
     /// Size of the stored message, for listings.
     pub fn message_size(&self, id: &SpoolId) -> io::Result<u64> {
-        Ok(self.locate(id)?.entry.content.len as u64)
+        Ok(self.locate(id)?.entry.content_len())
     }
 
     /// Records a new delivery state.

@@ -302,7 +302,7 @@ async fn forty_in_segments() -> (tempfile::TempDir, Vec<Envelope>) {
 }
 
 #[tokio::test]
-async fn damage_in_an_older_segment_is_left_for_the_operator() {
+async fn a_damaged_head_in_an_older_segment_refuses_to_open_naming_it() {
     let (dir, envs) = forty_in_segments().await;
     let seqs = segments(dir.path());
     assert!(seqs.len() >= 2, "{seqs:?}");
@@ -313,19 +313,22 @@ async fn damage_in_an_older_segment_is_left_for_the_operator() {
     bytes[record::HEAD + 2] ^= 0xFF;
     fs::write(&first, &bytes).unwrap();
     fs::write(dir.path().join("log/00000000000000001.seg"), b"junk").unwrap();
+    let e = Spool::open(dir.path(), 64 << 10).err().expect("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("{:016X}.seg, offset 0", seqs[0])),
+        "{text}"
+    );
+    assert_eq!(fs::read(&first).unwrap(), bytes, "the segment was changed");
+    // The operator's way out: the segment moved aside, the rest is there.
+    fs::rename(&first, dir.path().join("damaged.seg")).unwrap();
     let (spool, _lock) = Spool::open(dir.path(), 64 << 10).unwrap();
-    assert_eq!(fs::metadata(&first).unwrap().len(), bytes.len() as u64);
-    // The damaged record's message is not read (and not lost: the file is there for
-    // the operator); the records after it in that segment, and the others, are.
     let listed = spool.list();
-    assert_eq!(listed.len(), 39);
-    assert!(!listed.contains(&envs[0].id) && listed.contains(&envs[1].id));
-    // Space is reclaimed around it, never by removing it.
-    for e in &envs[20..] {
-        spool.remove(&e.id, Durability::Now).await.unwrap();
-    }
-    spool.sync().await.unwrap();
-    assert!(first.exists());
+    assert!(
+        listed.len() < 40 && listed.contains(&envs[39].id),
+        "{}",
+        listed.len()
+    );
 }
 
 /// A stopped spool of 20 small messages in one segment, and where each record starts.
@@ -345,25 +348,56 @@ async fn twenty_in_one_segment() -> (tempfile::TempDir, Vec<Envelope>, PathBuf, 
 }
 
 #[tokio::test]
-async fn damage_in_the_newest_segment_keeps_what_follows() {
-    // A flipped kind byte (the head CRC no longer checks out), or one bit of a length.
+async fn damage_in_the_newest_segment_is_never_cut_off() {
+    // A damaged head (a flipped kind byte, one bit of a length), records after it: the
+    // spool is not opened, and nothing is cut.
     for at in [4, 12] {
-        let (dir, envs, seg, starts) = twenty_in_one_segment().await;
+        let (dir, _, seg, starts) = twenty_in_one_segment().await;
         let mut bytes = fs::read(&seg).unwrap();
         bytes[starts[5] + at] ^= 0x40;
         fs::write(&seg, &bytes).unwrap();
-        let (spool, _lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
-        let listed = spool.list();
-        assert_eq!(listed.len(), 19, "damage at {at}");
-        assert!(!listed.contains(&envs[5].id));
-        assert!(listed.contains(&envs[19].id));
-        // Nothing was cut: the segment is as it was, for the operator.
-        assert_eq!(fs::read(&seg).unwrap(), bytes);
+        let e = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE)
+            .err()
+            .expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("offset {}", starts[5])) && text.contains("damaged"),
+            "{text}"
+        );
         assert_eq!(
-            spool.load_content(&envs[19].id).unwrap().to_vec().unwrap(),
-            message(300)
+            fs::read(&seg).unwrap(),
+            bytes,
+            "damage at {at}: the segment changed"
         );
     }
+    // Damaged content with a record right after it: that one record is skipped, the 19
+    // others kept, and the segment is never removed.
+    let (dir, envs, seg, starts) = twenty_in_one_segment().await;
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[starts[6] - 10] ^= 1;
+    fs::write(&seg, &bytes).unwrap();
+    let (spool, _lock) = Spool::open(dir.path(), DEFAULT_SEGMENT_SIZE).unwrap();
+    let listed = spool.list();
+    assert_eq!(listed.len(), 19);
+    assert!(!listed.contains(&envs[5].id) && listed.contains(&envs[19].id));
+    assert_eq!(
+        spool.load_content(&envs[19].id).unwrap().to_vec().unwrap(),
+        message(300)
+    );
+    for e in &listed {
+        spool.remove(e, Durability::Now).await.unwrap();
+    }
+    for _ in 0..3 {
+        let other = envelope();
+        spool.store(&other, &parts(10), None, None).await.unwrap();
+        spool.remove(&other.id, Durability::Now).await.unwrap();
+    }
+    spool.sync().await.unwrap();
+    assert_eq!(
+        fs::read(&seg).unwrap(),
+        bytes,
+        "the damaged segment changed"
+    );
 }
 
 #[tokio::test]

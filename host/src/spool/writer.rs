@@ -200,14 +200,17 @@ impl Writer {
                 (Answer::Durable(reply), Err(e)) => drop(reply.send(Err(error(e)))),
                 (Answer::Part(reply), Ok(_)) => {
                     let found = parts.next().expect("a part per part request");
-                    index.hold(found.content);
                     let written = index.file(found.content.seg).map(|file| PartWritten {
                         span: found.content,
                         crc: found.content_crc,
                         file,
                         generation: index.generation,
                     });
-                    if reply.send(written).is_err() {
+                    let held = written.is_ok();
+                    if held {
+                        index.hold(found.content);
+                    }
+                    if reply.send(written).is_err() && held {
                         // The session went away meanwhile: nobody will let go of it.
                         index.release(found.content);
                     }
@@ -314,10 +317,14 @@ impl Writer {
                 tracing::error!(segment = seq, error = %e, "spool: cannot cut a failed write back");
             }
             if cut.is_err() || !sound_before {
+                // Whether or not the log can be read again, what sessions were told was
+                // written may be gone: their messages are refused from here on.
+                let mut old = self.index.lock().unwrap();
+                let generation = old.generation + 1;
+                old.generation = generation;
                 match Index::scan(&self.dir) {
                     Ok((mut index, _)) => {
-                        let mut old = self.index.lock().unwrap();
-                        index.generation = old.generation + 1;
+                        index.generation = generation;
                         *old = index;
                     }
                     Err(e) => tracing::error!(error = %e, "spool: cannot re-read the log"),
