@@ -31,6 +31,20 @@ pub(super) struct OnDisk {
 }
 
 impl OnDisk {
+    /// All of the content `span` (of the record it names), read from `file`.
+    pub fn whole(file: Arc<File>, span: super::log::Span, crc: u32) -> OnDisk {
+        OnDisk {
+            file,
+            seg: span.seg,
+            record: span.record,
+            off: span.off,
+            len: span.len as u64,
+            crc,
+            from: 0,
+            to: span.len as u64,
+        }
+    }
+
     /// The whole record content, checked, then the part of it that is ours.
     fn read_checked(&self) -> io::Result<Bytes> {
         let mut buf = vec![0; self.len as usize];

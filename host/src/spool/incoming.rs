@@ -133,16 +133,8 @@ impl Incoming {
         }
         self.generation = Some(w.generation);
         self.held.push(w.span);
-        self.parts.push(Piece::Disk(OnDisk {
-            file: w.file,
-            seg: w.span.seg,
-            record: w.span.record,
-            off: w.span.off,
-            len: w.span.len as u64,
-            crc: w.crc,
-            from: 0,
-            to: w.span.len as u64,
-        }));
+        self.parts
+            .push(Piece::Disk(OnDisk::whole(w.file, w.span, w.crc)));
     }
 
     /// The content received: the parts on disk, then the last block in memory. An error

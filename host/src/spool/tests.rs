@@ -103,6 +103,29 @@ async fn a_torn_tail_is_cut_off_and_writing_goes_on() {
     );
 }
 
+/// `count` messages of `size` stored and removed.
+async fn come_and_go(spool: &Spool, count: usize, size: usize, removal: Durability) {
+    for _ in 0..count {
+        let e = envelope();
+        spool.store(&e, &parts(size), None, None).await.unwrap();
+        spool.remove(&e.id, removal).await.unwrap();
+    }
+}
+
+/// The segments, once at most `n` are left (or after 5 s): the writer reclaims after it
+/// answers.
+async fn segments_down_to(dir: &Path, n: usize) -> Vec<u64> {
+    let mut left = segments(dir);
+    for _ in 0..100 {
+        if left.len() <= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = segments(dir);
+    }
+    left
+}
+
 fn segments(dir: &Path) -> Vec<u64> {
     index::segment_numbers(&dir.join("log")).unwrap()
 }
@@ -158,19 +181,8 @@ async fn a_big_message_streams_in_parts_and_only_a_committed_one_exists() {
     );
     // Once done, every segment it used goes (the abandoned one's too).
     spool.remove(&e.id, Durability::Now).await.unwrap();
-    for _ in 0..3 {
-        let other = envelope();
-        spool.store(&other, &parts(10), None, None).await.unwrap();
-        spool.remove(&other.id, Durability::Now).await.unwrap();
-    }
-    let mut left = segments(dir.path());
-    for _ in 0..100 {
-        if left.len() <= 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = segments(dir.path());
-    }
+    come_and_go(&spool, 3, 10, Durability::Now).await;
+    let left = segments_down_to(dir.path(), 1).await;
     assert!(left.len() <= 1, "segments left: {left:?}");
     drop((spool, lock));
 }
@@ -195,11 +207,7 @@ async fn a_spanned_message_is_copied_forward_in_parts() {
     drop(incoming);
     let first = segments(dir.path())[0];
     // Others come and go: the stayer's segment ends up mostly dead and is copied.
-    for _ in 0..600 {
-        let e = envelope();
-        spool.store(&e, &parts(4000), None, None).await.unwrap();
-        spool.remove(&e.id, Durability::Soon).await.unwrap();
-    }
+    come_and_go(&spool, 600, 4000, Durability::Soon).await;
     let mut moved = false;
     for _ in 0..100 {
         let copied = {
@@ -243,28 +251,13 @@ async fn done_segments_are_removed_and_long_stayers_copied_forward() {
         .store(&stayer, &parts(1000), Some(&held), None)
         .await
         .unwrap();
-    for _ in 0..20 {
-        let e = envelope();
-        spool.store(&e, &parts(4000), None, None).await.unwrap();
-        spool.remove(&e.id, Durability::Soon).await.unwrap();
-    }
+    come_and_go(&spool, 20, 4000, Durability::Soon).await;
     let big = envelope();
     spool.store(&big, &parts(60_000), None, None).await.unwrap();
-    for _ in 0..200 {
-        let e = envelope();
-        spool.store(&e, &parts(4000), None, None).await.unwrap();
-        spool.remove(&e.id, Durability::Soon).await.unwrap();
-    }
+    come_and_go(&spool, 200, 4000, Durability::Soon).await;
     // 800 KiB went through 64 KiB segments; only the last ones remain (the writer
     // reclaims after answering, so give it a moment).
-    let mut left = segments(dir.path());
-    for _ in 0..100 {
-        if left.len() <= 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = segments(dir.path());
-    }
+    let left = segments_down_to(dir.path(), 3).await;
     assert!(left.len() <= 3, "segments left: {left:?}");
     assert!(
         !left.contains(&1),
@@ -387,11 +380,7 @@ async fn damage_in_the_newest_segment_is_never_cut_off() {
     for e in &listed {
         spool.remove(e, Durability::Now).await.unwrap();
     }
-    for _ in 0..3 {
-        let other = envelope();
-        spool.store(&other, &parts(10), None, None).await.unwrap();
-        spool.remove(&other.id, Durability::Now).await.unwrap();
-    }
+    come_and_go(&spool, 3, 10, Durability::Now).await;
     spool.sync().await.unwrap();
     assert_eq!(
         fs::read(&seg).unwrap(),

@@ -495,16 +495,12 @@ impl Writer {
                 content: block,
             };
             let found = self.append(std::iter::once(&part))?.remove(0);
-            pieces.push(Piece::Disk(OnDisk {
-                file: self.index.lock().unwrap().file(found.content.seg)?,
-                seg: found.content.seg,
-                record: found.content.record,
-                off: found.content.off,
-                len: found.content.len as u64,
-                crc: found.content_crc,
-                from: 0,
-                to: found.content.len as u64,
-            }));
+            let file = self.index.lock().unwrap().file(found.content.seg)?;
+            pieces.push(Piece::Disk(OnDisk::whole(
+                file,
+                found.content,
+                found.content_crc,
+            )));
         }
         Ok(Content::new(pieces))
     }
