@@ -3,11 +3,24 @@
 //! is still filling) and pieces on disk (the content of a record, checked against its CRC
 //! as it is read: damage is an error, never a message).
 
+use super::record::{Span, Stored};
 use bytes::Bytes;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
+
+/// Content read back, checked against its CRC: damage on disk is an error, not a message.
+pub(super) fn checked(content: Vec<u8>, crc: u32) -> io::Result<Vec<u8>> {
+    if crc32fast::hash(&content) == crc {
+        Ok(content)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message content damaged on disk (CRC mismatch)",
+        ))
+    }
+}
 
 /// Octets read from disk at a time.
 pub const BLOCK: usize = 128 << 10;
@@ -32,7 +45,7 @@ pub(super) struct OnDisk {
 
 impl OnDisk {
     /// All of the content `span` (of the record it names), read from `file`.
-    pub fn whole(file: Arc<File>, span: super::log::Span, crc: u32) -> OnDisk {
+    pub fn whole(file: Arc<File>, span: Span, crc: u32) -> OnDisk {
         OnDisk {
             file,
             seg: span.seg,
@@ -49,7 +62,7 @@ impl OnDisk {
     fn read_checked(&self) -> io::Result<Bytes> {
         let mut buf = vec![0; self.len as usize];
         self.file.read_exact_at(&mut buf, self.off)?;
-        let buf = super::log::checked(buf, self.crc)?;
+        let buf = checked(buf, self.crc)?;
         Ok(Bytes::from(buf).slice(self.from as usize..self.to as usize))
     }
 }
@@ -152,9 +165,40 @@ impl Content {
         self.len == 0
     }
 
-    /// The pieces, for the spool to store.
-    pub(super) fn pieces(&self) -> &[Piece] {
-        &self.pieces
+    /// What a message record keeps of it (its pieces in memory, one after the other) and
+    /// the pieces it lists (ranges of that, and of records on disk).
+    pub(super) fn stored(&self) -> (Vec<Bytes>, Vec<Stored>) {
+        let mut inline = Vec::new();
+        let mut pieces = Vec::new();
+        let mut inline_len = 0u32;
+        for piece in self.pieces.iter() {
+            match piece {
+                Piece::Mem(bytes) => {
+                    let len = bytes.len() as u32;
+                    match pieces.last_mut() {
+                        Some(Stored::Inline { len: last, .. }) => *last += len,
+                        _ => pieces.push(Stored::Inline {
+                            from: inline_len,
+                            len,
+                        }),
+                    }
+                    inline_len += len;
+                    inline.push(bytes.clone());
+                }
+                Piece::Disk(d) => pieces.push(Stored::Part {
+                    span: Span {
+                        seg: d.seg,
+                        off: d.off,
+                        len: d.len as u32,
+                        record: d.record,
+                    },
+                    crc: d.crc,
+                    from: d.from as u32,
+                    to: d.to as u32,
+                }),
+            }
+        }
+        (inline, pieces)
     }
 
     /// Whether any of it is on disk (else reading never waits for I/O).

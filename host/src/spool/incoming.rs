@@ -7,8 +7,7 @@
 //! in the index only while the session lives, and reclaimed with their segments.
 
 use super::content::{BLOCK, Content, OnDisk, Piece};
-use super::log::Span;
-use super::record::Record;
+use super::record::{Record, Span};
 use super::writer::{Answer, PartWritten, Request};
 use super::{Spool, SpoolId};
 use bytes::Bytes;

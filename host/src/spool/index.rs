@@ -1,9 +1,9 @@
 //! Where each queued message's records are, and what each segment still holds.
 
 use super::SpoolId;
-use super::content::{Content, OnDisk, Piece};
-use super::log::{self, Span};
-use super::record::{self, Kind, Stored};
+use super::content::{Content, OnDisk, Piece, checked};
+use super::log;
+use super::record::{self, Effects, Entry, Span, Stored};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
@@ -12,48 +12,6 @@ use std::sync::Arc;
 
 /// A message content up to this size is read into memory when loaded.
 const IN_MEMORY: usize = 256 << 10;
-
-/// A queued message: its message record (meta and content), its latest state record, and
-/// the segments that hold earlier copies of its message record (see `Segment::after`).
-#[derive(Debug, Clone)]
-pub(super) struct Entry {
-    /// Message or spanned message.
-    pub kind: Kind,
-    pub meta: Span,
-    pub content: Span,
-    pub state: Option<Span>,
-    pub copies: Vec<u64>,
-    pub content_crc: u32,
-    /// A spanned message's pieces (the records they name are held as long as it is).
-    pub pieces: Option<Arc<[Stored]>>,
-}
-
-impl Entry {
-    /// The octets of its content (a spanned message's from all its pieces).
-    pub fn content_len(&self) -> u64 {
-        match &self.pieces {
-            None => self.content.len as u64,
-            Some(pieces) => pieces
-                .iter()
-                .map(|p| match *p {
-                    Stored::Inline { len, .. } => len as u64,
-                    Stored::Part { from, to, .. } => (to - from) as u64,
-                })
-                .sum(),
-        }
-    }
-
-    /// The other records its content is in.
-    pub fn parts(&self) -> impl Iterator<Item = Span> + '_ {
-        self.pieces
-            .iter()
-            .flat_map(|p| p.iter())
-            .filter_map(|p| match p {
-                Stored::Part { span, .. } => Some(*span),
-                Stored::Inline { .. } => None,
-            })
-    }
-}
 
 /// A message found in the index, with the files to read it from.
 pub(super) struct Located {
@@ -79,7 +37,7 @@ impl Located {
 
     /// The content, checked against its CRC: damage on disk is an error, not a message.
     pub fn read_content(&self) -> io::Result<Vec<u8>> {
-        log::checked(self.entry.content.read(&self.file)?, self.entry.content_crc)
+        checked(self.entry.content.read(&self.file)?, self.entry.content_crc)
     }
 
     /// The content to read: in memory when small, else read from disk as it is used.
@@ -315,5 +273,39 @@ impl Index {
             .get(&seg)
             .map(|s| s.file.clone())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment reclaimed"))
+    }
+}
+
+impl Effects for Index {
+    fn take(&mut self, id: &SpoolId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.forget(&entry);
+        Some(entry)
+    }
+
+    fn put(&mut self, id: SpoolId, entry: Entry) {
+        self.hold_entry(&entry);
+        self.entries.insert(id, entry);
+    }
+
+    fn set_state(&mut self, id: &SpoolId, state: Span) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let old = entry.state.replace(state);
+        if let Some(old) = old {
+            self.release(old);
+        }
+        self.hold(state);
+    }
+
+    fn has_segment(&self, seg: u64) -> bool {
+        self.segments.contains_key(&seg)
+    }
+
+    fn depends(&mut self, seg: u64, on: Vec<u64>) {
+        if let Some(s) = self.segments.get_mut(&seg) {
+            s.after.extend(on);
+        }
     }
 }

@@ -58,7 +58,7 @@ pub(super) fn import(root: &Path, writer: &mut Writer) -> io::Result<usize> {
             id,
             &bytes[..split],
             state.as_deref(),
-            &Content::from(bytes.slice(split + 1..)),
+            Content::from(bytes.slice(split + 1..)).stored(),
         );
         batch.push(record);
         count += 1;

@@ -17,36 +17,6 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// Where a part of a record lies: its segment, offset and length; `record` is the whole
-/// record's length, what the part keeps alive in its segment.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Span {
-    pub seg: u64,
-    pub off: u64,
-    pub len: u32,
-    pub record: u64,
-}
-
-impl Span {
-    pub fn read(&self, file: &File) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0; self.len as usize];
-        file.read_exact_at(&mut buf, self.off)?;
-        Ok(buf)
-    }
-}
-
-/// Content read back, checked against its CRC: damage on disk is an error, not a message.
-pub(super) fn checked(content: Vec<u8>, crc: u32) -> io::Result<Vec<u8>> {
-    if crc32fast::hash(&content) == crc {
-        Ok(content)
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "message content damaged on disk (CRC mismatch)",
-        ))
-    }
-}
-
 /// How the scan of a segment ended.
 #[derive(Debug)]
 pub(super) struct Scanned {

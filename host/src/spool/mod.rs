@@ -374,7 +374,7 @@ impl Spool {
             envelope.id.clone(),
             &serde_json::to_vec(envelope)?,
             state.map(serde_json::to_vec).transpose()?.as_deref(),
-            content,
+            content.stored(),
         );
         let (tx, rx) = oneshot::channel();
         self.request(Request {

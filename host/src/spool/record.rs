@@ -30,12 +30,29 @@
 //! off: the spool refuses to open (`log::scan`).
 
 use super::SpoolId;
-use super::content::{Content, Piece};
-use super::index::{Entry, Index};
-use super::log::Span;
 use bytes::Bytes;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+
+/// Where a part of a record lies: its segment, offset and length; `record` is the whole
+/// record's length, what the part keeps alive in its segment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    pub seg: u64,
+    pub off: u64,
+    pub len: u32,
+    pub record: u64,
+}
+
+impl Span {
+    pub fn read(&self, file: &File) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; self.len as usize];
+        file.read_exact_at(&mut buf, self.off)?;
+        Ok(buf)
+    }
+}
 
 pub(super) const HEAD: usize = 24;
 pub(super) const MAGIC: &[u8; 4] = b"WSP2";
@@ -182,44 +199,15 @@ pub(super) enum Record {
 }
 
 impl Record {
-    /// A message record: its envelope, its first delivery state (if any) and its content;
-    /// a spanned one when some of the content is in other records.
+    /// A message record: its envelope, its first delivery state (if any) and its content
+    /// (`Content::stored`: what is kept in the record, and its pieces); a spanned one when
+    /// some of the content is in other records.
     pub fn message(
         id: SpoolId,
         envelope: &[u8],
         state: Option<&[u8]>,
-        content: &Content,
+        (inline, pieces): (Vec<Bytes>, Vec<Stored>),
     ) -> Record {
-        let mut inline = Vec::new();
-        let mut pieces = Vec::new();
-        let mut inline_len = 0u32;
-        for piece in content.pieces() {
-            match piece {
-                Piece::Mem(bytes) => {
-                    let len = bytes.len() as u32;
-                    match pieces.last_mut() {
-                        Some(Stored::Inline { len: last, .. }) => *last += len,
-                        _ => pieces.push(Stored::Inline {
-                            from: inline_len,
-                            len,
-                        }),
-                    }
-                    inline_len += len;
-                    inline.push(bytes.clone());
-                }
-                Piece::Disk(d) => pieces.push(Stored::Part {
-                    span: Span {
-                        seg: d.seg,
-                        off: d.off,
-                        len: d.len as u32,
-                        record: d.record,
-                    },
-                    crc: d.crc,
-                    from: d.from as u32,
-                    to: d.to as u32,
-                }),
-            }
-        }
         let spanned = pieces.iter().any(|p| matches!(p, Stored::Part { .. }));
         let mut meta = Vec::with_capacity(64 + envelope.len() + state.map_or(0, <[u8]>::len));
         meta.extend_from_slice(&(envelope.len() as u32).to_le_bytes());
@@ -317,6 +305,62 @@ pub(super) fn word(head: &[u8; HEAD], at: usize) -> u64 {
     u32::from_le_bytes(head[at..at + 4].try_into().unwrap()) as u64
 }
 
+/// A queued message: its message record (meta and content), its latest state record, and
+/// the segments that hold earlier copies of its message record (see `Segment::after`).
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    /// Message or spanned message.
+    pub kind: Kind,
+    pub meta: Span,
+    pub content: Span,
+    pub state: Option<Span>,
+    pub copies: Vec<u64>,
+    pub content_crc: u32,
+    /// A spanned message's pieces (the records they name are held as long as it is).
+    pub pieces: Option<Arc<[Stored]>>,
+}
+
+impl Entry {
+    /// The octets of its content (a spanned message's from all its pieces).
+    pub fn content_len(&self) -> u64 {
+        match &self.pieces {
+            None => self.content.len as u64,
+            Some(pieces) => pieces
+                .iter()
+                .map(|p| match *p {
+                    Stored::Inline { len, .. } => len as u64,
+                    Stored::Part { from, to, .. } => (to - from) as u64,
+                })
+                .sum(),
+        }
+    }
+
+    /// The other records its content is in.
+    pub fn parts(&self) -> impl Iterator<Item = Span> + '_ {
+        self.pieces
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter_map(|p| match p {
+                Stored::Part { span, .. } => Some(*span),
+                Stored::Inline { .. } => None,
+            })
+    }
+}
+
+/// What a record can do to the index (`index::Index` does it): the one place that knows
+/// what each kind means is `Found::apply`.
+pub(super) trait Effects {
+    /// Takes a message out, letting go of its records.
+    fn take(&mut self, id: &SpoolId) -> Option<Entry>;
+    /// Puts a message in, holding its records.
+    fn put(&mut self, id: SpoolId, entry: Entry);
+    /// A message's latest state (for a message not here: nothing).
+    fn set_state(&mut self, id: &SpoolId, state: Span);
+    fn has_segment(&self, seg: u64) -> bool;
+    /// Segment `seg` stays while any of `on` does.
+    fn depends(&mut self, seg: u64, on: Vec<u64>);
+}
+
 /// One record found by a scan or just written, with where its meta and content are.
 pub(super) struct Found {
     pub kind: Kind,
@@ -360,17 +404,16 @@ impl Found {
 
     /// What the record does to the index, as written or as found: the later record of a
     /// message wins.
-    pub fn apply(self, index: &mut Index) {
+    pub fn apply(self, index: &mut impl Effects) {
         match self.kind {
             // Nothing until a message names it (the session receiving it holds it meanwhile).
             Kind::Part => {}
             Kind::Message | Kind::Spanned => {
                 let mut copies = Vec::new();
-                if let Some(old) = index.entries.remove(&self.id) {
-                    index.forget(&old);
+                if let Some(old) = index.take(&self.id) {
                     copies = old.copies;
                     copies.push(old.meta.seg);
-                    copies.retain(|s| *s != self.meta.seg && index.segments.contains_key(s));
+                    copies.retain(|s| *s != self.meta.seg && index.has_segment(*s));
                 }
                 let entry = Entry {
                     kind: self.kind,
@@ -381,23 +424,12 @@ impl Found {
                     content_crc: self.content_crc,
                     pieces: self.pieces,
                 };
-                index.hold_entry(&entry);
-                index.entries.insert(self.id, entry);
+                index.put(self.id, entry);
             }
-            Kind::State => {
-                // A state for a message not (or no longer) here is stale.
-                let Some(entry) = index.entries.get_mut(&self.id) else {
-                    return;
-                };
-                let old = entry.state.replace(self.meta);
-                if let Some(old) = old {
-                    index.release(old);
-                }
-                index.hold(self.meta);
-            }
+            // A state for a message not (or no longer) here is stale.
+            Kind::State => index.set_state(&self.id, self.meta),
             Kind::Done => {
-                if let Some(old) = index.entries.remove(&self.id) {
-                    index.forget(&old);
+                if let Some(old) = index.take(&self.id) {
                     // This "done" must stay while any copy of the message record does, or
                     // the message would come back after a restart.
                     let here = self.meta.seg;
@@ -408,9 +440,7 @@ impl Found {
                         .chain([old.meta.seg])
                         .filter(|s| *s != here)
                         .collect();
-                    if let Some(s) = index.segments.get_mut(&here) {
-                        s.after.extend(after);
-                    }
+                    index.depends(here, after);
                 }
             }
         }

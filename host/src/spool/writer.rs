@@ -16,8 +16,7 @@
 use super::SpoolId;
 use super::content::{Content, OnDisk, Piece};
 use super::index::{Index, segment_path};
-use super::log::Span;
-use super::record::{self, Found, Kind, Record};
+use super::record::{self, Found, Kind, Record, Span};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -237,7 +236,7 @@ impl Writer {
             if f.kind == Kind::Part {
                 parts.push(f);
             } else {
-                f.apply(&mut index);
+                f.apply(&mut *index);
             }
         }
         Ok(parts)
@@ -476,7 +475,7 @@ impl Writer {
             if content.on_disk() {
                 content = self.copy_parts(&id, &content)?;
             }
-            let record = Record::message(id, &envelope, state.as_deref(), &content);
+            let record = Record::message(id, &envelope, state.as_deref(), content.stored());
             self.write(std::iter::once(&record), false)?;
         }
         self.sync()?;
