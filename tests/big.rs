@@ -50,14 +50,6 @@ async fn start(c: &mut Client) {
     c.cmd("DATA", "354").await;
 }
 
-fn spool_octets(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("spool/log"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_big_message_goes_through_the_default_plugins_intact_by_data_and_bdat() {
     let s = TestServer::start(DEFAULTS).await;
@@ -116,7 +108,7 @@ async fn failed_big_transactions_leave_no_message_and_give_their_space_back() {
     let spool = || wasmtp::spool::Spool::attach(&s.dir.path().join("spool")).unwrap();
     let space_back = || async {
         common::eventually("no message and the space back", || {
-            spool().list().is_empty() && spool_octets(s.dir.path()) < 256 << 10
+            spool().list().is_empty() && common::spool_octets(s.dir.path()) < 256 << 10
         })
         .await;
     };
@@ -126,7 +118,7 @@ async fn failed_big_transactions_leave_no_message_and_give_their_space_back() {
     start(&mut c).await;
     c.send(&big.as_bytes()[..big.len() / 2]).await;
     common::eventually("half of it in the spool", || {
-        spool_octets(s.dir.path()) > 1 << 20
+        common::spool_octets(s.dir.path()) > 1 << 20
     })
     .await;
     drop(c);

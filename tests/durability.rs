@@ -158,18 +158,6 @@ fn big(token: &str) -> String {
     body
 }
 
-/// Octets of the spool's segments.
-fn spool_octets(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("spool/log"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn kill_9_during_data_delivers_no_partial_message_and_every_acknowledged_one() {
     // The next hop defers everything until it is opened, so the acknowledged messages are
@@ -197,7 +185,7 @@ async fn kill_9_during_data_delivers_no_partial_message_and_every_acknowledged_o
         assert!(reply.starts_with("250"), "{reply}");
     }
     // A third is cut short by the crash: half of it is in the spool's parts.
-    let before = spool_octets(dir.path());
+    let before = common::spool_octets(dir.path());
     let mut c = Client::connect(addr).await;
     c.cmd("EHLO t", "250").await;
     c.cmd("MAIL FROM:<s@load.test>", "250").await;
@@ -206,7 +194,7 @@ async fn kill_9_during_data_delivers_no_partial_message_and_every_acknowledged_o
     let partial = big("partial");
     c.send(&partial.as_bytes()[..partial.len() / 2]).await;
     common::eventually("half of the third message in the spool", || {
-        spool_octets(dir.path()) > before + 900_000
+        common::spool_octets(dir.path()) > before + 900_000
     })
     .await;
     server.signal("KILL");
@@ -234,7 +222,7 @@ async fn kill_9_during_data_delivers_no_partial_message_and_every_acknowledged_o
             .unwrap()
             .list()
             .is_empty()
-            && spool_octets(dir.path()) < 1 << 20
+            && common::spool_octets(dir.path()) < 1 << 20
     })
     .await;
     assert_eq!(sink.count(), 2, "{} messages at the sink", sink.count());

@@ -245,6 +245,19 @@ where
     }
 }
 
+/// Octets of the segments of the spool under `dir` (`dir/spool/log`), none when it is not
+/// there yet.
+pub fn spool_octets(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("spool/log"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 pub fn maildir_files(root: &Path, user: &str) -> Vec<PathBuf> {
     std::fs::read_dir(root.join(user).join("new"))
         .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
