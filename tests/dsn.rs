@@ -116,6 +116,28 @@ async fn one_delay_report_when_asked_for() {
     assert_eq!(sink.reports().len(), 1);
 }
 
+#[tokio::test]
+async fn expiry_reports_the_last_reply() {
+    let (sink, s) = setup("[delivery]\nretry = [\"1s\"]\nmax_age = \"2s\"\n").await;
+    s.send_one(&["later@example.test"], "will expire").await;
+    common::eventually("the report", || sink.reports().len() == 1).await;
+    let text = sink.reports()[0].text();
+    // RFC 3463: the last reply's status (a transient one: the recipient was given up,
+    // not refused), with that reply as the remote server's diagnostic.
+    for needle in [
+        "Final-Recipient: rfc822; later@example.test",
+        "Action: failed",
+        "Status: 4.2.0",
+        "Remote-MTA: dns; 127.0.0.1",
+        "Diagnostic-Code: smtp; 450 4.2.0 mailbox busy",
+        "not delivered in time",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    assert!(!text.contains("Status: 5.0.0"), "{text}");
+    common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
+}
+
 /// Sends one message with two recipients, the first with NOTIFY=SUCCESS.
 async fn send_asking_for_success(s: &TestServer) {
     let mut c = Client::connect(s.addr()).await;

@@ -173,6 +173,9 @@ async fn a_route_back_to_ourselves_is_a_loop_and_bounces() {
     let report = got[0].text();
     assert!(report.contains("Status: 5.4.6"), "{report}");
     assert!(report.contains("loops back to myself"), "{report}");
+    // Our own verdict: no remote server answered, so none is named (RFC 3464 2.3.5-2.3.6).
+    assert!(!report.contains("Diagnostic-Code"), "{report}");
+    assert!(!report.contains("Remote-MTA"), "{report}");
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
     assert_eq!(
         s.server

@@ -5,6 +5,7 @@ mod common;
 use common::sink::{Sink, SinkOptions};
 use common::{Client, TestServer};
 use std::sync::Arc;
+use wasmtp::spool::RecipientStatus;
 
 fn accept(extra: &str) -> String {
     format!(
@@ -278,8 +279,11 @@ async fn lmtp_route_gets_one_outcome_per_recipient() {
     common::eventually("the saved delivery state", || {
         let spool = s.spool();
         spool.list().first().is_some_and(|id| {
-            let state = format!("{:?}", spool.load_envelope(id).unwrap().1);
-            state.contains("Delivered") && state.contains("452 4.2.2 mailbox full")
+            let state = spool.load_envelope(id).unwrap().1;
+            matches!(&state.recipients[0], RecipientStatus::Delivered(_))
+                && matches!(&state.recipients[1], RecipientStatus::Deferred(r)
+                    if r.to_string() == "452 4.2.2 mailbox full"
+                        && r.remote.as_deref() == Some("127.0.0.1"))
         })
     })
     .await;

@@ -40,14 +40,15 @@ fn age(seconds: i64) -> String {
 
 /// Each recipient's state as the listing shows it: (state, last error).
 fn recipient_state(state: &QueueState, status: &RecipientStatus) -> (&'static str, Option<String>) {
-    match status {
-        RecipientStatus::Queued if state.held => ("held", None),
-        RecipientStatus::Deferred(e) if state.held => ("held", Some(e.clone())),
-        RecipientStatus::Queued => ("queued", None),
-        RecipientStatus::Deferred(e) => ("deferred", Some(e.clone())),
-        RecipientStatus::Delivered(r) => ("delivered", Some(r.clone())),
-        RecipientStatus::Failed(e) => ("failed", Some(e.clone())),
-    }
+    let name = match status {
+        RecipientStatus::Queued | RecipientStatus::Deferred(_) if state.held => "held",
+        RecipientStatus::Queued => "queued",
+        RecipientStatus::Deferred(_) => "deferred",
+        RecipientStatus::Delivered(_) => "delivered",
+        RecipientStatus::Failed(_) => "failed",
+        RecipientStatus::Expired(_) => "expired",
+    };
+    (name, status.reply().map(ToString::to_string))
 }
 
 /// One line per message: id, age, size, sender, recipients with their state.

@@ -6,8 +6,9 @@
 //! was given the NOTIFY and reports itself). Never for the null sender, so reports cannot
 //! loop; never for NOTIFY=NEVER.
 
+use crate::proto::EnhancedCode;
 use crate::proto::params::{MailParams, Ret, decode_xtext};
-use crate::spool::{Content, Envelope, Recipient, Spool, SpoolId};
+use crate::spool::{Content, Envelope, Recipient, RecipientStatus, Spool, SpoolId};
 
 /// Which report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,25 +31,50 @@ pub fn wanted(recipient: &Recipient, kind: Kind) -> bool {
     }
 }
 
-/// The enhanced status of a stored reply such as "550 5.1.1 no such user".
-fn status_of(reply: &str, kind: Kind) -> String {
-    reply
-        .split_whitespace()
-        .nth(1)
-        .filter(|s| {
-            s.split('.').count() == 3
-                && s.split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+/// A recipient's Status (RFC 3464 2.3.4): the enhanced code of the reply that decided it
+/// (RFC 3463), else the class of the report with "delivery time expired" (4.4.7) for one
+/// given up at `delivery.max_age`, "other" (X.0.0) for the rest.
+fn status_of(status: &RecipientStatus, kind: Kind) -> EnhancedCode {
+    status
+        .reply()
+        .and_then(|r| r.enhanced)
+        .unwrap_or(match (status, kind) {
+            (RecipientStatus::Expired(_), _) => EnhancedCode(4, 4, 7),
+            (_, Kind::Failed) => EnhancedCode(5, 0, 0),
+            (_, Kind::Delayed) => EnhancedCode(4, 0, 0),
+            (_, Kind::Delivered | Kind::Relayed) => EnhancedCode(2, 0, 0),
         })
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            match kind {
-                Kind::Failed => "5.0.0",
-                Kind::Delayed => "4.0.0",
-                Kind::Delivered | Kind::Relayed => "2.0.0",
-            }
-            .into()
-        })
+}
+
+/// The per-recipient fields of the report after Final-Recipient and Original-Recipient.
+/// Remote-MTA and Diagnostic-Code (RFC 3464 2.3.5, 2.3.6) only for a reply a remote server
+/// gave: ours is told in the text part, not passed off as another server's.
+fn recipient_fields(action: &str, status: &RecipientStatus, kind: Kind) -> String {
+    let mut fields = format!(
+        "Action: {action}\r\nStatus: {}\r\n",
+        status_of(status, kind)
+    );
+    if let Some(reply) = status.reply()
+        && let Some(mta) = &reply.remote
+    {
+        fields.push_str(&format!(
+            "Remote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            one_line(mta),
+            one_line(&reply.to_string())
+        ));
+    }
+    fields
+}
+
+/// The line the text part gives a recipient.
+fn human_line(status: &RecipientStatus) -> String {
+    match (status, status.reply()) {
+        (RecipientStatus::Expired(r), _) => {
+            format!("not delivered in time (delivery.max_age); the last attempt: {r}")
+        }
+        (_, Some(r)) => r.to_string(),
+        (_, None) => "not tried yet".into(),
+    }
 }
 
 /// Text from elsewhere (a next hop's reply, a stored parameter) as one header-safe line: every
@@ -59,7 +85,7 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-/// Builds and spools the report for `failed` (index, last reply) recipients of `envelope`;
+/// Builds and spools the report for `recipients` (index, status) of `envelope`;
 /// returns its id, or `None` when nobody is to be told.
 pub async fn send(
     spool: &Spool,
@@ -67,13 +93,13 @@ pub async fn send(
     envelope: &Envelope,
     content: &Content,
     return_limit: u64,
-    recipients: &[(usize, String)],
+    recipients: &[(usize, RecipientStatus)],
     kind: Kind,
 ) -> std::io::Result<Option<SpoolId>> {
     let Some(sender) = envelope.sender.clone() else {
         return Ok(None);
     };
-    let chosen: Vec<&(usize, String)> = recipients
+    let chosen: Vec<&(usize, RecipientStatus)> = recipients
         .iter()
         .filter(|(i, _)| wanted(&envelope.recipients[*i], kind))
         .collect();
@@ -114,9 +140,13 @@ pub async fn send(
         .map(|d| d.to_rfc2822())
         .unwrap_or_default();
     status.push_str(&format!("Arrival-Date: {arrival}\r\n"));
-    for (i, reply) in &chosen {
+    for (i, recipient_status) in &chosen {
         let r = &envelope.recipients[*i];
-        text.push_str(&format!("<{}>: {}\r\n", r.address, one_line(reply)));
+        text.push_str(&format!(
+            "<{}>: {}\r\n",
+            r.address,
+            one_line(&human_line(recipient_status))
+        ));
         status.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", r.address));
         if let Some(orcpt) = &r.params.orcpt
             && let Some((kind, addr)) = orcpt.split_once(';')
@@ -127,11 +157,7 @@ pub async fn send(
                 one_line(kind)
             ));
         }
-        status.push_str(&format!(
-            "Action: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
-            status_of(reply, kind),
-            one_line(reply)
-        ));
+        status.push_str(&recipient_fields(action, recipient_status, kind));
     }
     // RFC 3461 4.3: RET=HDRS returns the header only; FULL (and our default) the message,
     // in failure reports; a success report returns the header only (RFC 3461 4.3: the
@@ -185,17 +211,36 @@ pub async fn send(
     Ok(Some(id))
 }
 
-/// What a report returns of the message: all of it, or its header section (at most
-/// `HEADER_MAX`, as the session accepted it), read from the spool.
+/// The most a report returns of a header section: the client's (at most `HEADER_MAX`, as the
+/// session accepted it) with room for the fields we and plugins added in front.
+const RETURNED_HEADER_MAX: usize = 2 * crate::proto::header::HEADER_MAX;
+
+/// What a report returns of the message: all of it (the caller keeps that to
+/// `bounce_size_limit`), or its header section, read from the spool block by block up to the
+/// empty line (a header past `RETURNED_HEADER_MAX` is cut at a line's end).
 async fn read_original(content: &Content, headers_only: bool) -> std::io::Result<Vec<u8>> {
     let content = content.clone();
     tokio::task::spawn_blocking(move || {
         if !headers_only {
             return content.to_vec();
         }
-        let head = content.read_at(0, crate::proto::header::HEADER_MAX + 4)?;
-        let end = memchr::memmem::find(&head, b"\r\n\r\n").map_or(head.len(), |p| p + 2);
-        Ok(head[..end].to_vec())
+        let mut head = Vec::new();
+        let mut blocks = content.blocks();
+        while let Some(block) = blocks.next_blocking()? {
+            let from = head.len().saturating_sub(3);
+            head.extend_from_slice(&block);
+            if let Some(p) = memchr::memmem::find(&head[from..], b"\r\n\r\n") {
+                head.truncate(from + p + 2);
+                return Ok(head);
+            }
+            if head.len() >= RETURNED_HEADER_MAX {
+                head.truncate(RETURNED_HEADER_MAX);
+                let end = memchr::memmem::rfind(&head, b"\r\n").map_or(0, |p| p + 2);
+                head.truncate(end);
+                return Ok(head);
+            }
+        }
+        Ok(head)
     })
     .await
     .map_err(std::io::Error::other)?
@@ -204,6 +249,8 @@ async fn read_original(content: &Content, headers_only: bool) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Reply;
+    use crate::spool::StoredReply;
 
     #[test]
     fn header_safe() {
@@ -212,8 +259,28 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status_of("550 5.1.1 no such user", Kind::Failed), "5.1.1");
-        assert_eq!(status_of("connection refused", Kind::Failed), "5.0.0");
-        assert_eq!(status_of("451 4.4.4 later", Kind::Delayed), "4.4.4");
+        let stored = |line: &str, remote: Option<&str>| {
+            let (reply, _) = Reply::parse(format!("{line}\r\n").as_bytes())
+                .unwrap()
+                .unwrap();
+            StoredReply::new(&reply, remote)
+        };
+        let theirs = RecipientStatus::Failed(stored("550 5.1.1 no such user", Some("mx.test")));
+        assert_eq!(status_of(&theirs, Kind::Failed), EnhancedCode(5, 1, 1));
+        assert_eq!(
+            recipient_fields("failed", &theirs, Kind::Failed),
+            "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.test\r\n\
+             Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+        );
+        let ours = RecipientStatus::Failed(stored("554 mail loops back", None));
+        assert_eq!(status_of(&ours, Kind::Failed), EnhancedCode(5, 0, 0));
+        assert_eq!(
+            recipient_fields("failed", &ours, Kind::Failed),
+            "Action: failed\r\nStatus: 5.0.0\r\n"
+        );
+        let expired = RecipientStatus::Expired(stored("451 timed out", Some("mx.test")));
+        assert_eq!(status_of(&expired, Kind::Failed), EnhancedCode(4, 4, 7));
+        let expired = RecipientStatus::Expired(stored("451 4.4.1 no answer", None));
+        assert_eq!(status_of(&expired, Kind::Failed), EnhancedCode(4, 4, 1));
     }
 }

@@ -9,7 +9,7 @@ pub use super::conn::Protocol;
 use super::conn::{Client, Extensions, Timeouts, within};
 use super::convert;
 use super::pool::{Pool, Session, Stream};
-use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
+use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
 use std::fmt;
@@ -133,10 +133,18 @@ impl SmtpTransport {
         Reply::dynamic(451, 4, 4, format!("{what} {}: {e}", self.hop))
     }
 
+    /// A reply the hop gave, named by the hop's host name (the MX name for MX delivery).
+    fn theirs(&self, reply: Reply) -> Answer {
+        Answer {
+            reply,
+            remote: Some(self.hop.tls_name.as_str().into()),
+        }
+    }
+
     /// One delivery, on an idle connection to the hop when there is one (RSET first),
     /// else a new one; a connection whose transaction ended cleanly is kept for the next
     /// message. `Err` is a reply for every recipient (connection or MAIL failure).
-    pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Reply> {
+    pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Answer> {
         let key = self.hop.pool_key();
         let settings = &self.settings;
         let mut session = loop {
@@ -160,20 +168,20 @@ impl SmtpTransport {
                     outcomes
                         .into_iter()
                         .map(|o| match o {
-                            DeliveryOutcome::Delivered(reply) if relayed => {
-                                DeliveryOutcome::Relayed { reply, dsn }
+                            DeliveryOutcome::Delivered(answer) if relayed => {
+                                DeliveryOutcome::Relayed { answer, dsn }
                             }
                             o => o,
                         })
                         .collect()
                 })
             }
-            Err(e) => Err(self.transient("talking to", e)),
+            Err(e) => Err(self.transient("talking to", e).into()),
         }
     }
 
     /// A new session with the hop: connected, greeted, EHLO, STARTTLS per policy.
-    async fn connect(&self) -> Result<Session, Reply> {
+    async fn connect(&self) -> Result<Session, Answer> {
         let t = self.settings.timeouts;
         let hop = &self.hop;
         let addrs: Vec<SocketAddr> = within(
@@ -185,7 +193,7 @@ impl SmtpTransport {
         .map_err(|e| self.transient("cannot resolve", e))?
         .collect();
         if addrs.iter().any(|&a| self.settings.is_own(a, None)) {
-            return Err(loop_reply(hop));
+            return Err(loop_reply(hop).into());
         }
         let tcp = within("connect", t.connect, TcpStream::connect(&addrs[..]))
             .await
@@ -193,7 +201,7 @@ impl SmtpTransport {
         if let Ok(peer) = tcp.peer_addr()
             && self.settings.is_own(peer, tcp.local_addr().ok())
         {
-            return Err(loop_reply(hop));
+            return Err(loop_reply(hop).into());
         }
         let _ = tcp.set_nodelay(true);
         let mut conn = Client::new(Stream::Plain(tcp), t);
@@ -202,7 +210,7 @@ impl SmtpTransport {
             .await
             .map_err(|e| self.transient("greeting from", e))?;
         if greeting.code != 220 {
-            return Err(greeting);
+            return Err(self.theirs(greeting));
         }
         // Postfix's check: a hop that greets with our own name is ourselves (a loop through
         // an address we do not know as ours: NAT, a proxy). Not for LMTP, where the local
@@ -214,12 +222,13 @@ impl SmtpTransport {
                 .next()
                 .is_some_and(|name| name.eq_ignore_ascii_case(&self.settings.hostname))
         {
-            return Err(loop_reply(hop));
+            return Err(loop_reply(hop).into());
         }
         let ext = conn
             .hello(&self.settings.hostname, hop.protocol)
             .await
-            .map_err(|e| self.transient("EHLO to", e))??;
+            .map_err(|e| self.transient("EHLO to", e))?
+            .map_err(|r| self.theirs(r))?;
         let config = match &hop.tls {
             TlsMode::Off => None,
             TlsMode::Opportunistic => Some(crate::tls::delivery_client_config()),
@@ -248,7 +257,7 @@ impl SmtpTransport {
                 rustls::pki_types::ServerName::try_from("localhost").expect("valid name")
             }
             (Err(e), true) => {
-                return Err(self.transient("TLS name of", e));
+                return Err(self.transient("TLS name of", e).into());
             }
         };
         let Stream::Plain(tcp) = conn.into_inner() else {
@@ -273,7 +282,8 @@ impl SmtpTransport {
         let ext = conn
             .hello(&self.settings.hostname, hop.protocol)
             .await
-            .map_err(|e| self.transient("EHLO to", e))??;
+            .map_err(|e| self.transient("EHLO to", e))?
+            .map_err(|r| self.theirs(r))?;
         Ok(Session::new(conn, ext))
     }
 
@@ -284,7 +294,7 @@ impl SmtpTransport {
         conn: &mut Client<Stream>,
         ext: &Extensions,
         msg: &Outgoing<'_>,
-    ) -> io::Result<Result<Vec<DeliveryOutcome>, Reply>> {
+    ) -> io::Result<Result<Vec<DeliveryOutcome>, Answer>> {
         let env = msg.envelope;
         let utf8 = env.params.smtputf8;
         if utf8 && !ext.has("SMTPUTF8") {
@@ -294,7 +304,8 @@ impl SmtpTransport {
                 6,
                 7,
                 format!("{} does not support SMTPUTF8", self.hop),
-            )));
+            )
+            .into()));
         }
         // RFC 6152 3: 8-bit content to a hop without 8BITMIME is converted to 7 bit, or
         // refused for good where it cannot be (RFC 3463 X.6.3).
@@ -314,7 +325,8 @@ impl SmtpTransport {
                             "{} does not support 8BITMIME and the message cannot be converted: {why}",
                             self.hop
                         ),
-                    )));
+                    )
+                    .into()));
                 }
             }
         } else {
@@ -384,11 +396,13 @@ impl SmtpTransport {
                 if mail_reply.is_positive() && r.is_positive() {
                     accepted.push(i);
                 } else {
-                    *slot = Some(DeliveryOutcome::from_reply(if mail_reply.is_positive() {
-                        r
-                    } else {
-                        mail_reply.clone()
-                    }));
+                    *slot = Some(DeliveryOutcome::of(self.theirs(
+                        if mail_reply.is_positive() {
+                            r
+                        } else {
+                            mail_reply.clone()
+                        },
+                    )));
                 }
             }
             if !chunking {
@@ -398,7 +412,7 @@ impl SmtpTransport {
             conn.send(mail.as_bytes()).await?;
             mail_reply = conn.reply().await?;
             if !mail_reply.is_positive() {
-                return Ok(Err(mail_reply));
+                return Ok(Err(self.theirs(mail_reply)));
             }
             for (i, line) in rcpts.iter().enumerate() {
                 conn.send(line.as_bytes()).await?;
@@ -406,7 +420,7 @@ impl SmtpTransport {
                 if r.is_positive() {
                     accepted.push(i);
                 } else {
-                    outcomes[i] = Some(DeliveryOutcome::from_reply(r));
+                    outcomes[i] = Some(DeliveryOutcome::of(self.theirs(r)));
                 }
             }
             if !accepted.is_empty() && !chunking {
@@ -434,11 +448,11 @@ impl SmtpTransport {
                 conn.reply_within(conn.timeouts.data_end).await?;
             }
             if !mail_reply.is_positive() {
-                return Ok(Err(mail_reply));
+                return Ok(Err(self.theirs(mail_reply)));
             }
             for &i in &accepted {
                 let refused = data_reply.clone().expect("DATA was refused");
-                outcomes[i] = Some(DeliveryOutcome::from_reply(refused));
+                outcomes[i] = Some(DeliveryOutcome::of(self.theirs(refused)));
             }
             return Ok(Ok(outcomes
                 .into_iter()
@@ -455,12 +469,12 @@ impl SmtpTransport {
             // RFC 2033 4.2: one reply per accepted recipient, in order.
             for &i in &accepted {
                 let r = conn.reply_within(conn.timeouts.data_end).await?;
-                outcomes[i] = Some(DeliveryOutcome::from_reply(r));
+                outcomes[i] = Some(DeliveryOutcome::of(self.theirs(r)));
             }
         } else {
             let r = conn.reply_within(conn.timeouts.data_end).await?;
             for &i in &accepted {
-                outcomes[i] = Some(DeliveryOutcome::from_reply(r.clone()));
+                outcomes[i] = Some(DeliveryOutcome::of(self.theirs(r.clone())));
             }
         }
         Ok(Ok(outcomes
@@ -475,7 +489,7 @@ impl Transport for SmtpTransport {
         Box::pin(async move {
             match self.run(msg).await {
                 Ok(outcomes) => outcomes,
-                Err(reply) => vec![DeliveryOutcome::from_reply(reply); msg.recipients.len()],
+                Err(answer) => vec![DeliveryOutcome::of(answer); msg.recipients.len()],
             }
         })
     }

@@ -136,7 +136,7 @@ impl Transport for MaildirTransport {
             tokio::task::spawn_blocking(move || {
                 jobs.into_iter()
                     .map(|dir| match dir {
-                        None => DeliveryOutcome::Permanent(Reply::dynamic(
+                        None => DeliveryOutcome::of(Reply::dynamic(
                             550,
                             1,
                             1,
@@ -148,13 +148,13 @@ impl Transport for MaildirTransport {
                             return_path.as_bytes(),
                             &content,
                         ) {
-                            Ok(()) => DeliveryOutcome::Delivered(Reply::dynamic(
+                            Ok(()) => DeliveryOutcome::of(Reply::dynamic(
                                 250,
                                 0,
                                 0,
                                 format!("delivered to {}", dir.display()),
                             )),
-                            Err(e) => DeliveryOutcome::Transient(Reply::dynamic(
+                            Err(e) => DeliveryOutcome::of(Reply::dynamic(
                                 451,
                                 3,
                                 0,
@@ -167,7 +167,7 @@ impl Transport for MaildirTransport {
             .await
             .unwrap_or_else(|e| {
                 vec![
-                    DeliveryOutcome::Transient(Reply::dynamic(451, 3, 0, e.to_string()));
+                    DeliveryOutcome::of(Reply::dynamic(451, 3, 0, e.to_string()));
                     msg.recipients.len()
                 ]
             })

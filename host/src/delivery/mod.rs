@@ -16,35 +16,71 @@ mod route;
 mod shared;
 
 use crate::proto::Reply;
-use crate::spool::{Content, Envelope};
+use crate::spool::{Content, Envelope, StoredReply};
 pub use maildir::mailbox_name;
 pub use queue::start;
 pub use shared::QueueHandle;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+/// A reply and who gave it: a next hop (named, for a report's Remote-MTA and
+/// Diagnostic-Code, RFC 3464 2.3.5-2.3.6), or we ourselves (a connection that failed, a
+/// loop, a message this hop cannot take, a local mailbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub reply: Reply,
+    pub remote: Option<Arc<str>>,
+}
+
+impl From<Reply> for Answer {
+    /// Ours.
+    fn from(reply: Reply) -> Answer {
+        Answer {
+            reply,
+            remote: None,
+        }
+    }
+}
+
+impl Answer {
+    pub fn stored(&self) -> StoredReply {
+        StoredReply::new(&self.reply, self.remote.as_deref())
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.remote {
+            Some(mta) => write!(f, "{} (from {mta})", self.reply),
+            None => self.reply.fmt(f),
+        }
+    }
+}
 
 /// The result for one recipient of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Final delivery (a mailbox, an LMTP store).
-    Delivered(Reply),
+    Delivered(Answer),
     /// Taken by a next hop that relays it further; `dsn`: the hop supports DSN (RFC 3461)
     /// and was given the recipient's NOTIFY, so reports are its job from here.
     Relayed {
-        reply: Reply,
+        answer: Answer,
         dsn: bool,
     },
-    Transient(Reply),
-    Permanent(Reply),
+    Transient(Answer),
+    Permanent(Answer),
 }
 
 impl DeliveryOutcome {
-    /// Classifies a reply from a next hop by its first digit.
-    pub fn from_reply(reply: Reply) -> DeliveryOutcome {
-        match reply.code {
-            200..=399 => DeliveryOutcome::Delivered(reply),
-            400..=499 => DeliveryOutcome::Transient(reply),
-            _ => DeliveryOutcome::Permanent(reply),
+    /// Classifies a reply by its first digit.
+    pub fn of(answer: impl Into<Answer>) -> DeliveryOutcome {
+        let answer = answer.into();
+        match answer.reply.code {
+            200..=399 => DeliveryOutcome::Delivered(answer),
+            400..=499 => DeliveryOutcome::Transient(answer),
+            _ => DeliveryOutcome::Permanent(answer),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Lookups use the server's resolver (`[dns] nameservers`).
 
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode, is_loop};
-use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
+use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::Config;
 use crate::dns::{Dns, DnsError, ResolverError};
 use crate::proto::Reply;
@@ -95,14 +95,16 @@ impl MxTransport {
     }
 
     async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
-        let every = |reply: Reply| vec![DeliveryOutcome::from_reply(reply); msg.recipients.len()];
+        let every = |answer: Answer| vec![DeliveryOutcome::of(answer); msg.recipients.len()];
         let dns = match &self.dns {
             Ok(d) => d,
-            Err(e) => return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}"))),
+            Err(e) => {
+                return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}")).into());
+            }
         };
         let hosts = match self.hosts(dns).await {
             Hosts::Found(h) => h,
-            Hosts::Refused(reply) => return every(reply),
+            Hosts::Refused(reply) => return every(reply.into()),
         };
         let mut last = None;
         let mut nowhere = true;
@@ -138,7 +140,7 @@ impl MxTransport {
                     // We are one of the domain's MX hosts: only better ones may be tried
                     // (RFC 5321 5.1). With none of them reachable that is a deferral, not a
                     // loop; a loop only when we come first.
-                    Err(reply) if is_loop(&reply) => {
+                    Err(answer) if is_loop(&answer.reply) => {
                         return every(match last {
                             Some(better) => Reply::dynamic(
                                 451,
@@ -148,20 +150,21 @@ impl MxTransport {
                                     "{}: the MX hosts preferred to this one failed: {better}",
                                     self.domain
                                 ),
-                            ),
-                            None => reply,
+                            )
+                            .into(),
+                            None => answer,
                         });
                     }
-                    Err(reply) if reply.is_transient() => {
-                        tracing::debug!(domain = %self.domain, %host, %ip, %reply, "trying the next MX address");
-                        last = Some(reply);
+                    Err(answer) if answer.reply.is_transient() => {
+                        tracing::debug!(domain = %self.domain, %host, %ip, reply = %answer, "trying the next MX address");
+                        last = Some(answer);
                     }
-                    Err(reply) => return every(reply),
+                    Err(answer) => return every(answer),
                 }
             }
         }
         every(last.unwrap_or_else(|| {
-            if nowhere {
+            Answer::from(if nowhere {
                 Reply::dynamic(
                     550,
                     1,
@@ -175,7 +178,7 @@ impl MxTransport {
                     4,
                     format!("{}: no MX host could be reached", self.domain),
                 )
-            }
+            })
         }))
     }
 }

@@ -5,7 +5,10 @@
 use super::bounce;
 use super::route::attempt;
 use super::shared::{Delivery, Order};
-use crate::spool::{Content, Durability, Envelope, QueueState, RecipientStatus, SpoolId};
+use crate::proto::Reply;
+use crate::spool::{
+    Content, Durability, Envelope, QueueState, RecipientStatus, SpoolId, StoredReply,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -14,17 +17,17 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Recipients that failed in this attempt, with their last reply.
-fn newly_failed(before: &[RecipientStatus], after: &[RecipientStatus]) -> Vec<(usize, String)> {
+/// Recipients that failed for good in this attempt (or by age), with their status.
+fn newly_failed(
+    before: &[RecipientStatus],
+    after: &[RecipientStatus],
+) -> Vec<(usize, RecipientStatus)> {
     before
         .iter()
         .zip(after)
         .enumerate()
-        .filter_map(|(i, (b, a))| match (b, a) {
-            (RecipientStatus::Failed(_), _) => None,
-            (_, RecipientStatus::Failed(reply)) => Some((i, reply.clone())),
-            _ => None,
-        })
+        .filter(|(_, (b, a))| !b.is_final_failure() && a.is_final_failure())
+        .map(|(i, (_, a))| (i, a.clone()))
         .collect()
 }
 
@@ -33,7 +36,7 @@ async fn report(
     d: &Delivery,
     envelope: &Envelope,
     content: &Content,
-    recipients: &[(usize, String)],
+    recipients: &[(usize, RecipientStatus)],
     kind: bounce::Kind,
 ) {
     if recipients.is_empty() || envelope.sender.is_none() {
@@ -167,7 +170,7 @@ pub(super) async fn run_message(
         let failed = newly_failed(&before, &state.recipients);
         report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
         for kind in [bounce::Kind::Delivered, bounce::Kind::Relayed] {
-            let these: Vec<(usize, String)> = successes
+            let these: Vec<(usize, RecipientStatus)> = successes
                 .iter()
                 .filter(|s| s.2 == kind)
                 .map(|(i, r, _)| (*i, r.clone()))
@@ -189,12 +192,15 @@ pub(super) async fn run_message(
         if age > config.delivery.max_age.0.as_secs() as i64 {
             let before = state.recipients.clone();
             for i in state.pending().collect::<Vec<_>>() {
+                // RFC 3463 4.4.7: delivery time expired, when no attempt left a reply.
                 let last = match &state.recipients[i] {
-                    RecipientStatus::Deferred(e) => e.clone(),
-                    _ => String::new(),
+                    RecipientStatus::Deferred(r) => r.clone(),
+                    _ => StoredReply::new(
+                        &Reply::dynamic(451, 4, 7, "delivery time expired before an attempt"),
+                        None,
+                    ),
                 };
-                state.recipients[i] =
-                    RecipientStatus::Failed(format!("expired after delivery.max_age: {last}"));
+                state.recipients[i] = RecipientStatus::Expired(last);
                 tracing::warn!(%id, rcpt = %envelope.recipients[i].address, "gave up: delivery.max_age reached");
             }
             let expired = newly_failed(&before, &state.recipients);
@@ -203,14 +209,12 @@ pub(super) async fn run_message(
             return;
         }
         if !state.delay_warned && age >= config.delivery.delay_warning.0.as_secs() as i64 {
-            let deferred: Vec<(usize, String)> = state
+            let deferred: Vec<(usize, RecipientStatus)> = state
                 .recipients
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| match s {
-                    RecipientStatus::Deferred(e) => Some((i, e.clone())),
-                    _ => None,
-                })
+                .filter(|(_, s)| matches!(s, RecipientStatus::Deferred(_)))
+                .map(|(i, s)| (i, s.clone()))
                 .collect();
             report(&d, &envelope, &content, &deferred, bounce::Kind::Delayed).await;
             state.delay_warned = true;

@@ -17,7 +17,7 @@ struct Unavailable(Reply);
 
 impl Transport for Unavailable {
     fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
-        let outcome = DeliveryOutcome::from_reply(self.0.clone());
+        let outcome = DeliveryOutcome::of(self.0.clone());
         Box::pin(std::future::ready(vec![outcome; msg.recipients.len()]))
     }
 }
@@ -79,7 +79,7 @@ pub(super) async fn attempt(
     envelope: &Envelope,
     content: &Content,
     state: &mut QueueState,
-) -> Vec<(usize, String, bounce::Kind)> {
+) -> Vec<(usize, RecipientStatus, bounce::Kind)> {
     let mut successes = Vec::new();
     let config = d.config.borrow().clone();
     let settings = Arc::new(ClientSettings {
@@ -131,23 +131,24 @@ pub(super) async fn attempt(
                 _ => None,
             };
             state.recipients[i] = match outcome {
-                DeliveryOutcome::Delivered(r) | DeliveryOutcome::Relayed { reply: r, .. } => {
+                DeliveryOutcome::Delivered(a) | DeliveryOutcome::Relayed { answer: a, .. } => {
                     Metrics::inc(&d.metrics.deliveries_total);
-                    tracing::info!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "delivered");
+                    tracing::info!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "delivered");
+                    let status = RecipientStatus::Delivered(a.stored());
                     if let Some(kind) = report {
-                        successes.push((i, r.to_string(), kind));
+                        successes.push((i, status.clone(), kind));
                     }
-                    RecipientStatus::Delivered(r.to_string())
+                    status
                 }
-                DeliveryOutcome::Transient(r) => {
+                DeliveryOutcome::Transient(a) => {
                     Metrics::inc(&d.metrics.deferrals_total);
-                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "deferred");
-                    RecipientStatus::Deferred(r.to_string())
+                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "deferred");
+                    RecipientStatus::Deferred(a.stored())
                 }
-                DeliveryOutcome::Permanent(r) => {
+                DeliveryOutcome::Permanent(a) => {
                     Metrics::inc(&d.metrics.failures_total);
-                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %r, "failed permanently");
-                    RecipientStatus::Failed(r.to_string())
+                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "failed permanently");
+                    RecipientStatus::Failed(a.stored())
                 }
             };
         }

@@ -13,6 +13,21 @@ impl fmt::Display for EnhancedCode {
     }
 }
 
+/// Kept as its text, "5.1.1".
+impl serde::Serialize for EnhancedCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnhancedCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EnhancedCode, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_enhanced(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an enhanced code")))
+    }
+}
+
 /// One SMTP reply: a code, an optional enhanced status code and text.
 /// Text containing `\n` becomes a multi-line reply (RFC 5321 4.2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ mod index;
 mod legacy;
 mod log;
 mod record;
+mod state;
 mod writer;
 
 use crate::proto::{MailParams, Mailbox, RcptParams};
@@ -26,6 +27,7 @@ pub use incoming::Incoming;
 use index::{Index, Located};
 use record::Record;
 use serde::{Deserialize, Serialize};
+pub use state::{QueueState, RecipientStatus, StoredReply};
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -95,69 +97,6 @@ pub struct Envelope {
 pub struct Recipient {
     pub address: Mailbox,
     pub params: RcptParams,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", content = "reply", rename_all = "lowercase")]
-pub enum RecipientStatus {
-    Queued,
-    /// Last attempt failed temporarily; the text is the last error.
-    Deferred(String),
-    Delivered(String),
-    Failed(String),
-}
-
-/// The mutable delivery state of one message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueState {
-    pub attempts: u32,
-    /// Unix seconds of the next attempt.
-    pub next_attempt: i64,
-    pub held: bool,
-    /// Why the message is held (a plugin's quarantine reason, or the operator's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold_reason: Option<String>,
-    /// A delay report (NOTIFY=DELAY) went out already.
-    #[serde(default)]
-    pub delay_warned: bool,
-    pub recipients: Vec<RecipientStatus>,
-}
-
-impl QueueState {
-    pub fn new(envelope: &Envelope) -> QueueState {
-        QueueState {
-            attempts: 0,
-            next_attempt: envelope.received_at,
-            held: false,
-            hold_reason: None,
-            delay_warned: false,
-            recipients: vec![RecipientStatus::Queued; envelope.recipients.len()],
-        }
-    }
-
-    /// Keeps it from delivery until released (the reason stays if a plugin gave one).
-    pub fn hold(&mut self) {
-        self.held = true;
-        self.hold_reason
-            .get_or_insert_with(|| "held by the operator".into());
-    }
-
-    /// Lets a held message go, due now; a message that is not held stays as it is.
-    pub fn release(&mut self, now: i64) -> Result<(), String> {
-        if !self.held {
-            return Err("the message is not held".into());
-        }
-        self.held = false;
-        self.hold_reason = None;
-        self.next_attempt = now;
-        Ok(())
-    }
-
-    pub fn pending(&self) -> impl Iterator<Item = usize> + '_ {
-        self.recipients.iter().enumerate().filter_map(|(i, s)| {
-            matches!(s, RecipientStatus::Queued | RecipientStatus::Deferred(_)).then_some(i)
-        })
-    }
 }
 
 /// The spool's lock, held as long as this lives (an advisory `flock`, released by the

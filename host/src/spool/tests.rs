@@ -51,7 +51,10 @@ async fn store_load_state_remove_and_recover() {
         spool.load_content(&b.id).unwrap().to_vec().unwrap(),
         message(20)
     );
-    state.recipients[0] = RecipientStatus::Deferred("451 later".into());
+    state.recipients[0] = RecipientStatus::Deferred(StoredReply::new(
+        &crate::proto::Reply::dynamic(451, 0, 0, "later"),
+        Some("mx.test"),
+    ));
     state.attempts = 1;
     spool
         .save_state(&a.id, &state, Durability::Now)
