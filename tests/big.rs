@@ -149,3 +149,83 @@ async fn failed_big_transactions_leave_no_message_and_give_their_space_back() {
         .await;
     assert!(reply.starts_with("250"), "{reply}");
 }
+
+/// Quoted-printable back to octets (RFC 2045 6.7), for checking what a hop got.
+fn unquote(qp: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).unwrap() as u8;
+    let mut out = Vec::with_capacity(qp.len());
+    let mut i = 0;
+    while i < qp.len() {
+        match &qp[i..] {
+            [b'=', b'\r', b'\n', ..] => i += 3,
+            [b'=', h, l, ..] => {
+                out.push(hex(*h) << 4 | hex(*l));
+                i += 3;
+            }
+            [b, ..] => {
+                out.push(*b);
+                i += 1;
+            }
+            [] => unreachable!(),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_big_8bit_message_is_converted_as_it_streams_for_a_hop_without_8bitmime() {
+    for chunking in [false, true] {
+        let sink = common::sink::Sink::start(common::sink::SinkOptions {
+            no_8bitmime: true,
+            chunking,
+            ..Default::default()
+        })
+        .await;
+        let s = TestServer::start(&format!(
+            "[accept]\ndomains = [\"example.test\"]\n[limits]\nmessage_size = \"25MiB\"\n{}",
+            sink.config_route("*", "none")
+        ))
+        .await;
+        // 4 MiB of 8-bit text in the second part of a multipart: many spool parts, and a
+        // body much larger than a block.
+        let text = message("inner", 65_000);
+        let (_, eight) = text.split_once("\r\n\r\n").unwrap();
+        let sent = format!(
+            "From: <s@c.test>\r\nSubject: big 8-bit\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"cut\"\r\n\r\n\
+             --cut\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n\
+             --cut\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: 8bit\r\n\r\n{eight}--cut--\r\n"
+        );
+        let mut c = Client::connect(s.addr()).await;
+        c.cmd("EHLO c.test", "250").await;
+        c.cmd("MAIL FROM:<s@c.test> BODY=8BITMIME", "250").await;
+        c.cmd("RCPT TO:<u@example.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.send(stuffed(&sent).as_bytes()).await;
+        c.send(b".\r\n").await;
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250"), "{reply}");
+        let got = &sink.wait_for(1).await[0];
+        assert!(got.data.iter().all(u8::is_ascii), "chunking {chunking}");
+        // The size announced is the size sent (RFC 1870; a BDAT chunk must be exact).
+        assert!(
+            got.mail.contains(&format!("SIZE={}", got.data.len())),
+            "{} for {} octets",
+            got.mail,
+            got.data.len()
+        );
+        let text = got.text();
+        assert!(text.contains("--cut\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--cut\r\n"));
+        let (_, qp) = text
+            .split_once("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+            .expect("the 8-bit part converted");
+        let qp = qp.strip_suffix("\r\n--cut--\r\n").expect("closed");
+        assert!(qp.lines().all(|l| l.len() <= 76));
+        assert_eq!(
+            String::from_utf8(unquote(qp.as_bytes())).unwrap(),
+            eight.strip_suffix("\r\n").unwrap(),
+            "chunking {chunking}: the content changed"
+        );
+    }
+}

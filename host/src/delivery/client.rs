@@ -7,7 +7,7 @@
 
 pub use super::conn::Protocol;
 use super::conn::{Client, Extensions, Timeouts, within};
-use super::convert;
+use super::convert::Outbound;
 use super::pool::{Pool, Session, Stream};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
@@ -309,28 +309,20 @@ impl SmtpTransport {
         }
         // RFC 6152 3: 8-bit content to a hop without 8BITMIME is converted to 7 bit, or
         // refused for good where it cannot be (RFC 3463 X.6.3).
-        let converted;
-        let content = if !ext.has("8BITMIME") && convert::content_has_8bit(msg.content).await? {
-            match convert::content_to_seven_bit(msg.content).await? {
-                Ok(c) => {
-                    converted = c;
-                    &converted
-                }
-                Err(why) => {
-                    return Ok(Err(Reply::dynamic(
-                        554,
-                        6,
-                        3,
-                        format!(
-                            "{} does not support 8BITMIME and the message cannot be converted: {why}",
-                            self.hop
-                        ),
-                    )
-                    .into()));
-                }
+        let content = match Outbound::for_hop(msg.content, ext.has("8BITMIME")).await? {
+            Ok(content) => content,
+            Err(why) => {
+                return Ok(Err(Reply::dynamic(
+                    554,
+                    6,
+                    3,
+                    format!(
+                        "{} does not support 8BITMIME and the message cannot be converted: {why}",
+                        self.hop
+                    ),
+                )
+                .into()));
             }
-        } else {
-            msg.content
         };
         let dsn = ext.has("DSN");
         let mut mail = format!(
@@ -461,9 +453,9 @@ impl SmtpTransport {
         }
         if chunking {
             let bdat = format!("BDAT {} LAST\r\n", content.len());
-            conn.send_content(bdat.as_bytes(), content).await?;
+            conn.send_content(bdat.as_bytes(), &content).await?;
         } else {
-            conn.send_stuffed(content).await?;
+            conn.send_stuffed(&content).await?;
         }
         if self.hop.protocol == Protocol::Lmtp {
             // RFC 2033 4.2: one reply per accepted recipient, in order.

@@ -1,9 +1,9 @@
 //! The wire side of the delivery client: one connection to a next hop, every read and write
 //! under its own deadline (RFC 5321 4.5.3.2), replies parsed by `Reply::parse`.
 
+use super::convert::Outbound;
 use crate::config::Delivery;
 use crate::proto::Reply;
-use crate::spool::Content;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -118,7 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Writes message data as it is (BDAT), as it is read from the spool, after `command`.
-    pub async fn send_content(&mut self, command: &[u8], content: &Content) -> io::Result<()> {
+    pub async fn send_content(&mut self, command: &[u8], content: &Outbound<'_>) -> io::Result<()> {
         self.write_blocks(command).await?;
         let mut blocks = content.blocks();
         while let Some(block) = blocks.next().await? {
@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Writes message content after DATA: dot-stuffed and ended (RFC 5321 4.5.2), as it
     /// is read from the spool. A content that cannot be read to its end (damage) is never
     /// ended: the error drops the connection, and the hop discards what it got.
-    pub async fn send_stuffed(&mut self, content: &Content) -> io::Result<()> {
+    pub async fn send_stuffed(&mut self, content: &Outbound<'_>) -> io::Result<()> {
         let mut blocks = content.blocks();
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::new();
@@ -268,6 +268,7 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Content;
 
     pub fn timeouts(each: Duration) -> Timeouts {
         Timeouts {
@@ -325,7 +326,10 @@ mod tests {
         let (a, _b) = tokio::io::duplex(1024);
         let mut c = Client::new(a, timeouts(Duration::from_millis(100)));
         let content = Content::from(vec![b'x'; 1 << 20]);
-        let e = c.send_content(b"", &content).await.unwrap_err();
+        let e = c
+            .send_content(b"", &Outbound::Spooled(&content))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         let e = c.reply().await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
