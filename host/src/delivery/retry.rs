@@ -153,7 +153,7 @@ pub(super) async fn run_message(
         }
         attempted_at = Some(Instant::now());
         // Read once per attempt; the reports below return it to the sender.
-        let content = match d.spool.load_content(&id) {
+        let content = match d.spool.content(&id).await {
             Ok(content) => Some(content),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {

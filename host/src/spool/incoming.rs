@@ -164,6 +164,7 @@ impl Drop for Incoming {
     /// Lets go of the parts: dead space, unless a message record committed meanwhile
     /// holds them.
     fn drop(&mut self) {
+        let mut let_go = false;
         if let Some(mut rx) = self.in_flight.take() {
             // Written but not taken yet: let go of it too (a part answered after this
             // close is let go by the writer).
@@ -172,25 +173,26 @@ impl Drop for Incoming {
                 let mut index = self.spool.index.lock().unwrap();
                 if index.generation == w.generation {
                     index.release(w.span);
+                    let_go = true;
                 }
             }
         }
-        let Some(generation) = self.generation else {
-            return;
-        };
-        {
+        if let Some(generation) = self.generation {
             let mut index = self.spool.index.lock().unwrap();
             if index.generation == generation {
                 for span in self.held.drain(..) {
                     index.release(span);
+                    let_go = true;
                 }
             }
         }
-        // Wakes the writer, so that the space comes back now, not at the next message.
-        let _ = self.spool.request(Request {
-            records: Vec::new(),
-            reply: Answer::Lazy,
-            generation: None,
-        });
+        if let_go {
+            // Wakes the writer, so that the space comes back now, not at the next message.
+            let _ = self.spool.request(Request {
+                records: Vec::new(),
+                reply: Answer::Lazy,
+                generation: None,
+            });
+        }
     }
 }

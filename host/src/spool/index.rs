@@ -272,7 +272,7 @@ impl Index {
         self.segments
             .get(&seg)
             .map(|s| s.file.clone())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment reclaimed"))
+            .ok_or_else(|| io::Error::other(format!("segment {seg} is gone from the spool")))
     }
 }
 

@@ -350,6 +350,18 @@ impl Spool {
         self.locate(id)?.content()
     }
 
+    /// `load_content` for a task on the runtime: a content of more than a few KiB is read
+    /// on a blocking thread.
+    pub async fn content(&self, id: &SpoolId) -> io::Result<Content> {
+        let located = self.locate(id)?;
+        if located.entry.content_len() <= 16 << 10 {
+            return located.content();
+        }
+        tokio::task::spawn_blocking(move || located.content())
+            .await
+            .map_err(io::Error::other)?
+    }
+
     /// Size of the stored message, for listings.
     pub fn message_size(&self, id: &SpoolId) -> io::Result<u64> {
         Ok(self.locate(id)?.entry.content_len())
