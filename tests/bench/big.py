@@ -18,80 +18,21 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+
+from procs import free_port, status_kib, wait_greeting
+from servers import Sink
 
 BLOCK = 64 * 1024
 
 
 def log(msg):
+    """The report: plain lines on stdout (procs.log is for progress, on stderr)."""
     print(msg, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_greeting(port, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(512).startswith(b"220"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing greets on port {port}")
-
-
-def status_kib(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class Sink:
-    """smtp-sink counting what it receives; `port` fixed so that it can start late."""
-
-    def __init__(self, work, port):
-        self.port = port
-        self.out = os.path.join(work, f"sink-{port}.out")
-        self.proc = subprocess.Popen(
-            ["smtp-sink", "-c", "-m", "2000", "-u", "postfix", f"127.0.0.1:{port}", "1000"],
-            stdout=open(self.out, "wb"), stderr=subprocess.STDOUT)
-        wait_greeting(port, 10)
-
-    def count(self):
-        try:
-            with open(self.out, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 512))
-                found = re.findall(rb"mesg=(\d+)\r", f.read())
-        except OSError:
-            return 0
-        return int(found[-1]) if found else 0
-
-    def wait_for(self, n, timeout):
-        deadline = time.monotonic() + timeout
-        while self.count() < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return self.count()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class Wasmtp:
@@ -259,7 +200,7 @@ def receive(args, binary, sink):
         took = time.monotonic() - started
         peak = server.peak_kib()
         accepted = sum(1 for r in replies if r.startswith("250"))
-        arrived = sink.wait_for(base + args.sessions, 600) - base
+        arrived = sink.wait_for(base + args.sessions, 600)[1] - base
         time.sleep(3)
         twice = sink.count() - base - arrived
     finally:
@@ -309,7 +250,7 @@ def deliver(args, binary, sink):
         server.reset_peak()
         started = time.monotonic()
         server.queue("flush")
-        arrived = sink.wait_for(accepted, 900)
+        arrived = sink.wait_for(accepted, 900)[1]
         took = time.monotonic() - started
         peak = server.peak_kib()
     finally:

@@ -118,29 +118,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Writes message data as it is (BDAT), as it is read from the spool, after `command`.
+    /// Small pieces (our header fields, a short body) are gathered up to `DATA_BLOCK`, so
+    /// a small message goes in one write.
     pub async fn send_content(&mut self, command: &[u8], content: &Outbound<'_>) -> io::Result<()> {
-        self.write_blocks(command).await?;
+        let mut out = command.to_vec();
         let mut blocks = content.blocks();
         while let Some(block) = blocks.next().await? {
-            self.write_blocks(&block).await?;
+            out.extend_from_slice(&block);
+            self.write_full(&mut out).await?;
         }
+        self.write_blocks(&out).await?;
         within("data write", self.timeouts.data, self.stream.flush()).await
     }
 
     /// Writes message content after DATA: dot-stuffed and ended (RFC 5321 4.5.2), as it
-    /// is read from the spool. A content that cannot be read to its end (damage) is never
-    /// ended: the error drops the connection, and the hop discards what it got.
+    /// is read from the spool, gathered as `send_content` does. A content that cannot be
+    /// read to its end (damage) is never ended: the error drops the connection, and the
+    /// hop discards what it got.
     pub async fn send_stuffed(&mut self, content: &Outbound<'_>) -> io::Result<()> {
         let mut blocks = content.blocks();
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::new();
         while let Some(block) = blocks.next().await? {
             stuffer.stuff(&block, &mut out);
-            self.write_blocks(&out).await?;
+            self.write_full(&mut out).await?;
         }
         stuffer.finish(&mut out);
         self.write_blocks(&out).await?;
         within("data write", self.timeouts.data, self.stream.flush()).await
+    }
+
+    /// Writes what is gathered once it fills a block.
+    async fn write_full(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.len() >= DATA_BLOCK {
+            self.write_blocks(out).await?;
+            out.clear();
+        }
+        Ok(())
     }
 
     /// EHLO, or LHLO for LMTP; falls back to HELO when EHLO is refused (RFC 5321 3.2).
@@ -227,9 +241,8 @@ struct DotStuffer {
 }
 
 impl DotStuffer {
-    /// The stuffed form of the next `block` of the content, into `out`.
+    /// Appends the stuffed form of the next `block` of the content to `out`.
     fn stuff(&mut self, block: &[u8], out: &mut Vec<u8>) {
-        out.clear();
         let mut at = 0;
         while at < block.len() {
             if !self.mid_line && block[at] == b'.' {
@@ -255,9 +268,8 @@ impl DotStuffer {
         }
     }
 
-    /// The end: a CRLF if the content lacks its last one, then `.` CRLF.
+    /// Appends the end: a CRLF if the content lacks its last one, then `.` CRLF.
     fn finish(&mut self, out: &mut Vec<u8>) {
-        out.clear();
         if self.last.is_some_and(|l| l != *b"\r\n") {
             out.extend_from_slice(b"\r\n");
         }
@@ -284,14 +296,12 @@ mod tests {
     /// The stuffed form, the content given in blocks of `size`.
     fn stuffed(content: &[u8], size: usize) -> Vec<u8> {
         let mut stuffer = DotStuffer::default();
-        let (mut out, mut all) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
         for block in content.chunks(size) {
             stuffer.stuff(block, &mut out);
-            all.extend_from_slice(&out);
         }
         stuffer.finish(&mut out);
-        all.extend_from_slice(&out);
-        all
+        out
     }
 
     #[test]

@@ -171,12 +171,18 @@ impl Session {
             }
         };
         // The header section, with the empty line that ends it: read back from the first
-        // parts (at most HEADER_MAX of them; a larger one is refused).
-        let read = tokio::task::spawn_blocking({
+        // parts (at most HEADER_MAX of them; a larger one is refused), on a blocking thread
+        // when any is on disk.
+        let read = if content.on_disk() {
             let content = content.clone();
-            move || content.read_at(0, HEADER_MAX + 2)
-        });
-        let start = match read.await.map_err(io::Error::other).and_then(|r| r) {
+            tokio::task::spawn_blocking(move || content.read_at(0, HEADER_MAX + 2))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+        } else {
+            content.read_at(0, HEADER_MAX + 2)
+        };
+        let start = match read {
             Ok(start) => start,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the message back; refused");
