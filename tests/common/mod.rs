@@ -2,6 +2,7 @@
 //! SMTP server (the next hop), and certificates generated with rcgen.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod dns;
 pub mod sink;
 
