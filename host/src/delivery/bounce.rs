@@ -57,10 +57,13 @@ fn recipient_fields(action: &str, status: &RecipientStatus, kind: Kind) -> Strin
     if let Some(reply) = status.reply()
         && let Some(mta) = &reply.remote
     {
+        // The delivery-status part is US-ASCII (RFC 3464 2.1): what a remote server wrote
+        // beyond it becomes `?`.
+        let ascii = |s: &str| one_line(s).replace(|c: char| !c.is_ascii(), "?");
         fields.push_str(&format!(
             "Remote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\n",
-            one_line(mta),
-            one_line(&reply.to_string())
+            ascii(mta),
+            ascii(&reply.to_string())
         ));
     }
     fields

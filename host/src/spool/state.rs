@@ -11,7 +11,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Stored")]
 pub struct StoredReply {
-    /// 0 only for a reply read from an old spool whose text had no code.
+    /// 0 only for a reply read from an old spool whose text does not start with a code.
     pub code: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enhanced: Option<EnhancedCode>,
@@ -68,8 +68,9 @@ impl StoredReply {
     }
 
     /// An old spool's text. Who gave it is unknown, so it counts as ours (a report then
-    /// names no remote server). The code is the text's, or that of the reply it quotes
-    /// after a prefix ("expired after delivery.max_age: 451 4.4.4 ...").
+    /// names no remote server). The code is the text's; a text that quotes a reply after a
+    /// prefix ("expired after delivery.max_age: 451 4.4.4 ...") keeps that reply's enhanced
+    /// code, and code 0, so that it shows as it was.
     fn from_text(text: String) -> StoredReply {
         let parse = |s: &str| {
             Reply::parse(format!("{s}\r\n").as_bytes())
@@ -82,7 +83,7 @@ impl StoredReply {
             None => {
                 let quoted = text.split_once(": ").and_then(|(_, rest)| parse(rest));
                 StoredReply {
-                    code: quoted.as_ref().map_or(0, |r| r.code),
+                    code: 0,
                     enhanced: quoted.and_then(|r| r.enhanced),
                     text,
                     remote: None,
@@ -221,7 +222,7 @@ mod tests {
                 )),
                 RecipientStatus::Failed(reply(550, Some(EnhancedCode(5, 1, 1)), "no such user")),
                 RecipientStatus::Failed(reply(
-                    451,
+                    0,
                     Some(EnhancedCode(4, 4, 4)),
                     "expired after delivery.max_age: 451 4.4.4 later"
                 )),
@@ -234,6 +235,10 @@ mod tests {
             "550 5.1.1 no such user"
         );
         assert_eq!(old[5].reply().unwrap().to_string(), "no code here");
+        assert_eq!(
+            old[3].reply().unwrap().to_string(),
+            "expired after delivery.max_age: 451 4.4.4 later"
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Kind {
     Multipart,
     /// message/*: RFC 2046 5.2.1 allows it no encoding.
     Message,
+    /// A body labelled quoted-printable or base64 already: 8-bit octets in it are damage
+    /// that encoding it again would not mend (its escapes would be escaped).
+    Encoded,
     /// multipart/* without a boundary parameter.
     NoBoundary,
     /// A multipart deeper than `MAX_DEPTH`.
@@ -301,6 +304,10 @@ fn kind_of(header: &[u8], depth: usize) -> Kind {
         }
     } else if media.starts_with("message/") {
         Kind::Message
+    } else if field(header, "content-transfer-encoding").is_some_and(|e| {
+        e.eq_ignore_ascii_case("quoted-printable") || e.eq_ignore_ascii_case("base64")
+    }) {
+        Kind::Encoded
     } else {
         Kind::Leaf
     }
@@ -311,7 +318,7 @@ fn boundary(header: &[u8]) -> Option<String> {
 }
 
 /// The first field `name` of the header, unfolded.
-fn field(header: &[u8], name: &str) -> Option<String> {
+pub fn field(header: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(header);
     let mut found: Option<String> = None;
     for line in text.split("\r\n") {
@@ -331,14 +338,22 @@ fn field(header: &[u8], name: &str) -> Option<String> {
     found
 }
 
-/// A parameter of a structured field such as `multipart/mixed; boundary="x"`.
+/// A parameter of a structured field such as `multipart/mixed; boundary="x"` (a `;` inside
+/// quotes belongs to the value, RFC 2045 5.1).
 fn parameter(value: &str, name: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
+    let mut quoted = false;
+    value
+        .split(|c| {
+            quoted ^= c == '"';
+            c == ';' && !quoted
+        })
+        .skip(1)
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
 }
 
 /// The header without every occurrence of field `name` (continuation lines included).

@@ -26,6 +26,7 @@ pub enum Unconvertible {
     TooDeep,
     TooManyParts,
     HeaderTooLong,
+    EightBitEncodedPart,
 }
 
 impl std::fmt::Display for Unconvertible {
@@ -41,9 +42,14 @@ impl std::fmt::Display for Unconvertible {
             }
             Unconvertible::TooManyParts => write!(f, "more than {} MIME parts", mime::MAX_ENTITIES),
             Unconvertible::HeaderTooLong => f.write_str("a MIME part's header too long to read"),
+            Unconvertible::EightBitEncodedPart => {
+                f.write_str("8-bit octets in a part encoded as quoted-printable or base64")
+            }
         }
     }
 }
+
+const CTE: &str = "content-transfer-encoding";
 
 fn has_8bit(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b >= 0x80)
@@ -178,6 +184,7 @@ impl Plan {
                 Kind::Message => return Err(Unconvertible::EightBitMessagePart),
                 Kind::TooDeep => return Err(Unconvertible::TooDeep),
                 Kind::HeaderTooLong => return Err(Unconvertible::HeaderTooLong),
+                Kind::Encoded => return Err(Unconvertible::EightBitEncodedPart),
             };
         }
         Ok(Plan { infos, convert })
@@ -249,13 +256,22 @@ impl Emitter<'_> {
             } => {
                 if plan.convert[id] {
                     let header = header.unwrap_or_default();
-                    if kind == Kind::Leaf {
-                        mime::without_field(header, "content-transfer-encoding", out);
-                        out.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n");
-                        self.qp = qp::Encoder::default();
-                    } else {
-                        out.extend_from_slice(header);
+                    // A converted multipart is 7-bit now (RFC 2045 6.4: its label is 7bit,
+                    // 8bit or binary).
+                    let label = match kind {
+                        Kind::Leaf => Some("quoted-printable"),
+                        _ => mime::field(header, CTE).map(|_| "7bit"),
+                    };
+                    match label {
+                        Some(label) => {
+                            mime::without_field(header, CTE, out);
+                            out.extend_from_slice(
+                                format!("Content-Transfer-Encoding: {label}\r\n").as_bytes(),
+                            );
+                        }
+                        None => out.extend_from_slice(header),
                     }
+                    self.qp = qp::Encoder::default();
                 }
                 out.extend_from_slice(blank);
             }

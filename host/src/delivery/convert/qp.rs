@@ -1,7 +1,9 @@
 //! Quoted-printable (RFC 2045 6.7), streamed: printable ASCII other than `=` as is, the rest
 //! `=XX`; a space or tab at the end of a line encoded; lines of at most 76 characters with
 //! soft breaks (`=` CRLF). A line may come in pieces: a space or tab that ends a piece waits
-//! for the next, which tells whether it ended the line.
+//! for the next, which tells whether it ended the line. A line a soft break starts never
+//! starts with a literal `-`: it could read as a multipart's delimiter line (RFC 2045 6.7
+//! warns of it; `--boundary` where the original line had text before it).
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -9,6 +11,8 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 pub struct Encoder {
     width: usize,
     held: Option<u8>,
+    /// The output line was started by a soft break.
+    continued: bool,
 }
 
 impl Encoder {
@@ -46,15 +50,20 @@ impl Encoder {
             self.put(h, true, out);
         }
         self.width = 0;
+        self.continued = false;
     }
 
     fn put(&mut self, b: u8, at_end: bool, out: &mut Vec<u8>) {
-        let literal = (b == b' ' || b == b'\t') && !at_end || (33..=126).contains(&b) && b != b'=';
-        let len = if literal { 1 } else { 3 };
-        if self.width + len > 75 {
+        let printable =
+            (b == b' ' || b == b'\t') && !at_end || (33..=126).contains(&b) && b != b'=';
+        let width = |literal| if literal { 1 } else { 3 };
+        if self.width + width(printable) > 75 {
             out.extend_from_slice(b"=\r\n");
             self.width = 0;
+            self.continued = true;
         }
+        let literal = printable && !(b == b'-' && self.continued && self.width == 0);
+        let len = width(literal);
         if literal {
             out.push(b);
         } else {

@@ -126,3 +126,37 @@ async fn the_size_sent_is_the_size_measured() {
         Ok(Outbound::Spooled(_))
     ));
 }
+
+#[test]
+fn a_soft_break_never_starts_a_delimiter_line() {
+    for lead in ["a".repeat(75), "é".repeat(25)] {
+        let msg = format!(
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nü\r\n{lead}--b\r\n--b--\r\n"
+        );
+        let out = String::from_utf8(to_seven_bit(msg.as_bytes()).unwrap()).unwrap();
+        let delimiters: Vec<&str> = out.lines().filter(|l| l.starts_with("--b")).collect();
+        assert_eq!(delimiters, ["--b", "--b--"], "{out}");
+        assert!(out.contains("=\r\n=2D-b"), "{out}");
+    }
+}
+
+#[test]
+fn an_encoded_part_with_8bit_octets_is_refused_not_encoded_twice() {
+    for cte in ["quoted-printable", "Base64"] {
+        let msg = format!("Content-Transfer-Encoding: {cte}\r\n\r\nna=C3=AFve ü\r\n");
+        assert_eq!(
+            to_seven_bit(msg.as_bytes()),
+            Err(Unconvertible::EightBitEncodedPart)
+        );
+    }
+}
+
+#[test]
+fn a_converted_multipart_is_labelled_7bit_and_quoted_boundaries_are_whole() {
+    let msg = "Content-Type: multipart/mixed; boundary=\"a;b\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n--a;b\r\n\r\nü\r\n--a;b--\r\n";
+    let out = String::from_utf8(to_seven_bit(msg.as_bytes()).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        "Content-Type: multipart/mixed; boundary=\"a;b\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--a;b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=BC\r\n--a;b--\r\n"
+    );
+}
