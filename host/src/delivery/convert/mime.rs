@@ -21,7 +21,10 @@ pub const MAX_ENTITIES: usize = 10_000;
 pub enum Kind {
     Leaf,
     Multipart,
-    /// message/*: RFC 2046 5.2.1 allows it no encoding.
+    /// message/rfc822: it holds a message, an entity of its own (converted inside:
+    /// RFC 2046 5.2.1 allows the message/rfc822 itself no encoding but 7bit, 8bit, binary).
+    Rfc822,
+    /// Another message/* (partial, external-body, global, ...): not converted.
     Message,
     /// A body labelled quoted-printable or base64 already: 8-bit octets in it are damage
     /// that encoding it again would not mend (its escapes would be escaped).
@@ -82,6 +85,8 @@ enum State {
         over: bool,
     },
     Body,
+    /// A message/rfc822: the message it holds is open above it until it ends.
+    Encapsulates,
     /// A multipart: `delimiter` is `--boundary` until the close delimiter line.
     Parts {
         delimiter: Option<Vec<u8>>,
@@ -201,25 +206,8 @@ impl Parser {
                 parent.state = State::Parts { delimiter: None };
                 return Ok(());
             }
-            if self.entities == MAX_ENTITIES {
-                return Err(Unconvertible::TooManyParts);
-            }
             let (parent, depth) = (parent.id, parent.depth + 1);
-            let id = self.entities;
-            self.entities += 1;
-            sink(Event::Start {
-                id,
-                parent: Some(parent),
-            });
-            self.stack.push(Open {
-                id,
-                depth,
-                state: State::Header {
-                    buf: Vec::new(),
-                    over: false,
-                },
-            });
-            return Ok(());
+            return self.start(parent, depth, sink);
         }
         let top = self.stack.last_mut().expect("the message stays open");
         let id = top.id;
@@ -240,8 +228,13 @@ impl Parser {
                     Kind::Multipart => State::Parts {
                         delimiter: boundary(buf).map(|b| [b"--", b.as_bytes()].concat()),
                     },
+                    Kind::Rfc822 => State::Encapsulates,
                     _ => State::Body,
                 };
+                if kind == Kind::Rfc822 {
+                    let depth = top.depth + 1;
+                    return self.start(id, depth, sink);
+                }
             }
             State::Header { buf, over } => {
                 sink(Event::HeaderLine { id, bytes });
@@ -254,8 +247,36 @@ impl Parser {
                 }
             }
             State::Body => sink(Event::Body { id, bytes, end }),
+            State::Encapsulates => unreachable!("the encapsulated message is open above it"),
             State::Parts { .. } => sink(Event::Outside { id, bytes }),
         }
+        Ok(())
+    }
+
+    /// Opens entity `parent`'s part (or encapsulated message) at `depth`.
+    fn start(
+        &mut self,
+        parent: usize,
+        depth: usize,
+        sink: &mut impl FnMut(Event),
+    ) -> Result<(), Unconvertible> {
+        if self.entities == MAX_ENTITIES {
+            return Err(Unconvertible::TooManyParts);
+        }
+        let id = self.entities;
+        self.entities += 1;
+        sink(Event::Start {
+            id,
+            parent: Some(parent),
+        });
+        self.stack.push(Open {
+            id,
+            depth,
+            state: State::Header {
+                buf: Vec::new(),
+                over: false,
+            },
+        });
         Ok(())
     }
 
@@ -301,6 +322,12 @@ fn kind_of(header: &[u8], depth: usize) -> Kind {
             None => Kind::NoBoundary,
             Some(_) if depth >= MAX_DEPTH => Kind::TooDeep,
             Some(_) => Kind::Multipart,
+        }
+    } else if media == "message/rfc822" {
+        if depth >= MAX_DEPTH {
+            Kind::TooDeep
+        } else {
+            Kind::Rfc822
         }
     } else if media.starts_with("message/") {
         Kind::Message

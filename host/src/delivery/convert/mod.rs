@@ -1,8 +1,9 @@
 //! 8-bit to 7-bit conversion for a next hop without 8BITMIME (RFC 6152 3: "convert the
 //! message to 7 bit"): every MIME entity whose body has 8-bit octets gets a
 //! quoted-printable body (RFC 2045 6.7) and `Content-Transfer-Encoding: quoted-printable`;
-//! multiparts are walked part by part. What cannot be converted is refused: 8-bit octets
-//! in a header, or inside a message/* entity (RFC 2046 5.2.1 allows it no encoding).
+//! multiparts are walked part by part, an attached message/rfc822 as the message it holds.
+//! What cannot be converted is refused: 8-bit octets in a header, or inside another
+//! message/* entity (RFC 2046 5.2 allows it no encoding), or in a body already encoded.
 //!
 //! The message is never whole in memory: it streams from the spool through the MIME parser
 //! (`mime`) three times. The first pass learns which entities have 8-bit octets (whether a
@@ -34,7 +35,7 @@ impl std::fmt::Display for Unconvertible {
         match self {
             Unconvertible::EightBitHeader => f.write_str("8-bit octets in a header field"),
             Unconvertible::EightBitMessagePart => {
-                f.write_str("8-bit octets in an attached message")
+                f.write_str("8-bit octets in a message/* part other than message/rfc822")
             }
             Unconvertible::BadMultipart => f.write_str("a multipart without its boundary"),
             Unconvertible::TooDeep => {
@@ -180,6 +181,7 @@ impl Plan {
             convert[id] = match info.kind {
                 Kind::Leaf => true,
                 Kind::Multipart if info.closed => true,
+                Kind::Rfc822 => true,
                 Kind::Multipart | Kind::NoBoundary => return Err(Unconvertible::BadMultipart),
                 Kind::Message => return Err(Unconvertible::EightBitMessagePart),
                 Kind::TooDeep => return Err(Unconvertible::TooDeep),

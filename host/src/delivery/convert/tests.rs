@@ -82,10 +82,15 @@ fn what_cannot_be_converted_is_refused() {
         to_seven_bit("Subject: Grüße\r\n\r\nx".as_bytes()),
         Err(Unconvertible::EightBitHeader)
     );
-    let attached = "Content-Type: message/rfc822\r\n\r\nSubject: a\r\n\r\nü\r\n";
+    let partial = "Content-Type: message/partial; id=x; number=1\r\n\r\nSubject: a\r\n\r\nü\r\n";
+    assert_eq!(
+        to_seven_bit(partial.as_bytes()),
+        Err(Unconvertible::EightBitMessagePart)
+    );
+    let attached = "Content-Type: message/rfc822\r\n\r\nSubject: Grüße\r\n\r\nx\r\n";
     assert_eq!(
         to_seven_bit(attached.as_bytes()),
-        Err(Unconvertible::EightBitMessagePart)
+        Err(Unconvertible::EightBitHeader)
     );
     assert_eq!(
         to_seven_bit(
@@ -158,5 +163,16 @@ fn a_converted_multipart_is_labelled_7bit_and_quoted_boundaries_are_whole() {
     assert_eq!(
         out,
         "Content-Type: multipart/mixed; boundary=\"a;b\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--a;b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=BC\r\n--a;b--\r\n"
+    );
+}
+
+#[test]
+fn an_attached_message_is_converted_inside() {
+    // A report returning an 8-bit message, as bounce.rs writes one.
+    let msg = "Content-Type: multipart/report; boundary=r\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nreport\r\n--r\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: a\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\nnaïve\r\n--i--\r\n\r\n--r--\r\n";
+    let out = String::from_utf8(to_seven_bit(msg.as_bytes()).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        "Content-Type: multipart/report; boundary=r\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nreport\r\n--r\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n\r\nSubject: a\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nna=C3=AFve\r\n--i--\r\n\r\n--r--\r\n"
     );
 }
