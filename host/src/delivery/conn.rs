@@ -124,8 +124,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut out = command.to_vec();
         let mut blocks = content.blocks();
         while let Some(block) = blocks.next().await? {
-            out.extend_from_slice(&block);
-            self.write_full(&mut out).await?;
+            if block.len() >= DATA_BLOCK {
+                // A whole block from the spool goes as it is, not copied first.
+                self.write_blocks(&out).await?;
+                out.clear();
+                self.write_blocks(&block).await?;
+            } else {
+                out.extend_from_slice(&block);
+                self.write_full(&mut out).await?;
+            }
         }
         self.write_blocks(&out).await?;
         within("data write", self.timeouts.data, self.stream.flush()).await

@@ -344,16 +344,17 @@ impl Spool {
         Ok((envelope, state))
     }
 
-    /// The message content: read at once (and checked against its CRC) when small, most
-    /// likely in the page cache, just written; a large one is read as it is used.
-    pub fn load_content(&self, id: &SpoolId) -> io::Result<Content> {
+    /// `content`, blocking, for the spool's own tests.
+    #[cfg(test)]
+    fn load_content(&self, id: &SpoolId) -> io::Result<Content> {
         self.locate(id)?.content()
     }
 
-    /// `load_content` for a task on the runtime: a content of more than one block is read
-    /// on a blocking thread. One block, most likely in the page cache (just written), is
-    /// read in less time than the hand-off to a blocking thread takes (measured: one
-    /// hand-off per message cost the 1 KiB throughput cell 5%).
+    /// The message content: read at once (and checked against its CRC) when small, most
+    /// likely in the page cache, just written; a large one is read as it is used. A content
+    /// of more than one block is read on a blocking thread; one block is read in less time
+    /// than the hand-off to a blocking thread takes (measured: one hand-off per message
+    /// cost the 1 KiB throughput cell 5%).
     pub async fn content(&self, id: &SpoolId) -> io::Result<Content> {
         let located = self.locate(id)?;
         if located.entry.content_len() <= content::BLOCK as u64 {
