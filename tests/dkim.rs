@@ -24,11 +24,7 @@ async fn outside_signatures_verify_and_tampering_fails() {
         .start()
         .await;
     let sink = Sink::start(SinkOptions::default()).await;
-    let plugins = format!(
-        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n",
-        echo_plugin()
-    );
-    let s = gateway(&dns, &sink, &plugins).await;
+    let s = gateway(&dns, &sink, &echo_and_dmarc("")).await;
     let body = plain("Signer <news@signer.test>", "signed");
     let key = |name: &str| dir.path().join(name).display().to_string();
     let signed_rsa = dkim_tool(
@@ -97,15 +93,7 @@ async fn outside_signatures_verify_and_tampering_fails() {
     let reply = send(&s, "client.test", "bounce@nospf.test", &broken).await;
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
     // A changed signed header, with enforce off to see the results.
-    let s2 = gateway(
-        &dns,
-        &sink,
-        &format!(
-            "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n[plugin.config]\nenforce = false\n",
-            echo_plugin()
-        ),
-    )
-    .await;
+    let s2 = gateway(&dns, &sink, &echo_and_dmarc("enforce = false\n")).await;
     let tampered = String::from_utf8(signed_rsa)
         .unwrap()
         .replace("Subject: signed", "Subject: forged");

@@ -177,11 +177,12 @@ async fn dmarc_alignment_policies_and_the_policy_plugin() {
         .start()
         .await;
     let sink = Sink::start(SinkOptions::default()).await;
-    let plugins = format!(
-        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n[plugin.config]\nallow_domains = [\"partner.test\"]\n",
-        echo_plugin()
-    );
-    let s = gateway(&dns, &sink, &plugins).await;
+    let s = gateway(
+        &dns,
+        &sink,
+        &echo_and_dmarc("allow_domains = [\"partner.test\"]\n"),
+    )
+    .await;
     let cases = [
         // Relaxed SPF alignment: MAIL FROM bounce.org.test, From org.test (p=none).
         ("x@bounce.org.test", "a@org.test", "relaxed", "250"),
@@ -265,11 +266,7 @@ async fn dmarc_is_not_dodged_by_malformed_or_doubled_from() {
         .start()
         .await;
     let sink = Sink::start(SinkOptions::default()).await;
-    let plugins = format!(
-        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n",
-        echo_plugin()
-    );
-    let s = gateway(&dns, &sink, &plugins).await;
+    let s = gateway(&dns, &sink, &echo_and_dmarc("")).await;
     let colonless = b"Not a header line\r\nFrom: ceo@bank.test\r\nSubject: pay\r\n\r\nx\r\n";
     let r = send(&s, "c.test", "x@ok.test", colonless).await;
     assert!(r.starts_with("550 5.7.1"), "{r}");

@@ -25,7 +25,7 @@ import sys
 import time
 
 from procs import free_port, status_kib, wait_greeting
-from servers import Sink
+from servers import DEFAULT_PLUGINS, Sink
 
 BLOCK = 64 * 1024
 
@@ -78,20 +78,7 @@ concurrency = 64
 destination_concurrency = 64
 retry = ["1h"]
 
-[[plugin]]
-name = "vrfy-expn-guard"
-path = "bundled:vrfy-expn-guard"
-
-[[plugin]]
-name = "size-limit"
-path = "bundled:size-limit"
-[plugin.config]
-max_size = "25MiB"
-
-[[plugin]]
-name = "spam-score"
-path = "bundled:spam-score"
-""")
+{DEFAULT_PLUGINS}""")
         self.binary = binary
         self.proc = subprocess.Popen([binary, "serve", "--config", self.config], cwd=self.dir,
                                      env=dict(os.environ, WASMTP_LOG="warn"),

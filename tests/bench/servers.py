@@ -14,6 +14,22 @@ from procs import children, free_port, spawn, status_kib, wait_greeting
 
 MAIL_FROM = "from@bench.test"  # the load's sender, whose domain BenchDns answers for
 
+# The embedded default's three plugins, as both modes load them.
+DEFAULT_PLUGINS = """[[plugin]]
+name = "vrfy-expn-guard"
+path = "bundled:vrfy-expn-guard"
+
+[[plugin]]
+name = "size-limit"
+path = "bundled:size-limit"
+[plugin.config]
+max_size = "25MiB"
+
+[[plugin]]
+name = "spam-score"
+path = "bundled:spam-score"
+"""
+
 
 class Sink:
     """smtp-sink counting every message it receives ('-c': "sess=N quit=N mesg=N\\r").
@@ -163,20 +179,7 @@ tls = "none"
 [delivery]
 concurrency = 64
 
-[[plugin]]
-name = "guard"
-path = "bundled:vrfy-expn-guard"
-
-[[plugin]]
-name = "size"
-path = "bundled:size-limit"
-[plugin.config]
-max_size = "25MiB"
-
-[[plugin]]
-name = "spam"
-path = "bundled:spam-score"
-""")
+{DEFAULT_PLUGINS}""")
         return path
 
     def start(self, sink_port, perf, sessions=None):

@@ -49,6 +49,20 @@ pub async fn gateway(dns: &TestDns, sink: &Sink, extra: &str) -> TestServer {
     .await
 }
 
+/// The echo plugin, then the bundled dmarc-policy plugin with `config` (TOML lines of its
+/// `[plugin.config]`, or none).
+pub fn echo_and_dmarc(config: &str) -> String {
+    let config = if config.is_empty() {
+        String::new()
+    } else {
+        format!("[plugin.config]\n{config}")
+    };
+    format!(
+        "{}[[plugin]]\nname = \"dmarc\"\npath = \"bundled:dmarc-policy\"\n{config}",
+        echo_plugin()
+    )
+}
+
 pub fn echo_plugin() -> String {
     format!(
         "[[plugin]]\nname = \"echo\"\npath = \"{}/misbehave.wasm\"\ncapabilities = [\"kv\"]\n[plugin.config]\nmode = \"echo-auth\"\n",
