@@ -16,7 +16,7 @@ const BUNDLED: &[&str] = &[
     "dmarc-policy",
 ];
 /// Guests built only for the tests.
-const TEST_GUESTS: &[&str] = &["misbehave"];
+const TEST_GUESTS: &[&str] = &["misbehave", "http-probe"];
 
 /// A fresh rustup toolchain lacks wasm32-wasip2; add it rather than fail the first build.
 fn ensure_wasm_target() {
@@ -36,22 +36,6 @@ fn ensure_wasm_target() {
     let _ = Command::new("rustup")
         .args(["target", "add", "wasm32-wasip2"])
         .status();
-}
-
-/// The capabilities a plugin's README says it needs: its `Capabilities: kv, dns` line
-/// (`none` for none). The README is the one place this is written down.
-fn readme_capabilities(readme: &std::path::Path) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Capabilities:"))
-        .unwrap_or_else(|| panic!("{}: no `Capabilities:` line", readme.display()));
-    let list = line.split('(').next().unwrap_or_default();
-    list.split(',')
-        .map(|c| c.trim().trim_end_matches('.').to_string())
-        .filter(|c| !c.is_empty() && c != "none")
-        .collect()
 }
 
 fn main() {
@@ -95,15 +79,12 @@ fn main() {
     );
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
     let mut out = String::from(
-        "/// (name, wasm, capabilities from its README) of every bundled plugin.\n\
-         pub static PLUGINS: &[(&str, &[u8], &[&str])] = &[\n",
+        "/// (name, wasm) of every bundled plugin.\n\
+         pub static PLUGINS: &[(&str, &[u8])] = &[\n",
     );
     for p in BUNDLED {
         let file = wasm_dir.join(format!("{}.wasm", p.replace('-', "_")));
-        let caps = readme_capabilities(&root.join("plugins").join(p).join("README.md"));
-        out.push_str(&format!(
-            "    ({p:?}, include_bytes!({file:?}), &{caps:?}),\n"
-        ));
+        out.push_str(&format!("    ({p:?}, include_bytes!({file:?})),\n"));
     }
     out.push_str("];\n");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));

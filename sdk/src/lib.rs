@@ -60,6 +60,8 @@ pub mod wit {
     });
 }
 
+pub mod http;
+
 use std::cell::RefCell;
 use wit::exports::wasmtp::plugin::hooks::Guest;
 pub use wit::wasmtp::plugin::dns;
@@ -334,23 +336,82 @@ impl<P: Plugin> Guest for Adapter<P> {
     }
 }
 
-/// Exports a [`Plugin`] type as the component's `hooks`.
+/// Exports a [`Plugin`] type as the component's `hooks`, and declares the host
+/// capabilities it needs: `export!(Greylist, capabilities = [kv])` (names: `dns`, `kv`,
+/// `http`). The server refuses to start a plugin whose config does not grant what it
+/// declares, naming the missing grant; `export!(Plugin)` declares none.
 ///
-/// The exports exist only when building for wasm (`wasm32-wasip2`); a native build (for
-/// the plugin's unit tests) only checks that the type implements [`Plugin`].
+/// The declaration is a custom section, [`CAPABILITIES_SECTION`], holding the names
+/// separated by commas. The exports exist only when building for wasm (`wasm32-wasip2`); a
+/// native build (for the plugin's unit tests) only checks that the type implements
+/// [`Plugin`].
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {
+        $crate::export!($plugin, capabilities = []);
+    };
+    ($plugin:ty, capabilities = [$($cap:ident),* $(,)?]) => {
         #[cfg(target_arch = "wasm32")]
         type __WasmtpAdapter = $crate::Adapter<$plugin>;
         #[cfg(target_arch = "wasm32")]
         $crate::wit::__export_plugin!(__WasmtpAdapter with_types_in $crate::wit);
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(link_section = "wasmtp:capabilities")]
+        #[used]
+        static __WASMTP_CAPABILITIES: [u8; $crate::__declaration(&[$(stringify!($cap)),*]).1] =
+            $crate::__declaration_bytes(&[$(stringify!($cap)),*]);
         #[cfg(not(target_arch = "wasm32"))]
         const _: fn() = || {
             fn implements_plugin<P: $crate::Plugin>() {}
             implements_plugin::<$plugin>();
         };
     };
+}
+
+/// The custom section in which a component declares the capabilities it needs: their names
+/// separated by commas, or `none`.
+pub const CAPABILITIES_SECTION: &str = "wasmtp:capabilities";
+
+/// The longest declaration [`export!`] writes.
+const DECLARATION_MAX: usize = 64;
+
+/// The declaration of `names` (comma-separated; `none` for none, since an empty section
+/// would not be written) and its length, at compile time.
+#[doc(hidden)]
+pub const fn __declaration(names: &[&str]) -> ([u8; DECLARATION_MAX], usize) {
+    let mut out = [0u8; DECLARATION_MAX];
+    let mut len = 0;
+    let mut i = 0;
+    let names: &[&str] = if names.is_empty() { &["none"] } else { names };
+    while i < names.len() {
+        if i > 0 {
+            out[len] = b',';
+            len += 1;
+        }
+        let name = names[i].as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            out[len] = name[j];
+            len += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    (out, len)
+}
+
+/// The declaration of `names` as an array of exactly its length.
+#[doc(hidden)]
+pub const fn __declaration_bytes<const N: usize>(names: &[&str]) -> [u8; N] {
+    let (all, len) = __declaration(names);
+    assert!(len == N);
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = all[i];
+        i += 1;
+    }
+    out
 }
 
 pub use wasmtp_units::{UnitError, parse_duration, parse_size};

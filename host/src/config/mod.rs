@@ -10,6 +10,7 @@ pub use auth::{Authentication, Dkim};
 pub use delivery::Delivery;
 pub use values::{Dur, Network, Size, Target};
 
+use crate::plugin::Capability;
 use crate::proto::Mailbox;
 use serde::Deserialize;
 use std::fmt;
@@ -260,9 +261,18 @@ pub struct Plugin {
     pub timeout: Dur,
     #[serde(default = "Plugin::default_memory")]
     pub memory: Size,
-    /// Host capabilities beyond log and config: `dns`, `kv`. Default: for bundled plugins
-    /// what their README asks for, for others none. A call without one is an error.
+    /// Host capabilities beyond log and config: `dns`, `kv`, `http`. Default: for bundled
+    /// plugins what they declare, for others none. A call without one is an error, and a
+    /// plugin that declares one its config does not grant is refused at load.
     pub capabilities: Option<Vec<Capability>>,
+    /// With `http`: the URL prefixes the plugin may call (scheme, host and port must
+    /// match; the path is a prefix). Default: for a bundled plugin its `config.url`.
+    pub http_allow: Option<Vec<String>>,
+    /// With `http`: PEM trust anchors for https (default: the webpki roots).
+    pub http_ca: Option<PathBuf>,
+    /// With `http`: the largest response body a request may read.
+    #[serde(default = "Plugin::default_http_max_response")]
+    pub http_max_response: Size,
     /// Most keys, and octets of keys and values, the plugin may keep in its kv namespace.
     #[serde(default = "Plugin::default_kv_max_keys")]
     pub kv_max_keys: usize,
@@ -279,31 +289,14 @@ impl Plugin {
     fn default_memory() -> Size {
         Size(64 << 20)
     }
+    fn default_http_max_response() -> Size {
+        Size(4 << 20)
+    }
     fn default_kv_max_keys() -> usize {
         100_000
     }
     fn default_kv_max_bytes() -> Size {
         Size(64 << 20)
-    }
-}
-
-/// A host capability a plugin may be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    /// DNS lookups through the server's resolver.
-    Dns,
-    /// The plugin's key-value namespace.
-    Kv,
-}
-
-impl Capability {
-    pub fn from_name(name: &str) -> Option<Capability> {
-        match name {
-            "dns" => Some(Capability::Dns),
-            "kv" => Some(Capability::Kv),
-            _ => None,
-        }
     }
 }
 

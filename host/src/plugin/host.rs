@@ -1,12 +1,14 @@
 //! What a plugin instance's store holds, and the capabilities it imports: log, config, dns,
-//! kv. `dns` and `kv` only where the plugin's `capabilities` grant them: a call without the
-//! grant is an error (a DNS failure to the guest; a trap for kv, whose WIT has no error).
+//! kv, wasi:http. `dns`, `kv` and `http` only where the plugin's `capabilities` grant them
+//! (`grants`): a call without the grant is an error (a DNS failure or a denied request to
+//! the guest; a trap for kv, whose WIT has no error).
 //! WASI is linked with nothing granted: no preopened directories, no environment, no
 //! sockets; stdout and stderr are captured and go to the log under the plugin's name, like
 //! its log calls: rate-limited, one line each, controls made spaces.
 
 use super::bindings::types::Level;
 use super::bindings::wasmtp::plugin::{config, dns, kv, log, types};
+use super::grants::Grants;
 use super::kv::KvStore;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Guest stdout/stderr kept per instance; beyond it writes fail (and a Rust guest traps).
 const OUTPUT_CAPACITY: usize = 256 * 1024;
@@ -60,9 +63,7 @@ impl LogBudget {
 pub struct PluginShared {
     pub name: Arc<str>,
     pub config_json: Arc<str>,
-    pub kv: Option<Arc<dyn KvStore>>,
-    /// `Some` when granted; the inner `None` when the server has no resolver.
-    pub dns: Option<Option<crate::dns::Dns>>,
+    pub grants: Grants,
     pub log: LogBudget,
 }
 
@@ -73,6 +74,8 @@ pub struct HostState {
     /// When the call in progress must end (the epoch callback traps past it).
     pub deadline: Instant,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: super::http::Hooks,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     logged: (usize, usize),
@@ -89,6 +92,10 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let http_hooks = super::http::Hooks {
+            grant: shared.grants.http(),
+            deadline: Instant::now(),
+        };
         HostState {
             shared,
             table: ResourceTable::new(),
@@ -101,6 +108,8 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks,
             stdout,
             stderr,
             logged: (0, 0),
@@ -157,7 +166,7 @@ impl PluginShared {
     }
 
     fn kv(&self) -> wasmtime::Result<&Arc<dyn KvStore>> {
-        self.kv.as_ref().ok_or_else(|| {
+        self.grants.kv().ok_or_else(|| {
             wasmtime::Error::msg(format!(
                 "plugin {} called kv without the kv capability (capabilities = [\"kv\"])",
                 self.name
@@ -179,6 +188,18 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // A request made now ends by the deadline of the call in progress.
+        self.http_hooks.deadline = self.deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -263,13 +284,10 @@ impl HostState {
     /// The resolver (a cheap clone), or the error a plugin sees without one or without
     /// the grant.
     fn resolver(&self) -> Result<crate::dns::Dns, dns::DnsError> {
-        match &self.shared.dns {
-            None => Err(dns::DnsError::Failure(
-                "the dns capability is not granted to this plugin".into(),
-            )),
-            Some(None) => Err(dns::DnsError::Failure("no resolver configured".into())),
-            Some(Some(dns)) => Ok(dns.clone()),
-        }
+        self.shared
+            .grants
+            .resolver()
+            .map_err(|e| dns::DnsError::Failure(e.into()))
     }
 }
 

@@ -14,10 +14,13 @@
 mod auth;
 mod bindings;
 pub mod bundled;
+pub mod capability;
 mod engine;
 mod fault;
+mod grants;
 mod hooks;
 mod host;
+mod http;
 pub mod kv;
 mod message;
 pub use message::Message;
@@ -25,12 +28,13 @@ pub mod offline;
 mod session;
 mod verdict;
 
-use crate::config::{Capability, Config, OnError};
+use crate::config::{Config, OnError};
 pub use bindings::types::{
     ArcCheck, AuthResults, AuthStatus, Change as PluginChange, DkimCheck, DmarcCheck, DmarcPolicy,
     EnvelopeFrom as PluginSender, Hook, Param as PluginParam, Session as SessionInfo, SpfCheck,
     SpfResults, TlsInfo,
 };
+pub use capability::Capability;
 pub use engine::cache_dir;
 pub use fault::{Fault, GuestFault, HostFault};
 pub use hooks::{Call, HookSet};
@@ -85,12 +89,52 @@ pub enum PluginError {
         name: String,
         source: wasmtime::Error,
     },
+    #[error("plugin[{index}] ({name}): {source}")]
+    Declaration {
+        index: usize,
+        name: String,
+        source: capability::DeclarationError,
+    },
+    /// The component declares capabilities its config does not grant.
+    #[error(
+        "plugin[{index}] ({name}): needs {} that its config does not grant: set capabilities = [{}]",
+        names(missing),
+        quoted(wanted)
+    )]
+    NotGranted {
+        index: usize,
+        name: String,
+        missing: Vec<Capability>,
+        /// What to grant: what is granted now and what is missing.
+        wanted: Vec<Capability>,
+    },
+    #[error("plugin[{index}] ({name}): {message}")]
+    Grant {
+        index: usize,
+        name: String,
+        message: String,
+    },
     #[error("plugin[{index}] ({name}): init {fault}")]
     Init {
         index: usize,
         name: String,
         fault: Fault,
     },
+}
+
+fn names(caps: &[Capability]) -> String {
+    let list: Vec<&str> = caps.iter().map(|c| c.name()).collect();
+    let noun = if caps.len() > 1 {
+        "capabilities"
+    } else {
+        "capability"
+    };
+    format!("the {} {noun}", list.join(" and "))
+}
+
+fn quoted(caps: &[Capability]) -> String {
+    let list: Vec<String> = caps.iter().map(|c| format!("{:?}", c.name())).collect();
+    list.join(", ")
 }
 
 struct Loaded {
@@ -111,8 +155,7 @@ struct Instance {
 pub struct PluginSet {
     engine: Engine,
     plugins: Vec<Loaded>,
-    kv: Arc<dyn kv::KvStore>,
-    dns: Option<crate::dns::Dns>,
+    provider: grants::Provider,
     metrics: Arc<crate::metrics::Metrics>,
     _ticker: engine::EpochTicker,
 }
@@ -130,14 +173,16 @@ impl PluginSet {
         let engine = engine::engine(config).map_err(LoadError::Engine)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::Engine)?;
+        // Linked for every plugin; each request is checked against the plugin's grant.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(LoadError::Engine)?;
         bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(LoadError::Engine)?;
         let ticker = engine::EpochTicker::start(&engine).map_err(LoadError::Ticker)?;
         let mut set = PluginSet {
             engine,
             plugins: Vec::new(),
-            kv,
-            dns,
+            provider: grants::Provider { kv, dns },
             metrics,
             _ticker: ticker,
         };
@@ -145,8 +190,8 @@ impl PluginSet {
         for (index, p) in config.plugin.iter().enumerate() {
             match set.load_one(&linker, cache_dir, index, p).await {
                 Ok(loaded) => {
-                    let (kv, dns) = (loaded.shared.kv.is_some(), loaded.shared.dns.is_some());
-                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, kv, dns, "plugin loaded");
+                    let granted = loaded.shared.grants.names();
+                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, granted, "plugin loaded");
                     set.plugins.push(loaded);
                 }
                 Err(e) => errors.push(e),
@@ -169,6 +214,34 @@ impl PluginSet {
         let name = || p.name.clone();
         let wasm =
             bundled::read_wasm(&p.path).map_err(|source| PluginError::Source { index, source })?;
+        let declared = capability::declared(&wasm).map_err(|source| PluginError::Declaration {
+            index,
+            name: name(),
+            source,
+        })?;
+        let granted = match &p.capabilities {
+            Some(granted) => granted.clone(),
+            None if bundled::is_bundled(&p.path) => declared.clone().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let missing = capability::missing(declared.as_deref().unwrap_or_default(), &granted);
+        if !missing.is_empty() {
+            let mut wanted = granted.clone();
+            wanted.extend(&missing);
+            return Err(PluginError::NotGranted {
+                index,
+                name: name(),
+                missing,
+                wanted,
+            });
+        }
+        let grants = grants::Grants::new(p, &granted, &self.provider).map_err(|message| {
+            PluginError::Grant {
+                index,
+                name: name(),
+                message,
+            }
+        })?;
         let component =
             engine::compile_cached(&self.engine, &wasm, cache_dir).map_err(|source| {
                 PluginError::Compile {
@@ -196,24 +269,10 @@ impl PluginSet {
             )?;
         // A TOML table always has a JSON form.
         let config_json = serde_json::to_string(&p.config).expect("TOML is JSON-compatible");
-        let granted = p
-            .capabilities
-            .clone()
-            .unwrap_or_else(|| bundled::default_capabilities(&p.path));
-        let kv = granted.contains(&Capability::Kv).then(|| {
-            let quota = kv::Quota {
-                keys: p.kv_max_keys,
-                bytes: p.kv_max_bytes.0,
-            };
-            self.kv.set_quota(&p.name, quota);
-            self.kv.clone()
-        });
-        let dns = granted.contains(&Capability::Dns).then(|| self.dns.clone());
         let shared = PluginShared {
             name: p.name.as_str().into(),
             config_json: config_json.into(),
-            kv,
-            dns,
+            grants,
             log: Default::default(),
         };
         let mut loaded = Loaded {

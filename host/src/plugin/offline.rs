@@ -89,7 +89,7 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineErro
     // Offline, the plugin gets every capability: what it would need is what is being tried.
     plugin.insert(
         "capabilities".into(),
-        toml::Value::Array(vec!["dns".into(), "kv".into()]),
+        toml::Value::Array(vec!["dns".into(), "kv".into(), "http".into()]),
     );
     plugin.insert("config".into(), toml::Value::Table(plugin_config));
     let mut listen = toml::Table::new();

@@ -84,7 +84,7 @@ impl Plugin for Greylist {
     }
 }
 
-wasmtp_sdk::export!(Greylist);
+wasmtp_sdk::export!(Greylist, capabilities = [kv]);
 
 #[cfg(test)]
 mod tests {

@@ -51,4 +51,4 @@ impl Plugin for RateLimit {
     }
 }
 
-wasmtp_sdk::export!(RateLimit);
+wasmtp_sdk::export!(RateLimit, capabilities = [kv]);

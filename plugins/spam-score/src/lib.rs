@@ -151,7 +151,7 @@ impl Plugin for SpamScore {
     }
 }
 
-wasmtp_sdk::export!(SpamScore);
+wasmtp_sdk::export!(SpamScore, capabilities = [dns]);
 
 #[cfg(test)]
 mod tests {
