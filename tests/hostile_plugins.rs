@@ -2,7 +2,6 @@
 //! were not granted, or whose compiled code was tampered with: each costs only itself.
 
 mod common;
-use common::dns::TestDns;
 use common::sink::{Sink, SinkOptions};
 use common::{Client, Process, TestServer};
 use std::net::SocketAddr;
@@ -134,21 +133,25 @@ async fn capabilities_are_granted_per_plugin() {
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO c", "250").await;
     assert_eq!(faults(&s), 0);
-    // Without dns, lookups fail for the guest: the listed client is not found listed.
-    let dns = TestDns::start(&[("1.0.0.127.bl.test.", "127.0.0.2".parse().unwrap())]).await;
-    let sink = Sink::start(SinkOptions::default()).await;
-    let s = TestServer::start(&format!(
-        "{ACCEPT}[dns]\nnameservers = [\"{}\"]\n{}\
-         [[plugin]]\nname = \"spam\"\npath = \"bundled:spam-score\"\ncapabilities = []\n\
-         [plugin.config]\ndnsbl = [\"bl.test\"]\ndnsbl_score = 4.0\n",
-        dns.addr,
-        sink.config_route("*", "none"),
-    ))
-    .await;
-    s.send_one(&["u@example.test"], "hello").await;
-    let text = sink.wait_for(1).await[0].text();
-    assert!(!text.contains("DNSBL(bl.test)"), "{text}");
-    assert_eq!(dns.queries.load(Ordering::Relaxed), 0);
+    // A plugin declaring dns (the SDK's section) without the grant is refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = common::base_config(
+        dir.path(),
+        &format!(
+            "{ACCEPT}[[plugin]]\nname = \"spam\"\npath = \"{}\"\n\
+             [plugin.config]\ndnsbl = [\"bl.test\"]\n",
+            wasm("spam_score")
+        ),
+    );
+    let config = wasmtp::config::Config::parse("test", &toml).unwrap();
+    let err = match wasmtp::server::Server::start(config).await {
+        Ok(_) => panic!("started without the dns grant"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("plugin[0] (spam): needs the dns capability that its config does not grant"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

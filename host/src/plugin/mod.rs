@@ -214,6 +214,15 @@ impl PluginSet {
         let name = || p.name.clone();
         let wasm =
             bundled::read_wasm(&p.path).map_err(|source| PluginError::Source { index, source })?;
+        let component =
+            engine::compile_cached(&self.engine, &wasm, cache_dir).map_err(|source| {
+                PluginError::Compile {
+                    index,
+                    name: name(),
+                    source,
+                }
+            })?;
+        // Read once the wasm is known to be a component, so a broken file is named as such.
         let declared = capability::declared(&wasm).map_err(|source| PluginError::Declaration {
             index,
             name: name(),
@@ -242,14 +251,6 @@ impl PluginSet {
                 message,
             }
         })?;
-        let component =
-            engine::compile_cached(&self.engine, &wasm, cache_dir).map_err(|source| {
-                PluginError::Compile {
-                    index,
-                    name: name(),
-                    source,
-                }
-            })?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(bindings::PluginPre::new)
