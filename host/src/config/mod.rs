@@ -10,7 +10,7 @@ pub use auth::{Authentication, Dkim};
 pub use delivery::Delivery;
 pub use values::{Dur, Network, Size, Target};
 
-use crate::plugin::Capability;
+use crate::plugin::capability::Capability;
 use crate::proto::Mailbox;
 use serde::Deserialize;
 use std::fmt;
