@@ -5,6 +5,7 @@
 //! grant is refused at start.
 
 mod common;
+use common::dns::TestDns;
 use common::{BIN, Client, Process};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -216,6 +217,39 @@ async fn sessions_waiting_on_a_slow_scanner_hold_no_worker() {
     );
 }
 
+/// A host name in `http_allow` is resolved on the server's resolver (`[dns] nameservers`,
+/// here a DNS server started by the test), not the machine's.
+#[tokio::test]
+async fn host_names_are_resolved_on_the_servers_resolver() {
+    let scanner = Scanner::start().await;
+    let dns = TestDns::start(&[("scanner.test.", "127.0.0.1".parse().unwrap())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://scanner.test:{}/", scanner.addr.port());
+    let grant = format!("capabilities = [\"http\"]\nhttp_allow = [{url:?}]");
+    let urls = [
+        ("ok.test", format!("{url}check")),
+        (
+            "unknown.test",
+            format!("http://unknown.test:{}/", scanner.addr.port()),
+        ),
+    ];
+    let (path, addr) = config(dir.path(), &grant, "", &urls);
+    let text = std::fs::read_to_string(&path).unwrap()
+        + &format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr);
+    std::fs::write(&path, text).unwrap();
+    let server = Process::serve(&path, dir.path(), addr).await;
+    let reply = ehlo(server.addr, "ok.test").await;
+    assert_eq!(reply, "451 4.0.0 status=200 body=hello ok.test");
+    assert!(dns.queries.load(Ordering::Relaxed) > 0);
+    // Not in http_allow: denied before any lookup or connection.
+    let reply = ehlo(server.addr, "unknown.test").await;
+    assert_eq!(
+        reply,
+        "451 4.0.0 error=HTTP request denied (not in http_allow)"
+    );
+    assert_eq!(scanner.requests.load(Ordering::SeqCst), 1);
+}
+
 /// The guest's own timeout ends a request to a slow scanner, and the guest reads why.
 #[tokio::test]
 async fn a_request_past_its_timeout_fails_to_the_guest() {
@@ -241,7 +275,10 @@ async fn a_request_past_its_timeout_fails_to_the_guest() {
 #[test]
 fn a_plugin_declaring_http_without_the_grant_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, _) = config(dir.path(), "capabilities = [\"dns\"]", "", &[]);
+    let (path, addr) = config(dir.path(), "capabilities = [\"dns\"]", "", &[]);
+    // Port 0: the listener binds before the plugins load, and must not race other tests.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&addr.to_string(), "127.0.0.1:0")).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&path)

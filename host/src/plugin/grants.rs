@@ -49,6 +49,7 @@ impl Grants {
                         &allow,
                         p.http_ca.as_deref(),
                         p.http_max_response.0,
+                        provider.dns.clone(),
                     )?;
                     grants.http = Some(Arc::new(grant));
                 }

@@ -4,7 +4,7 @@
 //!
 //! One connection pool per plugin, shared by its instances: keep-alive connections per
 //! origin, plain or TLS (rustls; the plugin's `http_ca` as trust anchors, else the webpki
-//! roots). A request's timeouts (the guest's `request-options`, else none) are cut to what
+//! roots); host names resolved by the server's resolver (`[dns] nameservers`). A request's timeouts (the guest's `request-options`, else none) are cut to what
 //! is left of the hook's deadline, and a response body over `http_max_response` fails the
 //! read. The guest waits in async host calls: a slow scanner holds no tokio worker.
 
@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -92,11 +93,48 @@ fn climbs(path: &str) -> bool {
     })
 }
 
+/// Host names of requests resolved on the server's resolver (A and AAAA), like MX hosts;
+/// IP literals never reach it.
+#[derive(Clone)]
+struct Resolve(Option<crate::dns::Dns>);
+
+type Addrs = std::vec::IntoIter<std::net::SocketAddr>;
+
+impl tower_service::Service<Name> for Resolve {
+    type Response = Addrs;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Addrs, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let dns = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str();
+            let dns = dns.ok_or_else(|| std::io::Error::other("no resolver configured"))?;
+            let (a, aaaa) = tokio::join!(dns.a(host), dns.aaaa(host));
+            let ips: Vec<_> = a.into_iter().chain(aaaa).flatten().collect();
+            if ips.is_empty() {
+                let e = format!("{host}: no address");
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, e));
+            }
+            // The connector sets the URL's port.
+            let addrs: Vec<_> = ips
+                .into_iter()
+                .map(|ip| std::net::SocketAddr::new(ip, 0))
+                .collect();
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
 /// What a plugin granted `http` holds, shared by its instances.
 pub struct HttpGrant {
     plugin: Arc<str>,
     allow: Vec<Prefix>,
-    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<HttpsConnector<HttpConnector<Resolve>>, WasiBody>,
     max_response: u64,
     /// When the last "denied" warning was written, and the denials since.
     denied: Mutex<(Option<Instant>, u64)>,
@@ -104,19 +142,21 @@ pub struct HttpGrant {
 
 impl HttpGrant {
     /// A grant for `allow` (URL prefixes), trusting the PEM anchors in `ca` (else the
-    /// webpki roots) for https, reading at most `max_response` octets of a response body.
+    /// webpki roots) for https, reading at most `max_response` octets of a response body,
+    /// resolving host names on `dns`.
     pub fn new(
         plugin: &str,
         allow: &[String],
         ca: Option<&Path>,
         max_response: u64,
+        dns: Option<crate::dns::Dns>,
     ) -> Result<HttpGrant, String> {
         let allow = allow
             .iter()
             .map(|u| Prefix::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
         let tls = crate::tls::verifying_client_config(ca).map_err(|e| e.to_string())?;
-        let mut tcp = HttpConnector::new();
+        let mut tcp = HttpConnector::new_with_resolver(Resolve(dns));
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
