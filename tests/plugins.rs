@@ -203,7 +203,9 @@ async fn bundled_size_limit_and_vrfy_guard() {
 async fn bundled_greylist_defers_then_passes() {
     let s = TestServer::start(&format!(
         "{ACCEPT}{}",
-        plugin("grey", "bundled:greylist", "", "delay = \"1s\"")
+        // The plugin keeps whole seconds: with 2s, a retry right after the first try is
+        // early even when a second boundary falls between them.
+        plugin("grey", "bundled:greylist", "", "delay = \"2s\"")
     ))
     .await;
     let mut c = Client::connect(s.addr()).await;
@@ -211,7 +213,7 @@ async fn bundled_greylist_defers_then_passes() {
     c.cmd("MAIL FROM:<a@b.test>", "250").await;
     c.cmd("RCPT TO:<u@example.test>", "451 4.7.1").await;
     c.cmd("RCPT TO:<u@example.test>", "451 4.7.1").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     c.cmd("RCPT TO:<u@example.test>", "250").await;
     // Another triplet is still new.
     c.cmd("RCPT TO:<v@example.test>", "451 4.7.1").await;
