@@ -16,7 +16,7 @@ const BUNDLED: &[&str] = &[
     "dmarc-policy",
 ];
 /// Guests built only for the tests.
-const TEST_GUESTS: &[&str] = &["misbehave", "http-probe"];
+const TEST_GUESTS: &[&str] = &["misbehave", "http-probe", "contract-0-2-0"];
 
 /// A fresh rustup toolchain lacks wasm32-wasip2; add it rather than fail the first build.
 fn ensure_wasm_target() {

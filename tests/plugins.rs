@@ -375,3 +375,26 @@ async fn plugins_run_in_config_order_and_accept_ends_the_chain() {
     let mut c = Client::connect(refuse_first.addr()).await;
     c.cmd("VRFY alice", "502 5.5.1 no VRFY for alice").await;
 }
+
+/// A component built against the frozen 0.2.0 contract (tests/guests/contract-0-2-0, no SDK)
+/// loads into this 0.2.1 server and works: its helo verdict and its data change both apply.
+#[tokio::test]
+async fn components_of_the_0_2_0_contract_keep_loading() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = TestServer::start(&format!(
+        "{ACCEPT}{}{}",
+        sink.config_route("*", "none"),
+        plugin("old", &wasm("contract_0_2_0"), "capabilities = []", "")
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO old.test", "550 5.7.1 refused by a 0.2.0 plugin")
+        .await;
+    c.cmd("EHLO new.test", "250").await;
+    let reply = c
+        .send_mail("a@b.test", &["u@example.test"], "Subject: hi\r\n\r\nhello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let text = sink.wait_for(1).await[0].text();
+    assert!(text.contains("X-Contract: 0.2.0 size="), "{text}");
+}

@@ -64,6 +64,7 @@ pub mod http;
 
 use std::cell::RefCell;
 use wit::exports::wasmtp::plugin::hooks::Guest;
+pub use wit::wasmtp::plugin::config::FaultAnswer;
 pub use wit::wasmtp::plugin::dns;
 pub use wit::wasmtp::plugin::kv;
 pub use wit::wasmtp::plugin::message::Message;
@@ -415,6 +416,23 @@ pub const fn __declaration_bytes<const N: usize>(names: &[&str]) -> [u8; N] {
 }
 
 pub use wasmtp_units::{UnitError, parse_duration, parse_size};
+
+/// This plugin's `[[plugin]] on_error`: how the server answers when the plugin fails.
+pub fn on_error() -> FaultAnswer {
+    wit::wasmtp::plugin::config::on_error()
+}
+
+/// The answer the server gives for a fault of this plugin (`on_error`), with `text` saying
+/// why: for a plugin whose own dependency failed (a scanner that does not answer), so that
+/// it answers as configured without trapping. `tempfail` is `451 4.3.0`, `reject`
+/// `554 5.3.0`, `continue` lets the next plugin decide.
+pub fn fault_verdict(text: &str) -> Verdict {
+    match on_error() {
+        FaultAnswer::Tempfail => Verdict::tempfail(451, "4.3.0", text),
+        FaultAnswer::Continue => Verdict::Continue,
+        FaultAnswer::Reject => Verdict::reject(554, "5.3.0", text),
+    }
+}
 
 /// Seconds since the Unix epoch (the guest clock is the host's).
 pub fn now_unix() -> u64 {

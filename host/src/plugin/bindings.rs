@@ -18,10 +18,13 @@ wasmtime::component::bindgen!({
 pub use self::wasmtp::plugin::types;
 
 /// The version of the WIT package the host implements.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.2.1";
+/// Components built for any `0.2.x` load: 0.2 releases only add.
+const COMPATIBLE: &str = "0.2.";
 
-/// `wasmtp:plugin@VERSION` when the component was built against another version of the
-/// contract than ours (its imports and exports name the package with their version).
+/// `wasmtp:plugin@VERSION` when the component was built against a version of the contract
+/// that is not ours nor compatible with it (its imports and exports name the package with
+/// their version).
 pub fn other_contract(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
@@ -34,7 +37,7 @@ pub fn other_contract(
     names
         .filter_map(|n| n.strip_prefix("wasmtp:plugin/"))
         .filter_map(|n| n.split_once('@').map(|(_, v)| v))
-        .find(|v| *v != CONTRACT_VERSION)
+        .find(|v| !v.starts_with(COMPATIBLE))
         .map(|v| format!("wasmtp:plugin@{v}"))
 }
 

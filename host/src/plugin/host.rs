@@ -64,6 +64,7 @@ pub struct PluginShared {
     pub name: Arc<str>,
     pub config_json: Arc<str>,
     pub grants: Grants,
+    pub on_error: crate::config::OnError,
     pub log: LogBudget,
 }
 
@@ -216,6 +217,15 @@ impl log::Host for HostState {
 impl config::Host for HostState {
     fn get_json(&mut self) -> wasmtime::Result<String> {
         Ok(self.shared.config_json.to_string())
+    }
+
+    fn on_error(&mut self) -> wasmtime::Result<config::FaultAnswer> {
+        use crate::config::OnError;
+        Ok(match self.shared.on_error {
+            OnError::Tempfail => config::FaultAnswer::Tempfail,
+            OnError::Continue => config::FaultAnswer::Continue,
+            OnError::Reject => config::FaultAnswer::Reject,
+        })
     }
 }
 

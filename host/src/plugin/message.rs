@@ -78,6 +78,26 @@ impl Message {
     }
 }
 
+impl Message {
+    /// Up to `length` octets (at most `MAX_SLICE`) of the message as received, header
+    /// section included, from `offset`.
+    pub fn raw(&self, offset: u64, length: u32) -> std::io::Result<Vec<u8>> {
+        let want = length.min(MAX_SLICE) as usize;
+        let header = self.header.len() as u64;
+        let mut out = Vec::new();
+        if offset < header {
+            let start = offset as usize;
+            let end = (start + want).min(self.header.len());
+            out.extend_from_slice(&self.header[start..end]);
+        }
+        if out.len() < want {
+            let from = offset.saturating_sub(header);
+            out.extend(self.body.read_at(from, want - out.len())?);
+        }
+        Ok(out)
+    }
+}
+
 /// The `message` resource: one per plugin call, all of them on the same `Message`.
 pub struct MessageData(pub Arc<Message>);
 
@@ -115,6 +135,15 @@ impl HostMessage for HostState {
         Ok(self.table.get(&m)?.0.body(offset, length)?)
     }
 
+    fn raw(
+        &mut self,
+        m: Resource<MessageData>,
+        offset: u64,
+        length: u32,
+    ) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&m)?.0.raw(offset, length)?)
+    }
+
     fn drop(&mut self, m: Resource<MessageData>) -> wasmtime::Result<()> {
         self.table.delete(m)?;
         Ok(())
@@ -135,6 +164,11 @@ mod tests {
         assert_eq!(m.body(0, 4).unwrap(), b"body");
         assert_eq!(m.body(5, 100).unwrap(), b"text");
         assert_eq!(m.body(100, 10).unwrap(), b"");
+        let whole = b"Subject: a\r\n b\r\nX-A: 1\r\n\r\nbody text";
+        assert_eq!(m.raw(0, 100).unwrap(), whole);
+        assert_eq!(m.raw(20, 10).unwrap(), &whole[20..30]);
+        assert_eq!(m.raw(31, 10).unwrap(), b"text");
+        assert_eq!(m.raw(35, 10).unwrap(), b"");
     }
 
     #[test]

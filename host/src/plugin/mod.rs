@@ -274,6 +274,7 @@ impl PluginSet {
             name: p.name.as_str().into(),
             config_json: config_json.into(),
             grants,
+            on_error: p.on_error,
             log: Default::default(),
         };
         let mut loaded = Loaded {
