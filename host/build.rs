@@ -14,6 +14,7 @@ const BUNDLED: &[&str] = &[
     "greylist",
     "rate-limit",
     "dmarc-policy",
+    "rspamd",
 ];
 /// Guests built only for the tests.
 const TEST_GUESTS: &[&str] = &["misbehave", "http-probe", "contract-0-2-0"];

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod dns;
+pub mod rspamd;
 pub mod sink;
 
 use std::net::SocketAddr;

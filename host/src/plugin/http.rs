@@ -4,9 +4,10 @@
 //!
 //! One connection pool per plugin, shared by its instances: keep-alive connections per
 //! origin, plain or TLS (rustls; the plugin's `http_ca` as trust anchors, else the webpki
-//! roots); host names resolved by the server's resolver (`[dns] nameservers`). A request's timeouts (the guest's `request-options`, else none) are cut to what
-//! is left of the hook's deadline, and a response body over `http_max_response` fails the
-//! read. The guest waits in async host calls: a slow scanner holds no tokio worker.
+//! roots); host names resolved by the server's resolver (`[dns] nameservers`). A request's
+//! timeouts (the guest's `request-options`, else none) are cut to what is left of the
+//! hook's deadline, less a margin for the guest to answer, and a response body over
+//! `http_max_response` fails the read. The guest waits in async host calls: a slow scanner holds no tokio worker.
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -238,7 +239,10 @@ impl WasiHttpHooks for Hooks {
                 grant.warn_denied(request.uri());
                 return Err(Error::HttpRequestDenied);
             }
+            // What is left of the hook's deadline, less a tenth (at most 100 ms) so that the
+            // guest can still answer after a request that timed out.
             let left = deadline.saturating_duration_since(Instant::now());
+            let left = left - (left / 10).min(Duration::from_millis(100));
             let within = |t: Option<Duration>| t.map_or(left, |t| t.min(left));
             let options = options.unwrap_or_default();
             let wait = within(
