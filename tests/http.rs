@@ -282,6 +282,7 @@ fn a_plugin_declaring_http_without_the_grant_is_refused() {
     let out = std::process::Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&path)
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
