@@ -121,6 +121,21 @@ fn config(
     (path, addr)
 }
 
+/// The binary with the probe calling a scanner for EHLO `slow.test`; `settings` go in the
+/// probe's `[plugin.config]`.
+async fn slow_scanner(settings: &str) -> (Scanner, tempfile::TempDir, Process) {
+    let scanner = Scanner::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grant = format!(
+        "capabilities = [\"http\"]\nhttp_allow = [{:?}]",
+        scanner.url("/")
+    );
+    let urls = [("slow.test", scanner.url("/"))];
+    let (path, addr) = config(dir.path(), &grant, settings, &urls);
+    let server = Process::serve(&path, dir.path(), addr).await;
+    (scanner, dir, server)
+}
+
 async fn ehlo(addr: SocketAddr, name: &str) -> String {
     let mut c = Client::connect(addr).await;
     c.cmd(&format!("EHLO {name}"), "").await
@@ -186,14 +201,7 @@ async fn allowed_urls_are_called_over_kept_alive_connections_and_others_denied()
 /// and a half seconds), and a session that does not call the scanner is served meanwhile.
 #[tokio::test]
 async fn sessions_waiting_on_a_slow_scanner_hold_no_worker() {
-    let scanner = Scanner::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let grant = format!(
-        "capabilities = [\"http\"]\nhttp_allow = [{:?}]",
-        scanner.url("/")
-    );
-    let (path, addr) = config(dir.path(), &grant, "", &[("slow.test", scanner.url("/"))]);
-    let server = Process::serve(&path, dir.path(), addr).await;
+    let (_scanner, _dir, server) = slow_scanner("").await;
     let start = Instant::now();
     let waiting: Vec<_> = (0..15)
         .map(|_| tokio::spawn(ehlo(server.addr, "slow.test")))
@@ -253,15 +261,7 @@ async fn host_names_are_resolved_on_the_servers_resolver() {
 /// The guest's own timeout ends a request to a slow scanner, and the guest reads why.
 #[tokio::test]
 async fn a_request_past_its_timeout_fails_to_the_guest() {
-    let scanner = Scanner::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let grant = format!(
-        "capabilities = [\"http\"]\nhttp_allow = [{:?}]",
-        scanner.url("/")
-    );
-    let urls = [("slow.test", scanner.url("/"))];
-    let (path, addr) = config(dir.path(), &grant, "timeout_ms = 200", &urls);
-    let server = Process::serve(&path, dir.path(), addr).await;
+    let (_scanner, _dir, server) = slow_scanner("timeout_ms = 200").await;
     let reply = ehlo(server.addr, "slow.test").await;
     assert!(
         reply.starts_with("451 4.0.0 error=HTTP request failed"),

@@ -41,6 +41,15 @@ struct Prefix {
     path: String,
 }
 
+/// Whether the URL is https (`Some(true)`) or http (`Some(false)`); `None` for any other.
+fn is_https(uri: &http::Uri) -> Option<bool> {
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(true),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(false),
+        _ => None,
+    }
+}
+
 fn default_port(https: bool) -> u16 {
     if https { 443 } else { 80 }
 }
@@ -48,10 +57,8 @@ fn default_port(https: bool) -> u16 {
 impl Prefix {
     fn parse(url: &str) -> Result<Prefix, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
-        let https = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("{url:?}: not an http:// or https:// URL")),
+        let Some(https) = is_https(&uri) else {
+            return Err(format!("{url:?}: not an http:// or https:// URL"));
         };
         let host = uri
             .host()
@@ -69,10 +76,8 @@ impl Prefix {
     }
 
     fn matches(&self, uri: &http::Uri) -> bool {
-        let https = match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("https") => true,
-            Some(s) if s.eq_ignore_ascii_case("http") => false,
-            _ => return false,
+        let Some(https) = is_https(uri) else {
+            return false;
         };
         https == self.https
             && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
