@@ -8,16 +8,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn wasm(name: &str) -> String {
-    format!("{}/{name}.wasm", env!("WASMTP_PLUGIN_DIR"))
-}
-
 const ACCEPT: &str = "[accept]\ndomains = [\"example.test\"]\n";
 
 fn misbehave(mode: &str, extra: &str) -> String {
     format!(
         "[[plugin]]\nname = \"mb\"\npath = \"{}\"\n{extra}\n[plugin.config]\nmode = \"{mode}\"\n",
-        wasm("misbehave")
+        common::guest("misbehave")
     )
 }
 
@@ -140,7 +136,7 @@ async fn capabilities_are_granted_per_plugin() {
         &format!(
             "{ACCEPT}[[plugin]]\nname = \"spam\"\npath = \"{}\"\n\
              [plugin.config]\ndnsbl = [\"bl.test\"]\n",
-            wasm("spam_score")
+            common::guest("spam_score")
         ),
     );
     let config = wasmtp::config::Config::parse("test", &toml).unwrap();

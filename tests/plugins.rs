@@ -7,10 +7,6 @@ use common::sink::{Sink, SinkOptions};
 use common::{Client, TestServer};
 use std::sync::atomic::Ordering;
 
-fn wasm(name: &str) -> String {
-    format!("{}/{name}.wasm", env!("WASMTP_PLUGIN_DIR"))
-}
-
 /// A `[[plugin]]`; plugins that are not bundled get the kv capability (the test guest
 /// counts connections in it) unless `extra` says otherwise.
 fn plugin(name: &str, path: &str, extra: &str, config: &str) -> String {
@@ -37,7 +33,7 @@ async fn misbehaving_guests_cost_one_reply_each() {
             "{ACCEPT}{}",
             plugin(
                 "mb",
-                &wasm("misbehave"),
+                &common::guest("misbehave"),
                 "timeout = \"300ms\"\nmemory = \"16MiB\"",
                 &format!("mode = \"{mode}\"")
             )
@@ -70,7 +66,7 @@ async fn on_error_continue_and_reject() {
             "{ACCEPT}{}",
             plugin(
                 "mb",
-                &wasm("misbehave"),
+                &common::guest("misbehave"),
                 &format!("on_error = \"{on_error}\""),
                 "mode = \"panic\""
             )
@@ -86,7 +82,12 @@ async fn on_error_continue_and_reject() {
 async fn huge_header_change_is_a_fault() {
     let s = TestServer::start(&format!(
         "{ACCEPT}{}",
-        plugin("mb", &wasm("misbehave"), "", "mode = \"huge-header\"")
+        plugin(
+            "mb",
+            &common::guest("misbehave"),
+            "",
+            "mode = \"huge-header\""
+        )
     ))
     .await;
     let mut c = Client::connect(s.addr()).await;
@@ -104,7 +105,7 @@ async fn every_verdict_and_change() {
     let s = TestServer::start(&format!(
         "{ACCEPT}{}{}",
         sink.config_route("*", "none"),
-        plugin("mb", &wasm("misbehave"), "", "mode = \"policy\"")
+        plugin("mb", &common::guest("misbehave"), "", "mode = \"policy\"")
     ))
     .await;
     let mut c = Client::connect(s.addr()).await;
@@ -319,11 +320,11 @@ fn check_config_names_the_failing_plugin() {
     std::fs::write(dir.path().join("junk.wasm"), b"\0asm not really").unwrap();
     for (path, config, expect) in [
         (
-            wasm("misbehave"),
+            common::guest("misbehave"),
             "mode = \"bad-config\"",
             "init refused its config: mode bad-config is refused on purpose",
         ),
-        (wasm("misbehave"), "mode = \"slow-init\"", "init"),
+        (common::guest("misbehave"), "mode = \"slow-init\"", "init"),
         (
             dir.path().join("junk.wasm").display().to_string(),
             "",
@@ -360,7 +361,7 @@ async fn plugins_run_in_config_order_and_accept_ends_the_chain() {
     let accept_first = TestServer::start(&format!(
         "{}{}",
         plugin("guard", "bundled:vrfy-expn-guard", "", "reply = 252"),
-        plugin("mb", &wasm("misbehave"), "", "mode = \"policy\"")
+        plugin("mb", &common::guest("misbehave"), "", "mode = \"policy\"")
     ))
     .await;
     let mut c = Client::connect(accept_first.addr()).await;
@@ -368,7 +369,7 @@ async fn plugins_run_in_config_order_and_accept_ends_the_chain() {
     // In the other order the refusal comes first.
     let refuse_first = TestServer::start(&format!(
         "{}{}",
-        plugin("mb", &wasm("misbehave"), "", "mode = \"policy\""),
+        plugin("mb", &common::guest("misbehave"), "", "mode = \"policy\""),
         plugin("guard", "bundled:vrfy-expn-guard", "", "reply = 252")
     ))
     .await;
@@ -377,19 +378,27 @@ async fn plugins_run_in_config_order_and_accept_ends_the_chain() {
 }
 
 /// A component built against the frozen 0.2.0 contract (tests/guests/contract-0-2-0, no SDK)
-/// loads into this 0.2.1 server and works: its helo verdict and its data change both apply.
+/// loads into this 0.2.2 server and works: its helo verdict and its data change both apply.
 #[tokio::test]
 async fn components_of_the_0_2_0_contract_keep_loading() {
     let sink = Sink::start(SinkOptions::default()).await;
     let s = TestServer::start(&format!(
         "{ACCEPT}{}{}",
         sink.config_route("*", "none"),
-        plugin("old", &wasm("contract_0_2_0"), "capabilities = []", "")
+        plugin(
+            "old",
+            &common::guest("contract_0_2_0"),
+            "capabilities = [\"kv\"]",
+            ""
+        )
     ))
     .await;
     let mut c = Client::connect(s.addr()).await;
     c.cmd("EHLO old.test", "550 5.7.1 refused by a 0.2.0 plugin")
         .await;
+    // Its kv calls reach the same store as 0.2.2's `store`.
+    c.cmd("EHLO count.test", "550 5.7.1 count 1").await;
+    c.cmd("EHLO count.test", "550 5.7.1 count 2").await;
     c.cmd("EHLO new.test", "250").await;
     let reply = c
         .send_mail("a@b.test", &["u@example.test"], "Subject: hi\r\n\r\nhello")

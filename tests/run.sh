@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# Runs every test: installs the wasm32-wasip2 target, Debian's dkimpy and rspamd, builds the
-# JavaScript, Python and C example plugins once (examples/build.sh), then the whole Cargo
-# workspace's tests.
+# Runs every test: installs the wasm32-wasip2 target, Debian's dkimpy, rspamd and
+# redis-server, builds the JavaScript, Python and C example plugins once (examples/build.sh),
+# then the whole Cargo workspace's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
-# The outside DKIM signer and verifier of tests/mailauth.rs and tests/dkim.rs: dkimpy and PyNaCl, from Debian.
-if ! /usr/bin/python3 -c "import dkim, nacl" 2>/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dkim python3-nacl openssl >/dev/null
-  else
-    echo "tests/mailauth.rs and tests/dkim.rs need: apt-get install python3-dkim python3-nacl openssl" >&2
-    exit 1
+# need CHECK WHO PACKAGE...: the Debian packages a test file needs, installed with apt-get
+# (as root) when CHECK fails.
+updated=
+need() {
+  local check="$1" who="$2"
+  shift 2
+  if ! eval "$check" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      [ -n "$updated" ] || { apt-get update -qq; updated=1; }
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+      echo "$who needs: apt-get install $*" >&2
+      exit 1
+    fi
   fi
-fi
-# The real Rspamd of tests/rspamd.rs, from Debian (the tests start their own instance).
-if ! command -v rspamd >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rspamd >/dev/null
-  else
-    echo "tests/rspamd.rs needs: apt-get install rspamd" >&2
-    exit 1
-  fi
-fi
+}
+# The outside DKIM signer and verifier, dkimpy and PyNaCl; the real Rspamd and Redis the
+# tests start their own instances of.
+need '/usr/bin/python3 -c "import dkim, nacl"' "tests/mailauth.rs and tests/dkim.rs" python3-dkim python3-nacl openssl
+need 'command -v rspamd' tests/rspamd.rs rspamd
+need 'command -v redis-server' tests/redis.rs redis-server
 # Every platform's crates, so the nested wasm32 plugin build (host/build.rs) finds them.
 cargo fetch --locked
 examples/build.sh

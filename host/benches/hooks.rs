@@ -28,9 +28,9 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let kv = Arc::new(
+        let kv = wasmtp::plugin::kv::Kv::Embedded(Arc::new(
             wasmtp::plugin::kv::EmbeddedKv::open(&dir.path().join("kv.json")).expect("kv"),
-        );
+        ));
         let metrics = Arc::new(wasmtp::metrics::Metrics::default());
         let set = Arc::new(
             PluginSet::load(

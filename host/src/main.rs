@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtp::config::{Config, ConfigError};
-use wasmtp::plugin::kv::EmbeddedKv;
+use wasmtp::plugin::kv::{EmbeddedKv, Kv};
 use wasmtp::resources::Resources;
 
 /// Beyond the grace period: time for the delivery queue's last attempts (10 s from the
@@ -250,9 +250,9 @@ fn load_resources(
     config: &Config,
 ) -> anyhow::Result<Result<Resources, wasmtp::resources::ResourceErrors>> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let kv = Arc::new(EmbeddedKv::open(
+    let kv = Kv::Embedded(Arc::new(EmbeddedKv::open(
         &std::env::temp_dir().join("wasmtp-check-config-kv.json"),
-    )?);
+    )?));
     let metrics = Arc::new(wasmtp::metrics::Metrics::default());
     Ok(runtime.block_on(Resources::load(config, kv, metrics)))
 }

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::mailauth::{KeyError, Signers, Verifier};
 use crate::metrics::Metrics;
-use crate::plugin::kv::KvStore;
+use crate::plugin::kv::Kv;
 use crate::plugin::{self, PluginSet};
 use crate::tls::{self, TlsError};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ impl ResourceErrors {
 impl Resources {
     pub async fn load(
         config: &Config,
-        kv: Arc<dyn KvStore>,
+        kv: Kv,
         metrics: Arc<Metrics>,
     ) -> Result<Resources, ResourceErrors> {
         let mut errors = Vec::new();

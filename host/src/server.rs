@@ -4,7 +4,7 @@ use crate::clients::{Clients, Connection};
 use crate::config::{Config, Mode};
 use crate::delivery::{self, QueueHandle};
 use crate::metrics::Metrics;
-use crate::plugin::kv::EmbeddedKv;
+use crate::plugin::kv::Kv;
 use crate::proto::replies;
 use crate::resources::Resources;
 use crate::session::{Context, Outcome, Session};
@@ -73,7 +73,7 @@ struct Fixed {
     queue: QueueHandle,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-    kv: Arc<EmbeddedKv>,
+    kv: Kv,
     clients: Arc<Clients>,
     /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
     _spool_lock: SpoolLock,
@@ -112,14 +112,10 @@ impl Server {
             })?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let kv = Arc::new(
-            EmbeddedKv::open(&config.spool.path.join("kv.json")).map_err(|source| {
-                ServerError::Kv {
-                    path: config.spool.path.clone(),
-                    source,
-                }
-            })?,
-        );
+        let kv = Kv::open(&config.kv, &config.spool.path).map_err(|source| ServerError::Kv {
+            path: config.spool.path.clone(),
+            source,
+        })?;
         let mut listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
             let (listener, addr) = bind(format!("listen[{i}].address"), l.address).await?;
@@ -206,6 +202,9 @@ impl Server {
         if listen(&config) != listen(&old) || config.limits.connections != old.limits.connections {
             tracing::warn!("[[listen]] and limits.connections changes take effect after a restart");
         }
+        if config.kv != old.kv {
+            tracing::warn!("[kv] changes take effect after a restart");
+        }
         let ctx = context(Arc::new(config), &self.fixed).await?;
         self.config_tx.send_replace(ctx.config.clone());
         self.current.send_replace(Arc::new(ctx));
@@ -266,7 +265,7 @@ async fn bind(key: String, address: SocketAddr) -> Result<(TcpListener, SocketAd
 }
 
 /// Persists the kv store once a second while it changes, and once more at shutdown.
-async fn flush_kv(kv: Arc<EmbeddedKv>, mut shutdown: watch::Receiver<bool>) {
+async fn flush_kv(kv: Kv, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stop = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,

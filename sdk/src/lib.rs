@@ -66,8 +66,11 @@ use std::cell::RefCell;
 use wit::exports::wasmtp::plugin::hooks::Guest;
 pub use wit::wasmtp::plugin::config::FaultAnswer;
 pub use wit::wasmtp::plugin::dns;
-pub use wit::wasmtp::plugin::kv;
 pub use wit::wasmtp::plugin::message::Message;
+/// The plugin's key-value store (the `kv` capability): `get`, `set` with a TTL, atomic
+/// `increment`, `delete`, each a `Result` whose `KvError` says why nothing was done
+/// (`Denied`, `OverQuota`, `BackendDown`). It is the contract's `store` interface (0.2.2).
+pub use wit::wasmtp::plugin::store as kv;
 pub use wit::wasmtp::plugin::types::{
     ArcCheck, AuthResults, AuthStatus, Change, DataResult, DataVerdict, DkimCheck, DmarcCheck,
     DmarcPolicy, EnvelopeFrom, Header, Hook, Param, Reply, Session, SpfCheck, SpfResults, Verdict,

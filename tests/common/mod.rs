@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod dns;
+pub mod redis;
 pub mod rspamd;
 pub mod sink;
 
@@ -268,6 +269,11 @@ pub fn maildir_files(root: &Path, user: &str) -> Vec<PathBuf> {
 
 pub fn shared<T>(v: T) -> Arc<std::sync::Mutex<T>> {
     Arc::new(std::sync::Mutex::new(v))
+}
+
+/// The path of a test guest component (`tests/guests/NAME`, built by host/build.rs).
+pub fn guest(name: &str) -> String {
+    format!("{}/{name}.wasm", env!("WASMTP_PLUGIN_DIR"))
 }
 
 /// The `wasmtp` binary built by Cargo for these tests.

@@ -5,9 +5,11 @@
 
 mod auth;
 mod delivery;
+mod kv;
 mod values;
 pub use auth::{Authentication, Dkim};
 pub use delivery::Delivery;
+pub use kv::{Kv, KvBackend};
 pub use values::{Dur, Network, Size, Target};
 
 use crate::plugin::capability::Capability;
@@ -50,6 +52,8 @@ pub struct Config {
     #[serde(default)]
     pub dkim: Vec<Dkim>,
     pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub kv: Kv,
     #[serde(default)]
     pub plugin: Vec<Plugin>,
 }
@@ -475,6 +479,7 @@ impl Config {
             }
         }
         self.delivery.validate(&mut p);
+        self.kv.validate(&mut p);
         auth::validate(self, &mut p);
         for (i, pl) in self.plugin.iter().enumerate() {
             if self.plugin[..i].iter().any(|o| o.name == pl.name) {

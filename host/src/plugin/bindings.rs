@@ -7,6 +7,8 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: {
         "wasmtp:plugin/dns": async | trappable,
+        "wasmtp:plugin/kv": async | trappable,
+        "wasmtp:plugin/store": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -18,7 +20,7 @@ wasmtime::component::bindgen!({
 pub use self::wasmtp::plugin::types;
 
 /// The version of the WIT package the host implements.
-pub const CONTRACT_VERSION: &str = "0.2.1";
+pub const CONTRACT_VERSION: &str = "0.2.2";
 /// Components built for any `0.2.x` load: 0.2 releases only add.
 const COMPATIBLE: &str = "0.2.";
 

@@ -4,13 +4,13 @@
 
 use super::capability::Capability;
 use super::http::HttpGrant;
-use super::kv::{KvStore, Quota};
+use super::kv::{Kv, Quota};
 use crate::config::Plugin;
 use std::sync::Arc;
 
 /// The server's parts a grant may hand out.
 pub struct Provider {
-    pub kv: Arc<dyn KvStore>,
+    pub kv: Kv,
     /// `None` when the server has no resolver (then granted lookups fail).
     pub dns: Option<crate::dns::Dns>,
 }
@@ -18,7 +18,7 @@ pub struct Provider {
 /// The host state of one plugin's grants.
 #[derive(Default)]
 pub struct Grants {
-    kv: Option<Arc<dyn KvStore>>,
+    kv: Option<Kv>,
     /// `Some` when granted; the inner `None` when the server has no resolver.
     dns: Option<Option<crate::dns::Dns>>,
     http: Option<Arc<HttpGrant>>,
@@ -77,7 +77,7 @@ impl Grants {
         }
     }
 
-    pub fn kv(&self) -> Option<&Arc<dyn KvStore>> {
+    pub fn kv(&self) -> Option<&Kv> {
         self.kv.as_ref()
     }
 

@@ -1,15 +1,15 @@
 //! What a plugin instance's store holds, and the capabilities it imports: log, config, dns,
 //! kv, wasi:http. `dns`, `kv` and `http` only where the plugin's `capabilities` grant them
-//! (`grants`): a call without the grant is an error (a DNS failure or a denied request to
-//! the guest; a trap for kv, whose WIT has no error).
+//! (`grants`): a call without the grant is an error (a DNS failure, a denied request or
+//! `store`'s `denied` to the guest; a trap for the 0.2.0 `kv`, whose WIT has no error).
 //! WASI is linked with nothing granted: no preopened directories, no environment, no
 //! sockets; stdout and stderr are captured and go to the log under the plugin's name, like
 //! its log calls: rate-limited, one line each, controls made spaces.
 
 use super::bindings::types::Level;
-use super::bindings::wasmtp::plugin::{config, dns, kv, log, types};
+use super::bindings::wasmtp::plugin::{config, dns, kv, log, store, types};
 use super::grants::Grants;
-use super::kv::KvStore;
+use super::kv::{Kv, KvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::StoreLimits;
@@ -166,8 +166,9 @@ impl PluginShared {
         }
     }
 
-    fn kv(&self) -> wasmtime::Result<&Arc<dyn KvStore>> {
-        self.grants.kv().ok_or_else(|| {
+    /// The store for the 0.2.0 `kv` interface: not granted, a trap.
+    fn kv(&self) -> wasmtime::Result<Kv> {
+        self.grants.kv().cloned().ok_or_else(|| {
             wasmtime::Error::msg(format!(
                 "plugin {} called kv without the kv capability (capabilities = [\"kv\"])",
                 self.name
@@ -175,11 +176,35 @@ impl PluginShared {
         })
     }
 
-    /// Reports a write over the kv quota (the guest cannot be told: the 0.1 WIT has no
-    /// error here), within the log budget.
-    fn over_quota(&self, e: &super::kv::QuotaExceeded) {
+    /// What a failed 0.2.0 `kv` call does: over the quota, the write is dropped and
+    /// reported within the log budget (that WIT cannot tell the guest); a backend down
+    /// traps the hook (its `on_error` answers).
+    fn kv_failed(&self, e: KvError) -> wasmtime::Result<Option<i64>> {
+        match e {
+            KvError::OverQuota(exceeded, value) => {
+                self.quota_reached(&exceeded);
+                Ok(value)
+            }
+            KvError::Down(_) => Err(wasmtime::Error::msg(e.to_string())),
+        }
+    }
+
+    /// A write refused over the quota, reported within the log budget: the operator is
+    /// told whether or not the plugin says anything.
+    fn quota_reached(&self, exceeded: &super::kv::QuotaExceeded) {
         if self.log.take().is_some() {
-            tracing::warn!(plugin = %self.name, "kv write dropped: {e}");
+            tracing::warn!(plugin = %self.name, "kv write dropped: {exceeded}");
+        }
+    }
+
+    /// What `store` tells the guest of a failed call.
+    fn store_error(&self, e: KvError) -> store::KvError {
+        match e {
+            KvError::OverQuota(exceeded, _) => {
+                self.quota_reached(&exceeded);
+                store::KvError::OverQuota
+            }
+            KvError::Down(why) => store::KvError::BackendDown(why),
         }
     }
 }
@@ -234,47 +259,107 @@ fn ttl(seconds: Option<u64>) -> Option<Duration> {
 }
 
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.shared.kv()?.get(&self.shared.name, &key))
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let shared = self.shared.clone();
+        match shared.kv()?.get(&shared.name, &key).await {
+            Ok(v) => Ok(v),
+            Err(e) => shared.kv_failed(e).map(|_| None),
+        }
     }
-    fn set(
+    async fn set(
         &mut self,
         key: String,
         value: Vec<u8>,
         ttl_seconds: Option<u64>,
     ) -> wasmtime::Result<()> {
-        let shared = &self.shared;
-        if let Err(e) = shared
-            .kv()?
-            .set(&shared.name, &key, value, ttl(ttl_seconds))
-        {
-            shared.over_quota(&e);
+        let shared = self.shared.clone();
+        let kv = shared.kv()?;
+        match kv.set(&shared.name, &key, value, ttl(ttl_seconds)).await {
+            Ok(()) => Ok(()),
+            Err(e) => shared.kv_failed(e).map(|_| ()),
         }
-        Ok(())
     }
-    fn increment(
+    async fn increment(
         &mut self,
         key: String,
         delta: i64,
         ttl_seconds: Option<u64>,
     ) -> wasmtime::Result<i64> {
-        let shared = &self.shared;
-        Ok(
-            match shared
-                .kv()?
-                .increment(&shared.name, &key, delta, ttl(ttl_seconds))
-            {
-                Ok(n) => n,
-                Err((n, e)) => {
-                    shared.over_quota(&e);
-                    n
-                }
-            },
-        )
+        let shared = self.shared.clone();
+        let kv = shared.kv()?;
+        match kv
+            .increment(&shared.name, &key, delta, ttl(ttl_seconds))
+            .await
+        {
+            Ok(n) => Ok(n),
+            Err(e) => shared.kv_failed(e).map(|n| n.unwrap_or(delta)),
+        }
     }
-    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.shared.kv()?.delete(&self.shared.name, &key);
-        Ok(())
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        let shared = self.shared.clone();
+        match shared.kv()?.delete(&shared.name, &key).await {
+            Ok(()) => Ok(()),
+            Err(e) => shared.kv_failed(e).map(|_| ()),
+        }
+    }
+}
+
+type Stored<T> = wasmtime::Result<Result<T, store::KvError>>;
+
+impl HostState {
+    /// The plugin's name and store for `store`; `denied` without the grant.
+    fn store(&self) -> Result<(Arc<PluginShared>, Kv), store::KvError> {
+        let kv = self.shared.grants.kv().cloned();
+        kv.map(|kv| (self.shared.clone(), kv))
+            .ok_or(store::KvError::Denied)
+    }
+}
+
+impl store::Host for HostState {
+    async fn get(&mut self, key: String) -> Stored<Option<Vec<u8>>> {
+        let s = self.store();
+        Ok(async {
+            let (shared, kv) = s?;
+            kv.get(&shared.name, &key)
+                .await
+                .map_err(|e| shared.store_error(e))
+        }
+        .await)
+    }
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u64>) -> Stored<()> {
+        let s = self.store();
+        Ok(async {
+            let (shared, kv) = s?;
+            kv.set(&shared.name, &key, value, ttl(ttl_seconds))
+                .await
+                .map_err(|e| shared.store_error(e))
+        }
+        .await)
+    }
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_seconds: Option<u64>,
+    ) -> Stored<i64> {
+        let s = self.store();
+        Ok(async {
+            let (shared, kv) = s?;
+            kv.increment(&shared.name, &key, delta, ttl(ttl_seconds))
+                .await
+                .map_err(|e| shared.store_error(e))
+        }
+        .await)
+    }
+    async fn delete(&mut self, key: String) -> Stored<()> {
+        let s = self.store();
+        Ok(async {
+            let (shared, kv) = s?;
+            kv.delete(&shared.name, &key)
+                .await
+                .map_err(|e| shared.store_error(e))
+        }
+        .await)
     }
 }
 

@@ -166,7 +166,7 @@ impl PluginSet {
     pub async fn load(
         config: &Config,
         cache_dir: &Path,
-        kv: Arc<dyn kv::KvStore>,
+        kv: kv::Kv,
         dns: Option<crate::dns::Dns>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<PluginSet, LoadError> {

@@ -109,8 +109,9 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineErro
 pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     let work = std::env::temp_dir().join(format!("wasmtp-plugin-test-{}", std::process::id()));
     let config = config(t, &work)?;
-    let kv =
-        Arc::new(super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(OfflineError::Kv)?);
+    let kv = super::kv::Kv::Embedded(Arc::new(
+        super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(OfflineError::Kv)?,
+    ));
     let dns = crate::dns::Dns::new(&[]).ok();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     // Compiled code is cached across runs (large components take seconds to compile).

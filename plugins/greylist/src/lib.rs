@@ -2,7 +2,8 @@
 //! gets `451 4.7.1`; a retry after `delay` passes. Real MTAs retry; most spam cannons do not.
 //! Triplets are kept in the plugin's kv store for `expire`.
 
-use wasmtp_sdk::{EnvelopeFrom, Hook, Param, Plugin, Session, Verdict, kv};
+use wasmtp_sdk::kv::{self, KvError};
+use wasmtp_sdk::{EnvelopeFrom, Hook, Param, Plugin, Session, Verdict, log};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,18 +71,34 @@ impl Plugin for Greylist {
         }
         let key = triplet(&session.client_ip, &sender.address, recipient);
         let now = wasmtp_sdk::now_unix();
-        let first_seen = kv::get(&key)
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse::<u64>().ok());
+        // The store unreachable (a shared Redis down): the `on_error` answer, 451 4.3.0 by
+        // default; mail is never let through ungreylisted by a failure.
+        let first_seen = match kv::get(&key) {
+            Ok(v) => v
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|s| s.parse::<u64>().ok()),
+            Err(e) => return unavailable(&e),
+        };
         match first_seen {
             Some(first) if now >= first + self.delay => Verdict::Continue,
-            Some(_) => Verdict::tempfail(451, "4.7.1", "Greylisted, please try again later"),
-            None => {
-                kv::set(&key, now.to_string().as_bytes(), Some(self.expire));
-                Verdict::tempfail(451, "4.7.1", "Greylisted, please try again later")
-            }
+            Some(_) => greylisted(),
+            None => match kv::set(&key, now.to_string().as_bytes(), Some(self.expire)) {
+                // Over the quota the triplet is not remembered: greylisted until there is
+                // room (the server logs the quota reached).
+                Ok(()) | Err(KvError::OverQuota) => greylisted(),
+                Err(e) => unavailable(&e),
+            },
         }
     }
+}
+
+fn greylisted() -> Verdict {
+    Verdict::tempfail(451, "4.7.1", "Greylisted, please try again later")
+}
+
+fn unavailable(e: &KvError) -> Verdict {
+    log::warn(&format!("greylist store: {e:?}"));
+    wasmtp_sdk::fault_verdict("Greylisting unavailable, please try again later")
 }
 
 wasmtp_sdk::export!(Greylist, capabilities = [kv]);

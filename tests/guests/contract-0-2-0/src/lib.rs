@@ -1,9 +1,11 @@
-//! A plugin of the 0.2.0 contract, as one built before 0.2.1 was: refuses EHLO `old.test`
+//! A plugin of the 0.2.0 contract, as one built before 0.2.1 was: refuses EHLO `old.test`,
+//! answers EHLO `count.test` with the count of them in its kv (`kv`, not 0.2.2's `store`)
 //! and adds `X-Contract: 0.2.0 size=N` to every message.
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
 use exports::wasmtp::plugin::hooks::Guest;
+use wasmtp::plugin::kv;
 use wasmtp::plugin::message::Message;
 use wasmtp::plugin::types::{
     AuthResults, Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Param, Reply,
@@ -20,15 +22,16 @@ impl Guest for Old {
         Verdict::Continue
     }
     fn on_helo(_: Session, name: String, _: bool) -> Verdict {
-        if name == "old.test" {
-            Verdict::Reject(Reply {
-                code: 550,
-                enhanced: "5.7.1".into(),
-                text: "refused by a 0.2.0 plugin".into(),
-            })
-        } else {
-            Verdict::Continue
-        }
+        let text = match name.as_str() {
+            "old.test" => "refused by a 0.2.0 plugin".to_string(),
+            "count.test" => format!("count {}", kv::increment("helos", 1, None)),
+            _ => return Verdict::Continue,
+        };
+        Verdict::Reject(Reply {
+            code: 550,
+            enhanced: "5.7.1".into(),
+            text,
+        })
     }
     fn on_auth(_: Session, _: String, _: String, _: bool) -> Verdict {
         Verdict::Continue

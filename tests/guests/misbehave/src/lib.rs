@@ -53,7 +53,7 @@ impl Plugin for Misbehave {
 
     fn connect(&mut self, session: &Session) -> Verdict {
         self.calls += 1;
-        let n = kv::increment("connections", 1, None);
+        let n = kv::increment("connections", 1, None).unwrap_or(-1);
         log::info(&format!("connection {n} from {}", session.client_ip));
         Verdict::Continue
     }

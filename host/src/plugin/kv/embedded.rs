@@ -1,8 +1,9 @@
-//! The key-value store behind the plugins' `kv` capability: a trait, so that a shared
-//! backend can be added, and the embedded backend: in memory, with TTLs and a quota per
-//! plugin, persisted as JSON under the spool directory (values base64; written atomically,
-//! at most once a second while dirty, from a snapshot so the lock is not held while writing).
+//! The embedded backend of the kv capability (the default): in memory, with TTLs and a
+//! quota per plugin, persisted as JSON under the spool directory (values base64; written
+//! atomically, at most once a second while dirty, from a snapshot so the lock is not held
+//! while writing).
 
+use super::{Quota, QuotaExceeded};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -11,47 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// How much one plugin may keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub keys: usize,
-    /// Octets of keys and values together.
-    pub bytes: u64,
-}
-
-/// A write that would take the namespace past its quota; nothing was stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kv quota reached ({keys} keys, {bytes} octets)")]
-pub struct QuotaExceeded {
-    pub keys: usize,
-    pub bytes: u64,
-}
-
-/// One namespace per plugin; keys are the plugin's own.
-pub trait KvStore: Send + Sync {
-    /// Sets the quota of a namespace (at plugin load; a reload may change it).
-    fn set_quota(&self, namespace: &str, quota: Quota);
-    fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>>;
-    fn set(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Option<Duration>,
-    ) -> Result<(), QuotaExceeded>;
-    /// Atomically adds `delta` to the integer stored as decimal text (absent or not a number
-    /// counts as 0); `ttl` applies when the key is created. Over quota, a new key is not
-    /// stored and the value it would have had is returned with the error.
-    fn increment(
-        &self,
-        namespace: &str,
-        key: &str,
-        delta: i64,
-        ttl: Option<Duration>,
-    ) -> Result<i64, (i64, QuotaExceeded)>;
-    fn delete(&self, namespace: &str, key: &str);
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -262,20 +222,19 @@ impl EmbeddedKv {
     fn changed(&self) {
         self.dirty.store(true, Ordering::Release);
     }
-}
 
-impl KvStore for EmbeddedKv {
-    fn set_quota(&self, namespace: &str, quota: Quota) {
+    /// Sets the quota of a namespace (at plugin load; a reload may change it).
+    pub fn set_quota(&self, namespace: &str, quota: Quota) {
         self.lock().quotas.insert(namespace.to_string(), quota);
     }
 
-    fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, namespace: &str, key: &str) -> Option<Vec<u8>> {
         self.lock()
             .live(&full_key(namespace, key))
             .map(|e| e.value.clone())
     }
 
-    fn set(
+    pub fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -289,7 +248,7 @@ impl KvStore for EmbeddedKv {
         Ok(())
     }
 
-    fn increment(
+    pub fn increment(
         &self,
         namespace: &str,
         key: &str,
@@ -318,7 +277,7 @@ impl KvStore for EmbeddedKv {
         Ok(next)
     }
 
-    fn delete(&self, namespace: &str, key: &str) {
+    pub fn delete(&self, namespace: &str, key: &str) {
         if self.lock().remove(&full_key(namespace, key)).is_some() {
             self.changed();
         }
