@@ -19,9 +19,12 @@ if ! fresh "$out/python-plugin.wasm" "$root/examples/python-plugin/app.py" "$roo
   "$root/examples/python-plugin/build.sh" "$out/python-plugin.wasm"
 fi
 
-if ! fresh "$out/js-plugin.wasm" "$root/examples/js-plugin/plugin.js" "$root/examples/js-plugin/build.mjs" "$root/wit"; then
-  (cd "$root/examples/js-plugin" && { [ -d node_modules ] || npm install --no-audit --no-fund; } && node build.mjs "$out/js-plugin.wasm")
-fi
+for js in plugin:js-plugin rspamd:js-rspamd; do # SOURCE:OUTPUT
+  src="$root/examples/js-plugin/${js%%:*}.js" wasm="$out/${js##*:}.wasm"
+  if ! fresh "$wasm" "$src" "$root/examples/js-plugin/build.mjs" "$root/examples/js-plugin/package-lock.json" "$root/wit"; then
+    (cd "$root/examples/js-plugin" && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; } && node build.mjs "$wasm" "$src")
+  fi
+done
 
 if ! fresh "$out/c-plugin.wasm" "$root/examples/c-plugin/helo_check.c" "$root/examples/c-plugin/build.sh" "$root/wit"; then
   if ! command -v clang >/dev/null || [ ! -f /usr/lib/wasm32-wasi/libc.a ] || ! command -v wasm-ld >/dev/null; then

@@ -5,19 +5,7 @@
 mod common;
 use common::dns::Zone;
 use common::sink::{Sink, SinkOptions};
-use common::{Client, TestServer};
-
-fn example(name: &str) -> String {
-    let path = format!(
-        "{}/../target/examples/{name}.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: run examples/build.sh (tests/run.sh does)"
-    );
-    path
-}
+use common::{Client, TestServer, example};
 
 /// The servers' SPF results reach plugins: a test DNS publishes the records.
 fn verified(dns: &common::dns::TestDns) -> String {

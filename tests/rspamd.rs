@@ -107,3 +107,41 @@ async fn a_url_outside_http_allow_is_refused_to_the_guest() {
     let reply = send(&s, &message("gtube", &with_pattern(GTUBE))).await;
     assert_eq!(reply, "451 4.3.0 spam scanner unavailable");
 }
+
+/// The JavaScript example (`examples/js-plugin/rspamd.js`, fetch() through the capability)
+/// with Rspamd at `url`, allowed to call `allow`.
+async fn js_gateway(url: &str, allow: &str, sink: &Sink) -> TestServer {
+    TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n{}\
+         [[plugin]]\nname = \"js-rspamd\"\npath = \"{}\"\ntimeout = \"10s\"\nmemory = \"128MiB\"\n\
+         capabilities = [\"http\"]\nhttp_allow = [\"{allow}\"]\n\
+         [plugin.config]\nurl = \"{url}\"\n",
+        sink.config_route("*", "none"),
+        common::example("js-rspamd"),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn the_javascript_example_asks_rspamd_with_fetch() {
+    let mut rspamd = Rspamd::start().await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let url = format!("http://{}", rspamd.addr);
+    let s = js_gateway(&url, &url, &sink).await;
+
+    let reply = send(&s, &message("gtube", &with_pattern(GTUBE))).await;
+    assert_eq!(reply, "550 5.7.1 Gtube pattern");
+    let text = delivered(&s, &sink, "marked", 'Y', 1).await;
+    assert!(text.contains("\r\nX-Spam: Yes\r\n"), "{text}");
+    assert!(text.contains("\r\nX-Spam-Score: "), "{text}");
+    assert!(!text.contains("X-Spam-Score: -100.00"), "{text}");
+
+    // Outside http_allow: the fetch fails in the guest, which answers per on_error.
+    let denied = js_gateway(&url, "http://127.0.0.1:1/", &sink).await;
+    let reply = send(&denied, &message("gtube", &with_pattern(GTUBE))).await;
+    assert_eq!(reply, "451 4.3.0 spam scanner unavailable");
+
+    rspamd.stop();
+    let reply = send(&s, &message("down", "hello")).await;
+    assert_eq!(reply, "451 4.3.0 spam scanner unavailable");
+}

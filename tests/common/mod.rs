@@ -276,6 +276,19 @@ pub fn guest(name: &str) -> String {
     format!("{}/{name}.wasm", env!("WASMTP_PLUGIN_DIR"))
 }
 
+/// An example plugin built by `examples/build.sh` into `target/examples/`.
+pub fn example(name: &str) -> String {
+    let path = format!(
+        "{}/../target/examples/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: run examples/build.sh (tests/run.sh does)"
+    );
+    path
+}
+
 /// The `wasmtp` binary built by Cargo for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmtp");
 
