@@ -112,23 +112,33 @@ async fn a_hundred_thousand_recipient_changes_are_bounded() {
 
 #[tokio::test]
 async fn capabilities_are_granted_per_plugin() {
-    // Without kv, the guest's kv call is an error: a fault, answered per on_error.
-    let s = TestServer::start(&format!(
-        "{ACCEPT}{}",
-        misbehave("policy", "capabilities = []\non_error = \"continue\"")
-    ))
-    .await;
+    // Without kv, a call on 0.2.0's `kv` traps: a fault, answered per on_error.
+    let old = |grant: &str| {
+        format!(
+            "{ACCEPT}[[plugin]]\nname = \"old\"\npath = \"{}\"\n{grant}on_error = \"continue\"\n",
+            common::guest("contract_0_2_0")
+        )
+    };
+    let s = TestServer::start(&old("capabilities = []\n")).await;
     let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
+    c.cmd("EHLO count.test", "250").await;
     assert_eq!(faults(&s), 1);
+    let s = TestServer::start(&old("capabilities = [\"kv\"]\n")).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO count.test", "550 5.7.1 count 1").await;
+    assert_eq!(faults(&s), 0);
+    // On 0.2.2's `store` (the SDK's kv) the guest reads `denied` and goes on: no fault.
+    let s = TestServer::start(&format!("{ACCEPT}{}", misbehave("kv", "capabilities = []"))).await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO kv.test", "550 5.7.1 kv: denied").await;
+    assert_eq!(faults(&s), 0);
     let s = TestServer::start(&format!(
         "{ACCEPT}{}",
-        misbehave("policy", "capabilities = [\"kv\"]")
+        misbehave("kv", "capabilities = [\"kv\"]")
     ))
     .await;
     let mut c = Client::connect(s.addr()).await;
-    c.cmd("EHLO c", "250").await;
-    assert_eq!(faults(&s), 0);
+    c.cmd("EHLO kv.test", "550 5.7.1 kv: 1").await;
     // A plugin declaring dns (the SDK's section) without the grant is refused at start.
     let dir = tempfile::tempdir().unwrap();
     let toml = common::base_config(

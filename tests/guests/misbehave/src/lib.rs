@@ -63,6 +63,12 @@ impl Plugin for Misbehave {
         match name {
             "reject.test" => Verdict::reject(550, "5.7.1", "HELO refused by plugin"),
             "bye.test" => Verdict::disconnect("4.7.0", "go away"),
+            // What the store answers, told in the reply: a count or the error the guest reads.
+            "kv.test" => match kv::increment("helos", 1, None) {
+                Ok(n) => Verdict::reject(550, "5.7.1", &format!("kv: {n}")),
+                Err(kv::KvError::Denied) => Verdict::reject(550, "5.7.1", "kv: denied"),
+                Err(e) => Verdict::tempfail(451, "4.3.0", &format!("kv: {e:?}")),
+            },
             _ => Verdict::Continue,
         }
     }
