@@ -7,6 +7,7 @@
 // Unsafe is denied everywhere but the one audited call that loads cached compiled code.
 #![deny(unsafe_code)]
 
+pub mod changes;
 pub mod clients;
 pub mod config;
 pub mod control;

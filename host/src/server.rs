@@ -75,8 +75,22 @@ struct Fixed {
     metrics: Arc<Metrics>,
     kv: Kv,
     clients: Arc<Clients>,
+    /// What the scan after the queue runs with: the current plugins and keys.
+    scanners: watch::Sender<Option<Arc<delivery::Scanners>>>,
     /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
     _spool_lock: SpoolLock,
+}
+
+impl Fixed {
+    /// Messages waiting for their scan after the queue get the plugins of `ctx` (those
+    /// recovered at start wait for this).
+    fn publish_scanners(&self, ctx: &Context) {
+        self.scanners
+            .send_replace(Some(Arc::new(delivery::Scanners {
+                plugins: ctx.plugins.clone(),
+                signers: ctx.signers.clone(),
+            })));
+    }
 }
 
 /// Builds what sessions share from a config, loading its TLS files and plugins.
@@ -134,12 +148,14 @@ impl Server {
             None => None,
         };
         let (config_tx, config_rx) = watch::channel(config.clone());
+        let (scanners, scanners_rx) = watch::channel(None);
         let (queue, queue_task) = delivery::start(
             config_rx,
             spool.clone(),
             metrics.clone(),
             shutdown.clone(),
             listeners.iter().map(|(_, addr, _)| *addr).collect(),
+            scanners_rx,
         )
         .map_err(ServerError::Queue)?;
         let fixed = Fixed {
@@ -149,9 +165,11 @@ impl Server {
             metrics: metrics.clone(),
             kv: kv.clone(),
             clients: Arc::new(Clients::default()),
+            scanners,
             _spool_lock: spool_lock,
         };
         let ctx = context(config.clone(), &fixed).await?;
+        fixed.publish_scanners(&ctx);
         let kv_task = tokio::spawn(flush_kv(kv, shutdown.clone()));
         let (current, current_rx) = watch::channel(Arc::new(ctx));
         let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
@@ -207,6 +225,7 @@ impl Server {
         }
         let ctx = context(Arc::new(config), &self.fixed).await?;
         self.config_tx.send_replace(ctx.config.clone());
+        self.fixed.publish_scanners(&ctx);
         self.current.send_replace(Arc::new(ctx));
         Ok(())
     }

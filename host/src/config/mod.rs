@@ -6,13 +6,14 @@
 mod auth;
 mod delivery;
 mod kv;
+mod plugin;
 mod values;
 pub use auth::{Authentication, Dkim};
 pub use delivery::Delivery;
 pub use kv::{Kv, KvBackend};
+pub use plugin::{OnError, Plugin, PluginMode};
 pub use values::{Dur, Network, Size, Target};
 
-use crate::plugin::capability::Capability;
 use crate::proto::Mailbox;
 use serde::Deserialize;
 use std::fmt;
@@ -254,65 +255,6 @@ pub struct Metrics {
     pub address: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Plugin {
-    pub name: String,
-    pub path: PathBuf,
-    #[serde(default)]
-    pub on_error: OnError,
-    #[serde(default = "Plugin::default_timeout")]
-    pub timeout: Dur,
-    #[serde(default = "Plugin::default_memory")]
-    pub memory: Size,
-    /// Host capabilities beyond log and config: `dns`, `kv`, `http`. Default: for bundled
-    /// plugins what they declare, for others none. A call without one is an error, and a
-    /// plugin that declares one its config does not grant is refused at load.
-    pub capabilities: Option<Vec<Capability>>,
-    /// With `http`: the URL prefixes the plugin may call (scheme, host and port must
-    /// match; the path is a prefix). Default: for a bundled plugin its `config.url`.
-    pub http_allow: Option<Vec<String>>,
-    /// With `http`: PEM trust anchors for https (default: the webpki roots).
-    pub http_ca: Option<PathBuf>,
-    /// With `http`: the largest response body a request may read.
-    #[serde(default = "Plugin::default_http_max_response")]
-    pub http_max_response: Size,
-    /// Most keys, and octets of keys and values, the plugin may keep in its kv namespace.
-    #[serde(default = "Plugin::default_kv_max_keys")]
-    pub kv_max_keys: usize,
-    #[serde(default = "Plugin::default_kv_max_bytes")]
-    pub kv_max_bytes: Size,
-    #[serde(default)]
-    pub config: toml::Table,
-}
-
-impl Plugin {
-    fn default_timeout() -> Dur {
-        Dur(Duration::from_millis(200))
-    }
-    fn default_memory() -> Size {
-        Size(64 << 20)
-    }
-    fn default_http_max_response() -> Size {
-        Size(4 << 20)
-    }
-    fn default_kv_max_keys() -> usize {
-        100_000
-    }
-    fn default_kv_max_bytes() -> Size {
-        Size(64 << 20)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    #[default]
-    Tempfail,
-    Continue,
-    Reject,
-}
-
 /// Every problem found in a config, each with its key path.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -481,11 +423,7 @@ impl Config {
         self.delivery.validate(&mut p);
         self.kv.validate(&mut p);
         auth::validate(self, &mut p);
-        for (i, pl) in self.plugin.iter().enumerate() {
-            if self.plugin[..i].iter().any(|o| o.name == pl.name) {
-                p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));
-            }
-        }
+        plugin::validate(&self.plugin, &mut p);
         p
     }
 

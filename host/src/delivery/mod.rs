@@ -13,12 +13,14 @@ mod pool;
 mod queue;
 mod retry;
 mod route;
+mod scan;
 mod shared;
 
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, StoredReply};
 pub use maildir::mailbox_name;
 pub use queue::start;
+pub use scan::Scanners;
 pub use shared::QueueHandle;
 use std::future::Future;
 use std::pin::Pin;

@@ -4,6 +4,7 @@
 
 use super::bounce;
 use super::route::attempt;
+use super::scan::{Scanned, scan};
 use super::shared::{Delivery, Order};
 use crate::proto::Reply;
 use crate::spool::{
@@ -32,7 +33,7 @@ fn newly_failed(
 }
 
 /// Queues a delivery status report to the sender, when one is due (see `bounce`).
-async fn report(
+pub(super) async fn report(
     d: &Delivery,
     envelope: &Envelope,
     content: &Content,
@@ -109,7 +110,7 @@ pub(super) async fn run_message(
     id: SpoolId,
     mut orders: mpsc::UnboundedReceiver<Order>,
 ) {
-    let (envelope, mut state) = match d.spool.load_envelope(&id) {
+    let (mut envelope, mut state) = match d.spool.load_envelope(&id) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(%id, error = %e, "cannot read spooled message; left in the spool");
@@ -153,7 +154,7 @@ pub(super) async fn run_message(
         }
         attempted_at = Some(Instant::now());
         // Read once per attempt; the reports below return it to the sender.
-        let content = match d.spool.content(&id).await {
+        let mut content = match d.spool.content(&id).await {
             Ok(content) => Some(content),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
@@ -161,10 +162,20 @@ pub(super) async fn run_message(
                 None
             }
         };
+        // Not delivered before the scan after the queue has committed its outcome.
+        if let Some(c) = content.as_mut().filter(|_| state.scan.is_some()) {
+            match scan(&d, &mut envelope, c, &mut state).await {
+                Scanned::Deliver | Scanned::Deferred => {}
+                Scanned::Held => continue,
+                Scanned::Gone | Scanned::Stopped => return,
+            }
+        }
         let before = state.recipients.clone();
         let successes = match &content {
-            Some(content) => attempt(&d, &envelope, content, &mut state).await,
-            None => Vec::new(),
+            Some(content) if state.scan.is_none() => {
+                attempt(&d, &envelope, content, &mut state).await
+            }
+            _ => Vec::new(),
         };
         let content = content.unwrap_or_else(|| Content::from(Vec::new()));
         let failed = newly_failed(&before, &state.recipients);

@@ -82,6 +82,9 @@ pub(super) struct Delivery {
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
     /// Idle connections to next hops, for the next message to the same hop.
     pub(super) pool: Arc<super::pool::Pool>,
+    /// The plugins and keys of the scan after the queue; `None` until the server has
+    /// loaded them.
+    pub(super) scanners: watch::Receiver<Option<Arc<super::Scanners>>>,
 }
 
 impl Delivery {

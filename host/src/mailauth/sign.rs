@@ -11,6 +11,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use rustls::pki_types::PrivateKeyDer;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -66,6 +67,35 @@ impl Signers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// `sign` for our users' mail: an authenticated `user` only as a From address of
+    /// theirs (as for MAIL FROM), so that one user cannot have mail signed for another's
+    /// domain; a relay client (no user) as any. Hashed on a blocking thread when the body
+    /// is on disk.
+    pub async fn sign_for(
+        self: &Arc<Self>,
+        config: &Arc<crate::config::Config>,
+        user: Option<String>,
+        head: &[u8],
+        header: &[u8],
+        body: &Content,
+    ) -> Option<String> {
+        let (signers, config) = (self.clone(), config.clone());
+        let on_disk = body.on_disk();
+        let (head, header, body) = (head.to_vec(), header.to_vec(), body.clone());
+        let sign = move || {
+            let owns = |from: &crate::proto::Mailbox| match &user {
+                Some(user) => config.user_owns(user, from),
+                None => true,
+            };
+            signers.sign(&head, &header, &body, owns)
+        };
+        if on_disk {
+            tokio::task::spawn_blocking(sign).await.ok().flatten()
+        } else {
+            sign()
+        }
     }
 
     /// A DKIM-Signature field (with its line ending) for the message made of `head` (our

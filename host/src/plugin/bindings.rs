@@ -12,6 +12,9 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    // The authentication results of a message waiting for its after-queue scan are kept
+    // in the spool as JSON.
+    additional_derives: [serde::Serialize, serde::Deserialize],
     with: {
         "wasmtp:plugin/message.message": super::message::MessageData,
     },

@@ -144,6 +144,20 @@ struct Loaded {
     on_error: OnError,
     timeout: Duration,
     memory: usize,
+    /// `mode = "after-queue"`: only its data hook runs, on spooled messages, at most
+    /// `scans` at once.
+    after_queue: Option<tokio::sync::Semaphore>,
+}
+
+impl Loaded {
+    /// Is it called at `hook` in the SMTP dialogue? One after the queue never is.
+    fn in_session(&self, hook: Hook) -> bool {
+        self.after_queue.is_none() && self.hooks.contains(hook)
+    }
+
+    fn wants_data(&self, after_queue: bool) -> bool {
+        self.hooks.contains(Hook::Data) && self.after_queue.is_some() == after_queue
+    }
 }
 
 struct Instance {
@@ -191,7 +205,7 @@ impl PluginSet {
             match set.load_one(&linker, cache_dir, index, p).await {
                 Ok(loaded) => {
                     let granted = loaded.shared.grants.names();
-                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, granted, "plugin loaded");
+                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, granted, mode = ?p.mode, "plugin loaded");
                     set.plugins.push(loaded);
                 }
                 Err(e) => errors.push(e),
@@ -282,8 +296,10 @@ impl PluginSet {
             pre,
             hooks: HookSet::default(),
             on_error: p.on_error,
-            timeout: p.timeout.0,
+            timeout: p.timeout(),
             memory: p.memory.0 as usize,
+            after_queue: (p.mode == crate::config::PluginMode::AfterQueue)
+                .then(|| tokio::sync::Semaphore::new(p.concurrency)),
         };
         let (_, hooks) = self
             .instantiate(&loaded)
@@ -331,6 +347,28 @@ impl PluginSet {
         .await?;
         let hooks = hooks.map_err(GuestFault::ConfigRefused)?;
         Ok((Instance { store, bindings }, hooks.into_iter().collect()))
+    }
+
+    /// Does a plugin before the queue (`after_queue`: after it) want the data hook? With
+    /// one after it, every message waits in the spool for its scan before delivery.
+    pub fn wants_data(&self, after_queue: bool) -> bool {
+        self.plugins.iter().any(|p| p.wants_data(after_queue))
+    }
+
+    /// The after-queue plugins' data hook over a spooled message, in fresh instances;
+    /// each plugin scans at most its `concurrency` messages at once.
+    pub async fn scan(
+        self: &Arc<Self>,
+        session: &SessionInfo,
+        sender: &PluginSender,
+        recipients: &[String],
+        message: Arc<Message>,
+        auth: &AuthResults,
+    ) -> DataOutcome {
+        let mut instances = self.session();
+        instances
+            .data(true, session, sender, recipients, message, auth)
+            .await
     }
 
     /// A fresh set of (lazily created) instances for one SMTP session.

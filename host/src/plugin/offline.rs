@@ -199,19 +199,26 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
             )
             .into_bytes(),
         };
-        if session.wants(super::Hook::Data) {
-            let size = message.len();
-            let message = super::message::Message::parse(message);
+        let auth = super::AuthResults::only_spf(spf);
+        let message = super::message::Message::parse(message);
+        for (after_queue, step) in [(false, "data"), (true, "data after the queue")] {
+            if !session.wants_data(after_queue) {
+                continue;
+            }
             let outcome = session
                 .data(
+                    after_queue,
                     &info,
                     &sender,
                     &accepted,
-                    message,
-                    &super::AuthResults::only_spf(spf),
+                    message.clone(),
+                    &auth,
                 )
                 .await;
-            step!(format!("data ({size} octets)"), &outcome.decision);
+            step!(
+                format!("{step} ({} octets)", message.size()),
+                &outcome.decision
+            );
             for c in outcome.changes {
                 let line = match c {
                     super::PluginChange::AddHeader(h) => {
@@ -222,6 +229,13 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
                     super::PluginChange::RemoveRecipient(r) => format!("  remove recipient <{r}>"),
                 };
                 writeln!(out, "{line}").ok();
+            }
+            // Accept ends only its own stage; after the queue the scan still runs.
+            if !matches!(
+                outcome.decision,
+                super::Decision::Continue | super::Decision::Accept
+            ) {
+                break;
             }
         }
     };

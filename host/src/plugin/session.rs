@@ -44,15 +44,21 @@ impl PluginSession {
         PluginSession { set, instances }
     }
 
+    /// Does a plugin of the SMTP dialogue (not one after the queue) want `hook`?
     pub fn wants(&self, hook: Hook) -> bool {
-        self.set.plugins.iter().any(|p| p.hooks.contains(hook))
+        self.set.plugins.iter().any(|p| p.in_session(hook))
+    }
+
+    /// Does a plugin before the queue (`after_queue`: after it) want the data hook?
+    pub fn wants_data(&self, after_queue: bool) -> bool {
+        self.set.wants_data(after_queue)
     }
 
     /// Runs the hook through every plugin that wants it, in config order.
     pub async fn run(&mut self, session: &SessionInfo, call: Call<'_>) -> Decision {
         let hook = call.hook();
         for i in 0..self.set.plugins.len() {
-            if !self.set.plugins[i].hooks.contains(hook) {
+            if !self.set.plugins[i].in_session(hook) {
                 continue;
             }
             let decision = match self.call(i, session, &call).await {
@@ -72,9 +78,11 @@ impl PluginSession {
         Decision::Continue
     }
 
-    /// The data hook: like `run`, collecting the changes of every plugin that ran.
+    /// The data hook of the plugins before the queue (`after_queue`: of those after it):
+    /// like `run`, collecting the changes of every plugin that ran.
     pub async fn data(
         &mut self,
+        after_queue: bool,
         session: &SessionInfo,
         sender: &EnvelopeFrom,
         recipients: &[String],
@@ -83,7 +91,7 @@ impl PluginSession {
     ) -> DataOutcome {
         let mut changes = Vec::new();
         for i in 0..self.set.plugins.len() {
-            if !self.set.plugins[i].hooks.contains(Hook::Data) {
+            if !self.set.plugins[i].wants_data(after_queue) {
                 continue;
             }
             let result = self
@@ -168,7 +176,14 @@ impl PluginSession {
         message: Arc<super::message::Message>,
         auth: &AuthResults,
     ) -> Result<DataResult, Fault> {
-        let timeout = self.set.plugins[i].timeout;
+        let set = self.set.clone();
+        let p = &set.plugins[i];
+        // After the queue, the plugin's own limit of scans at once.
+        let _permit = match &p.after_queue {
+            Some(scans) => Some(scans.acquire().await.expect("never closed")),
+            None => None,
+        };
+        let timeout = p.timeout;
         let Instance { store, bindings } = self.instance(i).await?;
         let handle = store
             .data_mut()

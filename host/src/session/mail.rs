@@ -56,7 +56,7 @@ impl Session {
         }
         let spf = self.check_spf(from.as_ref()).await;
         if self.wants(Hook::Mail) {
-            let sender = super::hooks::sender_record(&from, &params);
+            let sender = crate::changes::sender_record(&from, &params);
             let call = Call::Mail {
                 sender: &sender,
                 spf: &spf,
@@ -94,7 +94,7 @@ impl Session {
     async fn rcpt_policy(&mut self, recipient: Recipient) -> Reply {
         if self.wants(Hook::Rcpt) {
             let tx = self.tx.as_ref().expect("check_rcpt saw a transaction");
-            let sender = super::hooks::sender_record(&tx.sender, &tx.params);
+            let sender = crate::changes::sender_record(&tx.sender, &tx.params);
             let accepted: Vec<String> = tx
                 .recipients
                 .iter()

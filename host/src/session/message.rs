@@ -6,11 +6,10 @@
 
 use super::Session;
 use crate::metrics::Metrics;
-use crate::plugin::{Decision, PluginChange};
+use crate::plugin::Decision;
 use crate::proto::{Reply, replies};
-use crate::spool::{Content, Envelope, Incoming, QueueState, Recipient, SpoolId};
+use crate::spool::{Content, Envelope, Incoming, PendingScan, QueueState, SpoolId};
 use bytes::Bytes;
-use std::collections::HashSet;
 
 /// What the content policy let through.
 struct Accepted {
@@ -20,6 +19,8 @@ struct Accepted {
     added: String,
     hold_reason: Option<String>,
     auth: Option<crate::mailauth::AuthResults>,
+    /// With plugins after the queue: the results their scan will be given.
+    scan: Option<crate::mailauth::AuthResults>,
 }
 
 impl Session {
@@ -34,7 +35,7 @@ impl Session {
         let Some(mut tx) = self.tx.take() else {
             return replies::NEED_MAIL;
         };
-        let accepted = match self.content_policy(&mut tx, header, &body).await {
+        let mut accepted = match self.content_policy(&mut tx, header, &body).await {
             Ok(accepted) => accepted,
             Err(reply) => return reply,
         };
@@ -52,10 +53,22 @@ impl Session {
                 .unwrap_or_default(),
             auth_user: self.auth_user.clone(),
         };
-        let head = self.trace_head(&envelope, &accepted, &body).await;
+        // Our signature covers the message as it leaves: after the scan's changes, when
+        // plugins after the queue will scan it.
+        let scan = accepted.scan.take().map(|auth| self.pending_scan(&auth));
+        let head = self
+            .trace_head(&envelope, &accepted, &body, scan.is_none())
+            .await;
         let size = accepted.header.len() as u64 + body.len();
         let content = body.after(accepted.header).after(head.into_bytes());
-        self.spool_and_queue(envelope, &content, accepted.hold_reason, &incoming, size)
+        let state = (accepted.hold_reason.is_some() || scan.is_some()).then(|| {
+            let mut state = QueueState::new(&envelope);
+            state.held = accepted.hold_reason.is_some();
+            state.hold_reason = accepted.hold_reason.clone();
+            state.scan = scan;
+            state
+        });
+        self.spool_and_queue(envelope, &content, state, &incoming, size)
             .await
     }
 
@@ -78,10 +91,12 @@ impl Session {
             added: String::new(),
             hold_reason: None,
             auth: None,
+            scan: None,
         };
         let verifier = self.verifier();
         let wants_hook = self.wants(crate::plugin::Hook::Data);
-        if verifier.is_none() && !wants_hook {
+        let scans = self.plugins.as_ref().is_some_and(|p| p.wants_data(true));
+        if verifier.is_none() && !wants_hook && !scans {
             return Ok(accepted);
         }
         let shared = Bytes::from(std::mem::take(&mut accepted.header));
@@ -99,6 +114,7 @@ impl Session {
             None
         };
         accepted.header = Vec::from(shared);
+        accepted.scan = scans.then(|| results.clone());
         accepted.auth = verifier.is_some().then_some(results);
         let Some(outcome) = outcome else {
             return Ok(accepted);
@@ -115,12 +131,12 @@ impl Session {
             Decision::Quarantine(reason) => accepted.hold_reason = Some(reason),
             Decision::Continue | Decision::Accept => {}
         }
-        let edits = super::hooks::header_edits(&outcome.changes);
-        if let Some(edited) = super::hooks::remove_fields(&accepted.header, &edits.remove) {
+        let edits = crate::changes::header_edits(&outcome.changes);
+        if let Some(edited) = crate::changes::remove_fields(&accepted.header, &edits.remove) {
             accepted.header = edited;
         }
         accepted.added = edits.add;
-        apply_recipient_changes(
+        crate::changes::apply_recipient_changes(
             &mut tx.recipients,
             &outcome.changes,
             self.ctx.config.limits.recipients,
@@ -132,14 +148,28 @@ impl Session {
         Ok(accepted)
     }
 
+    /// What the after-queue scan is told of this session, and whether it signs.
+    fn pending_scan(&self, auth: &crate::mailauth::AuthResults) -> PendingScan {
+        let info = self.plugin_info();
+        PendingScan {
+            client_port: info.client_port,
+            listener: info.listener,
+            tls: info.tls.map(|t| t.description),
+            // The contract's records are plain data: always JSON.
+            auth: serde_json::to_value(auth).expect("plain data"),
+            sign: self.trusted() && !self.ctx.signers.is_empty(),
+        }
+    }
+
     /// Our fields, before the content as it came: Authentication-Results above our
     /// `Received:` (as a filter after the MTA would add it), the plugins' fields, and for
-    /// our users the DKIM signature over the message as it will leave.
+    /// our users (when `sign`) the DKIM signature over the message as it will leave.
     async fn trace_head(
         &mut self,
         envelope: &Envelope,
         accepted: &Accepted,
         body: &Content,
+        sign: bool,
     ) -> String {
         let hostname = &self.ctx.config.hostname;
         let mut head = accepted
@@ -149,58 +179,41 @@ impl Session {
             .unwrap_or_default();
         head.push_str(&self.received_header(envelope));
         head.push_str(&accepted.added);
+        if !sign {
+            return head;
+        }
         if let Some(signature) = self.signature(&head, &accepted.header, body).await {
             head.insert_str(0, &signature);
         }
         head
     }
 
-    /// Our users' mail is signed as it will leave: after the plugins' changes. An
-    /// authenticated user only as a From address of theirs (as for MAIL FROM), so that
-    /// one user cannot have mail signed for another's domain. The body is hashed as it is
-    /// read, on a blocking thread when it is on disk.
+    /// Our users' mail is signed as it will leave: after the plugins' changes.
     async fn signature(&mut self, head: &str, header: &[u8], body: &Content) -> Option<String> {
         if !self.trusted() || self.ctx.signers.is_empty() {
             return None;
         }
-        let ctx = self.ctx.clone();
         let user = self.auth_user.clone();
-        let on_disk = body.on_disk();
-        let (head, header, body) = (head.as_bytes().to_vec(), header.to_vec(), body.clone());
-        let sign = move || {
-            let owns = |from: &crate::proto::Mailbox| match &user {
-                Some(user) => ctx.config.user_owns(user, from),
-                None => true,
-            };
-            ctx.signers.sign(&head, &header, &body, owns)
-        };
-        if on_disk {
-            tokio::task::spawn_blocking(sign).await.ok().flatten()
-        } else {
-            sign()
-        }
+        let ctx = &self.ctx;
+        ctx.signers
+            .sign_for(&ctx.config, user, head.as_bytes(), header, body)
+            .await
     }
 
-    /// Quarantine: held in the spool, never delivered until released; the hold is
-    /// committed with the message, before the 250.
+    /// A first `state` (a quarantine hold: never delivered until released; a scan after
+    /// the queue: not delivered before it) is committed with the message, before the 250.
     async fn spool_and_queue(
         &mut self,
         envelope: Envelope,
         content: &Content,
-        hold_reason: Option<String>,
+        state: Option<QueueState>,
         incoming: &Incoming,
         size: u64,
     ) -> Reply {
-        let held = hold_reason.as_ref().map(|reason| {
-            let mut state = QueueState::new(&envelope);
-            state.held = true;
-            state.hold_reason = Some(reason.clone());
-            state
-        });
         let stored = self
             .ctx
             .spool
-            .store(&envelope, content, held.as_ref(), Some(incoming))
+            .store(&envelope, content, state.as_ref(), Some(incoming))
             .await;
         if let Err(e) = stored {
             tracing::error!(error = %e, "spool write failed; message refused");
@@ -208,7 +221,8 @@ impl Session {
             // Nothing half-written was acknowledged: the writer cuts a failed write off.
             return super::data::spool_error(&e);
         }
-        if let Some(reason) = &hold_reason {
+        let hold_reason = state.as_ref().and_then(|s| s.hold_reason.as_ref());
+        if let Some(reason) = hold_reason {
             tracing::warn!(id = %envelope.id, reason, "message quarantined");
         } else {
             Metrics::inc(&self.ctx.metrics.messages_accepted_total);
@@ -266,93 +280,5 @@ impl Session {
             envelope.id,
             chrono::Utc::now().to_rfc2822()
         )
-    }
-}
-
-/// Adds and removes envelope recipients as plugins asked (milter-like), in their order, in
-/// linear time; added ones count against `limits.recipients` (beyond it they are dropped).
-fn apply_recipient_changes(
-    recipients: &mut Vec<Recipient>,
-    changes: &[PluginChange],
-    limit: usize,
-) {
-    let key = |a: &str| a.to_ascii_lowercase();
-    let mut present: HashSet<String> = recipients
-        .iter()
-        .map(|r| key(&r.address.to_string()))
-        .collect();
-    let mut removed: HashSet<String> = HashSet::new();
-    for c in changes {
-        match c {
-            PluginChange::AddRecipient(r) => {
-                let k = key(r);
-                if present.len() < limit && removed.remove(&k) {
-                    // Removed, then added again: the original stays, with its parameters.
-                    present.insert(k);
-                } else if present.len() < limit
-                    && !present.contains(&k)
-                    && let Ok(address) = crate::proto::address::parse_mailbox(r)
-                {
-                    present.insert(k);
-                    recipients.push(Recipient {
-                        address,
-                        params: Default::default(),
-                    });
-                }
-            }
-            PluginChange::RemoveRecipient(r) => {
-                let k = key(r);
-                if present.remove(&k) {
-                    removed.insert(k);
-                }
-            }
-            _ => {}
-        }
-    }
-    if !removed.is_empty() {
-        recipients.retain(|x| !removed.contains(&key(&x.address.to_string())));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plugin::PluginChange as C;
-
-    fn rcpt(a: &str) -> Recipient {
-        Recipient {
-            address: crate::proto::address::parse_mailbox(a).unwrap(),
-            params: Default::default(),
-        }
-    }
-
-    fn addresses(r: &[Recipient]) -> Vec<String> {
-        r.iter().map(|r| r.address.to_string()).collect()
-    }
-
-    #[test]
-    fn recipient_changes_in_order_bounded_and_linear() {
-        let mut r = vec![rcpt("a@x.test"), rcpt("b@x.test")];
-        let changes = [
-            C::RemoveRecipient("A@x.test".into()),
-            C::AddRecipient("c@x.test".into()),
-            C::AddRecipient("c@x.test".into()),
-            C::AddRecipient("a@x.test".into()),
-            C::RemoveRecipient("b@x.test".into()),
-            C::AddRecipient("d@x.test".into()),
-        ];
-        apply_recipient_changes(&mut r, &changes, 2);
-        // a comes back too late (b and c fill the limit of 2 then); d fits once b is gone.
-        assert_eq!(addresses(&r), ["c@x.test", "d@x.test"]);
-        // 100,000 changes take a moment, not minutes.
-        let mut r = vec![rcpt("a@x.test")];
-        let many: Vec<_> = (0..100_000)
-            .map(|i| C::AddRecipient(format!("u{i}@x.test")))
-            .chain((0..100_000).map(|i| C::RemoveRecipient(format!("u{i}@x.test"))))
-            .collect();
-        let started = std::time::Instant::now();
-        apply_recipient_changes(&mut r, &many, 100);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        assert_eq!(addresses(&r), ["a@x.test"]);
     }
 }

@@ -32,6 +32,7 @@ impl Harness {
             metrics.clone(),
             shutdown.clone(),
             Vec::new(),
+            tokio::sync::watch::channel(None).1,
         )
         .unwrap();
         let ctx = Arc::new(Context {

@@ -27,7 +27,7 @@ pub use incoming::Incoming;
 use index::{Index, Located};
 use record::Record;
 use serde::{Deserialize, Serialize};
-pub use state::{QueueState, RecipientStatus, StoredReply};
+pub use state::{PendingScan, QueueState, RecipientStatus, StoredReply};
 use std::fmt;
 use std::fs::{self, File};
 use std::io;

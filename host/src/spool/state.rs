@@ -151,6 +151,25 @@ pub struct QueueState {
     #[serde(default)]
     pub delay_warned: bool,
     pub recipients: Vec<RecipientStatus>,
+    /// Waiting for the after-queue plugins' scan: nothing is delivered until its outcome
+    /// is committed (the state without it, or the message rewritten with its changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<PendingScan>,
+}
+
+/// What the after-queue plugins are told of the session a message came in (the envelope
+/// keeps the rest), kept until its scan's outcome is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingScan {
+    pub client_port: u16,
+    pub listener: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// The authentication results the session found, as the plugin contract's record.
+    pub auth: serde_json::Value,
+    /// Ours to DKIM-sign: the signature is made once the scan's changes are in.
+    #[serde(default)]
+    pub sign: bool,
 }
 
 impl QueueState {
@@ -162,6 +181,7 @@ impl QueueState {
             hold_reason: None,
             delay_warned: false,
             recipients: vec![RecipientStatus::Queued; envelope.recipients.len()],
+            scan: None,
         }
     }
 

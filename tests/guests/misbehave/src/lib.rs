@@ -3,7 +3,7 @@
 //! "huge-header", "many-changes", "slow-init"; "echo-auth" writes the authentication results
 //! it was given (at MAIL and at data) into an `X-Echo-Auth` field; anything else is a
 //! well-behaved policy driven by the addresses and subject, to exercise every verdict and
-//! change.
+//! change. `scan_ms` makes its data hook take that long.
 
 use wasmtp_sdk::{
     AuthResults, Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param,
@@ -14,10 +14,13 @@ use wasmtp_sdk::{
 #[serde(default)]
 pub struct Config {
     pub mode: String,
+    /// How long the data hook takes (a slow scanner), in milliseconds.
+    pub scan_ms: u64,
 }
 
 pub struct Misbehave {
     mode: String,
+    scan_ms: u64,
     /// Per-session state: counts hooks seen by this instance.
     calls: u32,
     /// "echo-auth": the SPF results the mail hook got.
@@ -46,6 +49,7 @@ impl Plugin for Misbehave {
         }
         Ok(Misbehave {
             mode: config.mode,
+            scan_ms: config.scan_ms,
             calls: 0,
             mail_spf: String::new(),
         })
@@ -144,6 +148,8 @@ impl Plugin for Misbehave {
         auth: &AuthResults,
     ) -> DataResult {
         self.calls += 1;
+        // Waits in a host call (the clock's), as a scanner waiting on its daemon would.
+        std::thread::sleep(std::time::Duration::from_millis(self.scan_ms));
         if self.mode == "echo-auth" {
             let dkim: Vec<String> = auth
                 .dkim
@@ -197,6 +203,11 @@ impl Plugin for Misbehave {
         let verdict = match subject.as_str() {
             "quarantine me" => DataVerdict::Quarantine("looks odd".into()),
             "discard me" => DataVerdict::Discard,
+            "tempfail me" => DataVerdict::Tempfail(Reply {
+                code: 451,
+                enhanced: "4.7.1".into(),
+                text: "scan deferred by plugin".into(),
+            }),
             "reject me" => DataVerdict::Reject(Reply {
                 code: 554,
                 enhanced: "5.7.0".into(),

@@ -1,0 +1,155 @@
+//! What the plugins see of an envelope, and what their data-hook changes do to a message:
+//! header fields added and removed, recipients added and removed. The same before the 250
+//! (`session`) and after the queue (`delivery`).
+
+use crate::plugin::{PluginChange, PluginParam, PluginSender};
+use crate::proto::params::Param;
+use crate::proto::{MailParams, Mailbox};
+use crate::spool::Recipient;
+use std::collections::HashSet;
+
+/// Parameters as plugins see them: names and values as on the wire.
+pub fn plugin_params(params: Vec<Param>) -> Vec<PluginParam> {
+    params
+        .into_iter()
+        .map(|p| PluginParam {
+            name: p.keyword.as_str().into(),
+            value: p.value,
+        })
+        .collect()
+}
+
+/// The sender and its parameters as plugins see them.
+pub fn sender_record(from: &Option<Mailbox>, params: &MailParams) -> PluginSender {
+    PluginSender {
+        address: from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        params: plugin_params(params.to_wire()),
+    }
+}
+
+/// Header fields to add and names to remove, from the plugins' changes.
+pub struct HeaderEdits {
+    pub add: String,
+    pub remove: Vec<String>,
+}
+
+pub fn header_edits(changes: &[PluginChange]) -> HeaderEdits {
+    let mut edits = HeaderEdits {
+        add: String::new(),
+        remove: Vec::new(),
+    };
+    for c in changes {
+        match c {
+            PluginChange::AddHeader(h) => {
+                edits.add.push_str(&format!("{}: {}\r\n", h.name, h.value))
+            }
+            PluginChange::RemoveHeader(name) => edits.remove.push(name.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    edits
+}
+
+/// Drops every header field (with its continuation lines) whose name is in `names`.
+pub fn remove_fields(content: &[u8], names: &[String]) -> Option<Vec<u8>> {
+    crate::proto::header::without(content, |f| {
+        names
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(f.name))
+    })
+}
+
+/// Adds and removes envelope recipients as plugins asked (milter-like), in their order, in
+/// linear time; added ones count against `limits.recipients` (beyond it they are dropped).
+pub fn apply_recipient_changes(
+    recipients: &mut Vec<Recipient>,
+    changes: &[PluginChange],
+    limit: usize,
+) {
+    let key = |a: &str| a.to_ascii_lowercase();
+    let mut present: HashSet<String> = recipients
+        .iter()
+        .map(|r| key(&r.address.to_string()))
+        .collect();
+    let mut removed: HashSet<String> = HashSet::new();
+    for c in changes {
+        match c {
+            PluginChange::AddRecipient(r) => {
+                let k = key(r);
+                if present.len() < limit && removed.remove(&k) {
+                    // Removed, then added again: the original stays, with its parameters.
+                    present.insert(k);
+                } else if present.len() < limit
+                    && !present.contains(&k)
+                    && let Ok(address) = crate::proto::address::parse_mailbox(r)
+                {
+                    present.insert(k);
+                    recipients.push(Recipient {
+                        address,
+                        params: Default::default(),
+                    });
+                }
+            }
+            PluginChange::RemoveRecipient(r) => {
+                let k = key(r);
+                if present.remove(&k) {
+                    removed.insert(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !removed.is_empty() {
+        recipients.retain(|x| !removed.contains(&key(&x.address.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginChange as C;
+
+    fn rcpt(a: &str) -> Recipient {
+        Recipient {
+            address: crate::proto::address::parse_mailbox(a).unwrap(),
+            params: Default::default(),
+        }
+    }
+
+    fn addresses(r: &[Recipient]) -> Vec<String> {
+        r.iter().map(|r| r.address.to_string()).collect()
+    }
+
+    #[test]
+    fn removes_folded_fields_only_in_the_header() {
+        let msg = b"A: 1\r\nX-Drop: a\r\n b\r\nB: 2\r\n\r\nX-Drop: body stays\r\n";
+        let out = remove_fields(msg, &["x-drop".into()]).unwrap();
+        assert_eq!(out, b"A: 1\r\nB: 2\r\n\r\nX-Drop: body stays\r\n");
+    }
+
+    #[test]
+    fn recipient_changes_in_order_bounded_and_linear() {
+        let mut r = vec![rcpt("a@x.test"), rcpt("b@x.test")];
+        let changes = [
+            C::RemoveRecipient("A@x.test".into()),
+            C::AddRecipient("c@x.test".into()),
+            C::AddRecipient("c@x.test".into()),
+            C::AddRecipient("a@x.test".into()),
+            C::RemoveRecipient("b@x.test".into()),
+            C::AddRecipient("d@x.test".into()),
+        ];
+        apply_recipient_changes(&mut r, &changes, 2);
+        // a comes back too late (b and c fill the limit of 2 then); d fits once b is gone.
+        assert_eq!(addresses(&r), ["c@x.test", "d@x.test"]);
+        // 100,000 changes take a moment, not minutes.
+        let mut r = vec![rcpt("a@x.test")];
+        let many: Vec<_> = (0..100_000)
+            .map(|i| C::AddRecipient(format!("u{i}@x.test")))
+            .chain((0..100_000).map(|i| C::RemoveRecipient(format!("u{i}@x.test"))))
+            .collect();
+        let started = std::time::Instant::now();
+        apply_recipient_changes(&mut r, &many, 100);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(addresses(&r), ["a@x.test"]);
+    }
+}

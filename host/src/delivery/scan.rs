@@ -1,0 +1,247 @@
+//! The scan after the queue (`[[plugin]] mode = "after-queue"`): those plugins' data hook
+//! over a spooled message, after its 250 and before its first delivery attempt, so that a
+//! slow scanner holds no SMTP session. Its outcome is committed before anything is
+//! delivered (the state without the pending scan, or the message rewritten with its
+//! changes, in one record): a crash before that scans again, after it delivers, so a
+//! message is delivered at most once whatever the timing.
+
+use super::bounce;
+use super::retry::report;
+use super::shared::Delivery;
+use crate::mailauth::Signers;
+use crate::plugin::{AuthResults, Decision, PluginSet, SessionInfo, SpfResults, TlsInfo};
+use crate::proto::Reply;
+use crate::proto::header::{self, HEADER_MAX};
+use crate::spool::{
+    Content, Durability, Envelope, PendingScan, QueueState, RecipientStatus, StoredReply,
+};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// What the scan needs of the current config: its plugins (`None`: no `[[plugin]]`) and
+/// DKIM keys. The server publishes them once loaded, and again on each reload.
+pub struct Scanners {
+    pub plugins: Option<Arc<PluginSet>>,
+    pub signers: Arc<Signers>,
+}
+
+/// What became of the message.
+pub(super) enum Scanned {
+    /// Delivery goes on, with the envelope and content as the changes left them.
+    Deliver,
+    /// Quarantined: it waits for `wasmtp queue release`.
+    Held,
+    /// Gone from the queue: discarded, refused (and reported), or without recipients.
+    Gone,
+    /// Scan again at the next attempt: the pending recipients are deferred with the reply.
+    Deferred,
+    /// The server is stopping; the scan is still pending in the spool.
+    Stopped,
+}
+
+/// Scans the message and commits the outcome. `envelope` and `content` become the
+/// message as the changes left it.
+pub(super) async fn scan(
+    d: &Delivery,
+    envelope: &mut Envelope,
+    content: &mut Content,
+    state: &mut QueueState,
+) -> Scanned {
+    let Some(pending) = state.scan.clone() else {
+        return Scanned::Deliver;
+    };
+    let mut scanners = d.scanners.clone();
+    let mut shutdown = d.shutdown.clone();
+    // Recovered at start: the plugins may not be loaded yet.
+    let scanners = tokio::select! {
+        s = scanners.wait_for(Option::is_some) => match s {
+            Ok(s) => s.clone().expect("waited for"),
+            Err(_) => return Scanned::Stopped,
+        },
+        _ = shutdown.wait_for(|s| *s) => return Scanned::Stopped,
+    };
+    let (header, header_len) = match split(content).await {
+        Ok(split) => split,
+        Err(e) => {
+            tracing::error!(id = %envelope.id, error = %e, "cannot read the message to scan");
+            let reply = Reply::dynamic(451, 4, 3, "cannot read the message to scan");
+            defer(d, state, &reply);
+            return Scanned::Deferred;
+        }
+    };
+    let body = content.skip(header_len);
+    let outcome = match scanners.plugins.as_ref().filter(|p| p.wants_data(true)) {
+        Some(plugins) => {
+            let info = session_info(envelope, &pending);
+            let auth = serde_json::from_value(pending.auth.clone()).unwrap_or_else(|e| {
+                tracing::warn!(id = %envelope.id, error = %e, "stored authentication results unreadable; the scan sees none");
+                AuthResults::only_spf(SpfResults::none())
+            });
+            let sender = crate::changes::sender_record(&envelope.sender, &envelope.params);
+            let recipients: Vec<String> = envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            let message = crate::plugin::Message::new(header.clone(), body.clone());
+            Some(
+                plugins
+                    .scan(&info, &sender, &recipients, message, &auth)
+                    .await,
+            )
+        }
+        None => None,
+    };
+    let (decision, changes) = match outcome {
+        Some(o) => (o.decision, o.changes),
+        None => (Decision::Continue, Vec::new()),
+    };
+    let id = envelope.id.clone();
+    let held = match decision {
+        Decision::Refuse(r) if r.code >= 500 => {
+            tracing::info!(%id, reply = %r, "message refused by an after-queue plugin");
+            refuse(d, envelope, content, state, &r).await;
+            return Scanned::Gone;
+        }
+        Decision::Refuse(r) | Decision::Disconnect(r) => {
+            tracing::info!(%id, reply = %r, "after-queue scan deferred");
+            defer(d, state, &r);
+            return Scanned::Deferred;
+        }
+        Decision::Discard => {
+            tracing::info!(%id, "message discarded by an after-queue plugin");
+            remove(d, envelope).await;
+            return Scanned::Gone;
+        }
+        Decision::Quarantine(reason) => Some(reason),
+        Decision::Continue | Decision::Accept => None,
+    };
+    // The changes, as before the 250: fields removed, fields added (on top, as a filter
+    // after the MTA adds them), recipients added and removed.
+    let edits = crate::changes::header_edits(&changes);
+    let edited = crate::changes::remove_fields(&header, &edits.remove);
+    let mut recipients = envelope.recipients.clone();
+    let limit = d.config.borrow().limits.recipients;
+    crate::changes::apply_recipient_changes(&mut recipients, &changes, limit);
+    if recipients.is_empty() {
+        tracing::info!(%id, "after-queue plugins removed every recipient; message dropped");
+        remove(d, envelope).await;
+        return Scanned::Gone;
+    }
+    let recipients_changed = recipients.len() != envelope.recipients.len()
+        || recipients
+            .iter()
+            .zip(&envelope.recipients)
+            .any(|(a, b)| a.address != b.address);
+    let rewritten = edited.is_some() || !edits.add.is_empty() || recipients_changed;
+    let mut next = state.clone();
+    next.scan = None;
+    next.held = held.is_some();
+    next.hold_reason = held.clone();
+    let committed = if rewritten || pending.sign {
+        let header = edited.map(Bytes::from).unwrap_or(header);
+        let mut head = edits.add;
+        // Ours to sign, for our users as at the 250 (a From address of theirs).
+        if pending.sign {
+            let config = d.config.borrow().clone();
+            let user = envelope.auth_user.clone();
+            let signature = scanners
+                .signers
+                .sign_for(&config, user, head.as_bytes(), &header, &body)
+                .await;
+            if let Some(signature) = signature {
+                head.insert_str(0, &signature);
+            }
+        }
+        let new_content = body.after(header.to_vec()).after(head.into_bytes());
+        let mut new_envelope = envelope.clone();
+        new_envelope.recipients = recipients;
+        next.recipients = vec![RecipientStatus::Queued; new_envelope.recipients.len()];
+        let stored = d
+            .spool
+            .store(&new_envelope, &new_content, Some(&next), None)
+            .await;
+        stored.map(|()| {
+            *envelope = new_envelope;
+            *content = new_content;
+        })
+    } else {
+        d.spool.save_state(&id, &next, Durability::Now).await
+    };
+    if let Err(e) = committed {
+        tracing::error!(%id, error = %e, "cannot commit the after-queue scan; it runs again");
+        defer(
+            d,
+            state,
+            &Reply::dynamic(451, 4, 3, "cannot commit the scan"),
+        );
+        return Scanned::Deferred;
+    }
+    *state = next;
+    match held {
+        Some(reason) => {
+            tracing::warn!(%id, reason, "message quarantined by an after-queue plugin");
+            Scanned::Held
+        }
+        None => Scanned::Deliver,
+    }
+}
+
+/// The header section (ours and the message's, with the empty line) and its length.
+async fn split(content: &Content) -> std::io::Result<(Bytes, u64)> {
+    let c = content.clone();
+    let start = tokio::task::spawn_blocking(move || c.read_at(0, HEADER_MAX + 2))
+        .await
+        .map_err(std::io::Error::other)??;
+    let len = header::body_start(&start).unwrap_or(start.len());
+    let mut start = start;
+    start.truncate(len);
+    Ok((Bytes::from(start), len as u64))
+}
+
+/// The session the message came in, as the plugins saw it then.
+fn session_info(envelope: &Envelope, pending: &PendingScan) -> SessionInfo {
+    SessionInfo {
+        client_ip: envelope.client_ip.to_string(),
+        client_port: pending.client_port,
+        listener: pending.listener.clone(),
+        tls: pending
+            .tls
+            .clone()
+            .map(|description| TlsInfo { description }),
+        auth_user: envelope.auth_user.clone(),
+        helo: Some(envelope.helo.clone()).filter(|h| !h.is_empty()),
+    }
+}
+
+/// Every pending recipient deferred with `reply` (each counted as a deferral); the scan
+/// stays pending, and runs again at the next attempt.
+fn defer(d: &Delivery, state: &mut QueueState, reply: &Reply) {
+    for i in state.pending().collect::<Vec<_>>() {
+        state.recipients[i] = RecipientStatus::Deferred(StoredReply::new(reply, None));
+        crate::metrics::Metrics::inc(&d.metrics.deferrals_total);
+    }
+}
+
+/// Refused after the queue: every pending recipient failed with `reply`, a report to the
+/// sender per NOTIFY (RFC 3461 4.1, RFC 3464), and the message leaves the queue.
+async fn refuse(
+    d: &Delivery,
+    envelope: &Envelope,
+    content: &Content,
+    state: &QueueState,
+    reply: &Reply,
+) {
+    let failed: Vec<(usize, RecipientStatus)> = state
+        .pending()
+        .map(|i| (i, RecipientStatus::Failed(StoredReply::new(reply, None))))
+        .collect();
+    report(d, envelope, content, &failed, bounce::Kind::Failed).await;
+    remove(d, envelope).await;
+}
+
+async fn remove(d: &Delivery, envelope: &Envelope) {
+    if let Err(e) = d.spool.remove(&envelope.id, Durability::Now).await {
+        tracing::error!(id = %envelope.id, error = %e, "cannot remove the scanned message");
+    }
+}
