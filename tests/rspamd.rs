@@ -1,7 +1,8 @@
 //! `bundled:rspamd` against a real Rspamd (Debian's package) started by the test: GTUBE is
 //! refused with Rspamd's message, clean mail passes with the X-Spam fields, the test
 //! patterns drive `add header` and `rewrite subject`, a stopped Rspamd gives the `on_error`
-//! answer, and a URL outside `http_allow` is refused to the guest.
+//! answer, a URL outside `http_allow` is refused to the guest, and after the queue GTUBE
+//! bounces with a report and never reaches the next hop.
 
 mod common;
 use common::rspamd::{GTUBE, Rspamd};
@@ -144,4 +145,41 @@ async fn the_javascript_example_asks_rspamd_with_fetch() {
     rspamd.stop();
     let reply = send(&s, &message("down", "hello")).await;
     assert_eq!(reply, "451 4.3.0 spam scanner unavailable");
+}
+
+#[tokio::test]
+async fn gtube_after_the_queue_bounces_with_a_report_and_never_reaches_the_next_hop() {
+    let (_rspamd, sink, s) = start("mode = \"after-queue\"").await;
+    // Accepted first: Rspamd is asked after the 250.
+    let reply = send(&s, &message("gtube", &with_pattern(GTUBE))).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = send(
+        &s,
+        &message("clean", "Hello Bob,\r\n\r\nSee you at ten.\r\n"),
+    )
+    .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = sink.wait_for(2).await;
+    common::eventually("the spool emptied", || s.spool_ids().is_empty()).await;
+    let reports = sink.reports();
+    assert_eq!(reports.len(), 1, "{got:?}");
+    assert_eq!(reports[0].rcpts, ["RCPT TO:<alice@sender.example>"]);
+    let report = reports[0].text();
+    assert!(report.contains("Status: 5.7.1"), "{report}");
+    assert!(report.contains("Gtube pattern"), "{report}");
+    let delivered: Vec<String> = sink
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| !m.mail.starts_with("MAIL FROM:<>"))
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].contains("Subject: clean"), "{}", delivered[0]);
+    assert!(
+        delivered[0].contains("X-Spam-Status: No, score="),
+        "{}",
+        delivered[0]
+    );
 }

@@ -42,6 +42,10 @@ fn age(seconds: i64) -> String {
 fn recipient_state(state: &QueueState, status: &RecipientStatus) -> (&'static str, Option<String>) {
     let name = match status {
         RecipientStatus::Queued | RecipientStatus::Deferred(_) if state.held => "held",
+        // Not delivered before the scan after the queue.
+        RecipientStatus::Queued | RecipientStatus::Deferred(_) if state.scan.is_some() => {
+            "scanning"
+        }
         RecipientStatus::Queued => "queued",
         RecipientStatus::Deferred(_) => "deferred",
         RecipientStatus::Delivered(_) => "delivered",
@@ -80,6 +84,7 @@ pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
                 "held": state.held,
                 "hold_reason": state.hold_reason,
                 "attempts": state.attempts,
+                "scan_pending": state.scan.is_some(),
                 "recipients": recipients.iter().map(|(a, (s, e))| serde_json::json!({"address": a, "state": s, "error": e})).collect::<Vec<_>>(),
             });
             writeln!(out, "{value}").ok();
@@ -87,7 +92,9 @@ pub fn list(spool: &Spool, json: bool) -> Result<String, QueueError> {
             let rcpts: Vec<String> = recipients
                 .iter()
                 .map(|(a, (s, e))| match e {
-                    Some(e) if *s == "deferred" || *s == "failed" => format!("<{a}> {s} ({e})"),
+                    Some(e) if matches!(*s, "deferred" | "failed" | "scanning") => {
+                        format!("<{a}> {s} ({e})")
+                    }
                     _ => format!("<{a}> {s}"),
                 })
                 .collect();
