@@ -51,7 +51,7 @@ fn check_config_names_old_plugins_and_bad_dkim_keys() {
     .unwrap();
     let err = check_config_fails(&config);
     for expected in [
-        "plugin[0] (old): built for wasmtp:plugin@0.1.0; this server speaks wasmtp:plugin@0.2.2",
+        "plugin[0] (old): built for wasmtp:plugin@0.1.0; this server speaks wasmtp:plugin@0.2.3",
         "Migrating plugins",
         "dkim[0].private_key",
         "dkim[1].private_key",

@@ -7,8 +7,8 @@
 //
 //     blocked_users = ["abuse-test"]
 
-import { log } from 'wasmtp:plugin/log@0.2.2';
-import { increment } from 'wasmtp:plugin/kv@0.2.2';
+import { log } from 'wasmtp:plugin/log@0.2.3';
+import { increment } from 'wasmtp:plugin/kv@0.2.3';
 
 // One instance serves one SMTP session, so module state is per session.
 let config = { blocked_users: [] };

@@ -10,8 +10,8 @@
 // and in the `[[plugin]]` table `capabilities = ["http"]`,
 // `http_allow = ["http://127.0.0.1:11333"]`.
 
-import { log } from 'wasmtp:plugin/log@0.2.2';
-import { onError } from 'wasmtp:plugin/config@0.2.2';
+import { log } from 'wasmtp:plugin/log@0.2.3';
+import { onError } from 'wasmtp:plugin/config@0.2.3';
 
 /// Octets of the message read from the host at once.
 const CHUNK = 256 * 1024;

@@ -1,8 +1,10 @@
 //! What the plugins see of an envelope, and what their data-hook changes do to a message:
-//! header fields added and removed, recipients added and removed. The same before the 250
-//! (`session`) and after the queue (`delivery`).
+//! header fields added and removed, recipients added and removed, and their `edit` calls
+//! (fields inserted and changed in place, the sender, recipients with parameters). The same
+//! before the 250 (`session`) and after the queue (`delivery`).
 
-use crate::plugin::{PluginChange, PluginParam, PluginSender};
+use crate::plugin::{Edit, PluginChange, PluginParam, PluginSender};
+use crate::proto::header;
 use crate::proto::params::Param;
 use crate::proto::{MailParams, Mailbox};
 use crate::spool::Recipient;
@@ -104,6 +106,68 @@ pub fn apply_recipient_changes(
     }
 }
 
+/// Applies the plugins' `edit` calls, in order, to the header section (with its empty
+/// line) and the envelope. Each is linear in the header section, and a hook asks for at
+/// most `plugin::edit::MAX_EDITS`. Added recipients count against `limit`; the sender's
+/// SIZE stays the host's.
+pub fn apply_edits(
+    edits: &[Edit],
+    header: &mut Vec<u8>,
+    sender: &mut Option<Mailbox>,
+    params: &mut MailParams,
+    recipients: &mut Vec<Recipient>,
+    limit: usize,
+) {
+    for e in edits {
+        match e {
+            Edit::InsertHeader { index, name, value } => {
+                let at = header::fields(header)
+                    .nth(*index as usize)
+                    .map(|f| f.range.start)
+                    .unwrap_or_else(|| header::fields(header).last().map_or(0, |f| f.range.end));
+                let field = format!("{name}: {value}\r\n");
+                header.splice(at..at, field.into_bytes());
+            }
+            Edit::ChangeHeader {
+                name,
+                occurrence,
+                value,
+            } => {
+                let found = header::fields(header)
+                    .filter(|f| f.is(name))
+                    .nth(*occurrence as usize - 1)
+                    .map(|f| f.range);
+                if let Some(range) = found {
+                    let field = value
+                        .as_ref()
+                        .map(|v| format!("{name}: {v}\r\n"))
+                        .unwrap_or_default();
+                    header.splice(range, field.into_bytes());
+                }
+            }
+            Edit::SetSender {
+                sender: new,
+                params: new_params,
+            } => {
+                *sender = new.clone();
+                let size = params.size;
+                *params = new_params.clone();
+                params.size = size;
+            }
+            Edit::AddRecipient(r) => {
+                let known = recipients.iter().any(|x| {
+                    x.address
+                        .to_string()
+                        .eq_ignore_ascii_case(&r.address.to_string())
+                });
+                if !known && recipients.len() < limit {
+                    recipients.push(r.clone());
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +215,61 @@ mod tests {
         apply_recipient_changes(&mut r, &many, 100);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         assert_eq!(addresses(&r), ["a@x.test"]);
+    }
+
+    #[test]
+    fn edits_insert_change_and_delete_fields_in_place() {
+        let mut header = b"A: 1\r\nB: 2\r\nA: 3\r\n folded\r\n\r\n".to_vec();
+        let edits = [
+            Edit::InsertHeader {
+                index: 1,
+                name: "X".into(),
+                value: "in".into(),
+            },
+            Edit::InsertHeader {
+                index: 99,
+                name: "Z".into(),
+                value: "end".into(),
+            },
+            Edit::ChangeHeader {
+                name: "a".into(),
+                occurrence: 2,
+                value: Some("three".into()),
+            },
+            Edit::ChangeHeader {
+                name: "B".into(),
+                occurrence: 1,
+                value: None,
+            },
+            Edit::ChangeHeader {
+                name: "B".into(),
+                occurrence: 5,
+                value: Some("none".into()),
+            },
+            Edit::AddRecipient(Recipient {
+                address: crate::proto::address::parse_mailbox("n@x.test").unwrap(),
+                params: crate::proto::RcptParams::parse("NOTIFY=NEVER").unwrap(),
+            }),
+            Edit::SetSender {
+                sender: None,
+                params: MailParams::parse("RET=HDRS").unwrap(),
+            },
+        ];
+        let (mut sender, mut params) = (
+            Some(crate::proto::address::parse_mailbox("s@x.test").unwrap()),
+            MailParams::parse("SIZE=100").unwrap(),
+        );
+        let mut r = vec![rcpt("a@x.test")];
+        apply_edits(&edits, &mut header, &mut sender, &mut params, &mut r, 2);
+        assert_eq!(
+            String::from_utf8(header).unwrap(),
+            "A: 1\r\nX: in\r\na: three\r\nZ: end\r\n\r\n"
+        );
+        assert_eq!(addresses(&r), ["a@x.test", "n@x.test"]);
+        assert!(r[1].params.notify.is_some());
+        assert_eq!(
+            (sender, params.size, params.ret.is_some()),
+            (None, Some(100), true)
+        );
     }
 }

@@ -66,6 +66,12 @@ use std::cell::RefCell;
 use wit::exports::wasmtp::plugin::hooks::Guest;
 pub use wit::wasmtp::plugin::config::FaultAnswer;
 pub use wit::wasmtp::plugin::dns;
+/// What a milter can change (0.2.3), called during a hook: `write_body` (a new body, in
+/// chunks: each goes to the spool), `set_sender`, `insert_header`, `change_header` (the
+/// n-th occurrence; `None` deletes), `add_recipient` with ESMTP parameters (NOTIFY,
+/// ORCPT), `set_reply` (the lines of a refusal, or of the 250 at data). Each returns an
+/// `EditError` the plugin can read when the host cannot apply it.
+pub use wit::wasmtp::plugin::edit;
 pub use wit::wasmtp::plugin::message::Message;
 /// The plugin's key-value store (the `kv` capability): `get`, `set` with a TTL, atomic
 /// `increment`, `delete`, each a `Result` whose `KvError` says why nothing was done

@@ -9,7 +9,9 @@ use super::bounce;
 use super::retry::report;
 use super::shared::Delivery;
 use crate::mailauth::Signers;
-use crate::plugin::{AuthResults, Decision, PluginSet, SessionInfo, SpfResults, TlsInfo};
+use crate::plugin::{
+    AuthResults, DataOutcome, Decision, PluginSet, SessionInfo, SpfResults, TlsInfo,
+};
 use crate::proto::Reply;
 use crate::proto::header::{self, HEADER_MAX};
 use crate::spool::{
@@ -84,20 +86,29 @@ pub(super) async fn scan(
                 .map(|r| r.address.to_string())
                 .collect();
             let message = crate::plugin::Message::new(header.clone(), body.clone());
-            Some(
-                plugins
-                    .scan(&info, &sender, &recipients, message, &auth)
-                    .await,
-            )
+            let target = {
+                let config = d.config.borrow();
+                crate::plugin::EditTarget {
+                    spool: d.spool.clone(),
+                    min_free: config.spool.min_free.0,
+                    max_body: config.limits.message_size.0.saturating_sub(header_len),
+                    max_recipients: config.limits.recipients,
+                }
+            };
+            let call = crate::plugin::DataCall {
+                session: &info,
+                sender: &sender,
+                recipients: &recipients,
+                message,
+                auth: &auth,
+                target: &target,
+            };
+            plugins.scan(&call).await
         }
-        None => None,
-    };
-    let (decision, changes) = match outcome {
-        Some(o) => (o.decision, o.changes),
-        None => (Decision::Continue, Vec::new()),
+        None => DataOutcome::default(),
     };
     let id = envelope.id.clone();
-    let held = match decision {
+    let held = match outcome.decision {
         Decision::Refuse(r) if r.code >= 500 => {
             tracing::info!(%id, reply = %r, "message refused by an after-queue plugin");
             refuse(d, envelope, content, state, &r).await;
@@ -117,30 +128,60 @@ pub(super) async fn scan(
         Decision::Continue | Decision::Accept => None,
     };
     // The changes, as before the 250: fields removed, fields added (on top, as a filter
-    // after the MTA adds them), recipients added and removed.
-    let edits = crate::changes::header_edits(&changes);
-    let edited = crate::changes::remove_fields(&header, &edits.remove);
-    let mut recipients = envelope.recipients.clone();
+    // after the MTA adds them), recipients added and removed, then the edit calls.
+    // Our own fields stay as they are on top, as before the queue.
+    let (ours, theirs) = header.split_at((pending.head as usize).min(header.len()));
+    let fields = crate::changes::header_edits(&outcome.changes);
+    let mut new_header =
+        crate::changes::remove_fields(theirs, &fields.remove).unwrap_or_else(|| theirs.to_vec());
+    let mut new_envelope = envelope.clone();
     let limit = d.config.borrow().limits.recipients;
-    crate::changes::apply_recipient_changes(&mut recipients, &changes, limit);
-    if recipients.is_empty() {
+    let e = &mut new_envelope;
+    crate::changes::apply_recipient_changes(&mut e.recipients, &outcome.changes, limit);
+    crate::changes::apply_edits(
+        &outcome.edits,
+        &mut new_header,
+        &mut e.sender,
+        &mut e.params,
+        &mut e.recipients,
+        limit,
+    );
+    if new_envelope.recipients.is_empty() {
         tracing::info!(%id, "after-queue plugins removed every recipient; message dropped");
         remove(d, envelope).await;
         return Scanned::Gone;
     }
-    let recipients_changed = recipients.len() != envelope.recipients.len()
-        || recipients
-            .iter()
-            .zip(&envelope.recipients)
-            .any(|(a, b)| a.address != b.address);
-    let rewritten = edited.is_some() || !edits.add.is_empty() || recipients_changed;
+    let new_body = match outcome.body {
+        Some(b) => match b.finish().await {
+            Ok(written) => Some(written),
+            Err(e) => {
+                tracing::error!(%id, error = %e, "cannot keep the body a plugin wrote; the scan runs again");
+                defer(
+                    d,
+                    state,
+                    &Reply::dynamic(451, 4, 3, "cannot keep the new body"),
+                );
+                return Scanned::Deferred;
+            }
+        },
+        None => None,
+    };
+    let rewritten = new_header != theirs
+        || !fields.add.is_empty()
+        || new_body.is_some()
+        || !same_envelope(&new_envelope, envelope);
     let mut next = state.clone();
     next.scan = None;
     next.held = held.is_some();
     next.hold_reason = held.clone();
     let committed = if rewritten || pending.sign {
-        let header = edited.map(Bytes::from).unwrap_or(header);
-        let mut head = edits.add;
+        new_header.splice(0..0, ours.iter().copied());
+        let header = Bytes::from(new_header);
+        let (body, parts) = match new_body {
+            Some((content, parts)) => (content, Some(parts)),
+            None => (body, None),
+        };
+        let mut head = fields.add;
         // Ours to sign, for our users as at the 250 (a From address of theirs).
         if pending.sign {
             let config = d.config.borrow().clone();
@@ -154,12 +195,10 @@ pub(super) async fn scan(
             }
         }
         let new_content = body.after(header.to_vec()).after(head.into_bytes());
-        let mut new_envelope = envelope.clone();
-        new_envelope.recipients = recipients;
         next.recipients = vec![RecipientStatus::Queued; new_envelope.recipients.len()];
         let stored = d
             .spool
-            .store(&new_envelope, &new_content, Some(&next), None)
+            .store(&new_envelope, &new_content, Some(&next), parts.as_ref())
             .await;
         stored.map(|()| {
             *envelope = new_envelope;
@@ -185,6 +224,12 @@ pub(super) async fn scan(
         }
         None => Scanned::Deliver,
     }
+}
+
+/// Are the sender, its parameters and the recipients with theirs as they were?
+fn same_envelope(a: &Envelope, b: &Envelope) -> bool {
+    let json = |e: &Envelope| serde_json::to_value((&e.sender, &e.params, &e.recipients)).ok();
+    json(a) == json(b)
 }
 
 /// The header section (ours and the message's, with the empty line) and its length.

@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
         "wasmtp:plugin/dns": async | trappable,
         "wasmtp:plugin/kv": async | trappable,
         "wasmtp:plugin/store": async | trappable,
+        "wasmtp:plugin/edit": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -23,7 +24,7 @@ wasmtime::component::bindgen!({
 pub use self::wasmtp::plugin::types;
 
 /// The version of the WIT package the host implements.
-pub const CONTRACT_VERSION: &str = "0.2.2";
+pub const CONTRACT_VERSION: &str = "0.2.3";
 /// Components built for any `0.2.x` load: 0.2 releases only add.
 const COMPATIBLE: &str = "0.2.";
 

@@ -74,6 +74,8 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// When the call in progress must end (the epoch callback traps past it).
     pub deadline: Instant,
+    /// The `edit` calls of the hook in progress; `None` between hooks.
+    pub(super) edit: Option<super::edit::Scope>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: super::http::Hooks,
@@ -101,6 +103,7 @@ impl HostState {
             shared,
             table: ResourceTable::new(),
             deadline: Instant::now(),
+            edit: None,
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory)
                 .instances(64)

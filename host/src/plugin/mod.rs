@@ -15,6 +15,8 @@ mod auth;
 mod bindings;
 pub mod bundled;
 pub mod capability;
+mod edit;
+pub use edit::{Edit, EditTarget, NewBody};
 mod engine;
 mod fault;
 mod grants;
@@ -39,7 +41,7 @@ pub use engine::cache_dir;
 pub use fault::{Fault, GuestFault, HostFault};
 pub use hooks::{Call, HookSet};
 use host::{HostState, PluginShared};
-pub use session::PluginSession;
+pub use session::{DataCall, PluginSession};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -357,18 +359,8 @@ impl PluginSet {
 
     /// The after-queue plugins' data hook over a spooled message, in fresh instances;
     /// each plugin scans at most its `concurrency` messages at once.
-    pub async fn scan(
-        self: &Arc<Self>,
-        session: &SessionInfo,
-        sender: &PluginSender,
-        recipients: &[String],
-        message: Arc<Message>,
-        auth: &AuthResults,
-    ) -> DataOutcome {
-        let mut instances = self.session();
-        instances
-            .data(true, session, sender, recipients, message, auth)
-            .await
+    pub async fn scan(self: &Arc<Self>, call: &DataCall<'_>) -> DataOutcome {
+        self.session().data(true, call).await
     }
 
     /// A fresh set of (lazily created) instances for one SMTP session.

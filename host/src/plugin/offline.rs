@@ -25,6 +25,8 @@ pub enum OfflineError {
     Config(#[from] ConfigError),
     #[error("kv store: {0}")]
     Kv(std::io::Error),
+    #[error("scratch spool (for a body the plugin writes): {0}")]
+    Spool(std::io::Error),
     #[error(transparent)]
     Load(#[from] LoadError),
 }
@@ -117,6 +119,15 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     // Compiled code is cached across runs (large components take seconds to compile).
     let cache = std::env::temp_dir().join("wasmtp-plugin-cache");
     let set = Arc::new(PluginSet::load(&config, &cache, kv, dns, metrics).await?);
+    let (spool, _lock) =
+        crate::spool::Spool::open(&work.join("spool"), config.spool.segment_size.0)
+            .map_err(OfflineError::Spool)?;
+    let target = super::EditTarget {
+        spool,
+        min_free: 0,
+        max_body: config.limits.message_size.0,
+        max_recipients: config.limits.recipients,
+    };
     let mut session = set.session();
     let mut out = String::new();
     let hooks: Vec<&str> = set.hooks(0).iter().map(super::Hook::name).collect();
@@ -205,16 +216,15 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
             if !session.wants_data(after_queue) {
                 continue;
             }
-            let outcome = session
-                .data(
-                    after_queue,
-                    &info,
-                    &sender,
-                    &accepted,
-                    message.clone(),
-                    &auth,
-                )
-                .await;
+            let call = super::DataCall {
+                session: &info,
+                sender: &sender,
+                recipients: &accepted,
+                message: message.clone(),
+                auth: &auth,
+                target: &target,
+            };
+            let outcome = session.data(after_queue, &call).await;
             step!(
                 format!("{step} ({} octets)", message.size()),
                 &outcome.decision
@@ -230,6 +240,15 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
                 };
                 writeln!(out, "{line}").ok();
             }
+            for e in &outcome.edits {
+                writeln!(out, "  {}", describe_edit(e)).ok();
+            }
+            if let Some(body) = &outcome.body {
+                writeln!(out, "  replace body ({} octets)", body.written()).ok();
+            }
+            if let Some(lines) = &outcome.reply {
+                writeln!(out, "  250 text: {}", lines.join(" / ")).ok();
+            }
             // Accept ends only its own stage; after the queue the scan still runs.
             if !matches!(
                 outcome.decision,
@@ -242,4 +261,34 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     result.await;
     let _ = std::fs::remove_dir_all(&work);
     Ok(out)
+}
+
+/// One `edit` call, as `plugin test` prints it.
+fn describe_edit(e: &super::Edit) -> String {
+    use super::Edit;
+    let wire = |params: Vec<crate::proto::params::Param>| {
+        params.iter().map(|p| format!(" {p}")).collect::<String>()
+    };
+    match e {
+        Edit::InsertHeader { index, name, value } => {
+            format!("insert header at {index}: {name}: {value}")
+        }
+        Edit::ChangeHeader {
+            name,
+            occurrence,
+            value: Some(v),
+        } => format!("change header {name}[{occurrence}]: {v}"),
+        Edit::ChangeHeader {
+            name,
+            occurrence,
+            value: None,
+        } => format!("delete header {name}[{occurrence}]"),
+        Edit::SetSender { sender, params } => {
+            let sender = sender.as_ref().map(ToString::to_string).unwrap_or_default();
+            format!("set sender <{sender}>{}", wire(params.to_wire()))
+        }
+        Edit::AddRecipient(r) => {
+            format!("add recipient <{}>{}", r.address, wire(r.params.to_wire()))
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! dropped with the session, or at once after a fault.
 
 use super::bindings::types::{AuthResults, DataResult, EnvelopeFrom, Hook, Verdict};
+use super::edit::{EditTarget, Edits};
 use super::fault::{Fault, GuestFault};
 use super::hooks::Call;
 use super::host::HostState;
@@ -33,6 +34,47 @@ pub(super) async fn guarded<T>(
     }
 }
 
+/// Lets the guest's `edit` calls through until `take_edits`; `target` at data only.
+fn open_edits(store: &mut Store<HostState>, target: Option<EditTarget>) {
+    store.data_mut().edit = Some(super::edit::Scope {
+        target,
+        edits: Edits::default(),
+    });
+}
+
+/// What the call asked for; nothing more until the next call opens its edits.
+fn take_edits(store: &mut Store<HostState>) -> Edits {
+    store
+        .data_mut()
+        .edit
+        .take()
+        .map(|scope| scope.edits)
+        .unwrap_or_default()
+}
+
+/// A refusal with the lines the plugin set for it (RFC 5321 4.2.1 multi-line reply).
+fn with_reply(decision: Decision, lines: Option<Vec<String>>) -> Decision {
+    let Some(lines) = lines else {
+        return decision;
+    };
+    match decision {
+        Decision::Refuse(r) => Decision::Refuse(r.with_text(lines.join("\n"))),
+        Decision::Disconnect(r) => Decision::Disconnect(r.with_text(lines.join("\n"))),
+        d => d,
+    }
+}
+
+/// What the data hook is called with: the session, the envelope, the message, its
+/// authentication results, and where the plugins' edits go.
+pub struct DataCall<'a> {
+    pub session: &'a SessionInfo,
+    pub sender: &'a EnvelopeFrom,
+    pub recipients: &'a [String],
+    pub message: Arc<super::message::Message>,
+    pub auth: &'a AuthResults,
+    pub target: &'a EditTarget,
+}
+
 pub struct PluginSession {
     set: Arc<PluginSet>,
     instances: Vec<Option<Instance>>,
@@ -62,7 +104,9 @@ impl PluginSession {
                 continue;
             }
             let decision = match self.call(i, session, &call).await {
-                Ok(verdict) => validate(verdict.into()).map_err(Fault::from),
+                Ok((verdict, edits)) => validate(verdict.into())
+                    .map(|d| with_reply(d, edits.reply))
+                    .map_err(Fault::from),
                 Err(fault) => Err(fault),
             };
             match decision {
@@ -80,43 +124,45 @@ impl PluginSession {
 
     /// The data hook of the plugins before the queue (`after_queue`: of those after it):
     /// like `run`, collecting the changes of every plugin that ran.
-    pub async fn data(
-        &mut self,
-        after_queue: bool,
-        session: &SessionInfo,
-        sender: &EnvelopeFrom,
-        recipients: &[String],
-        message: Arc<super::message::Message>,
-        auth: &AuthResults,
-    ) -> DataOutcome {
-        let mut changes = Vec::new();
+    pub async fn data(&mut self, after_queue: bool, call: &DataCall<'_>) -> DataOutcome {
+        let mut out = DataOutcome::default();
         for i in 0..self.set.plugins.len() {
             if !self.set.plugins[i].wants_data(after_queue) {
                 continue;
             }
-            let result = self
-                .call_data(i, session, sender, recipients, message.clone(), auth)
-                .await;
-            let decision = result.and_then(|r| {
+            let result = self.call_data(i, call).await;
+            let decision = result.and_then(|(r, edits)| {
                 let d = validate(r.verdict)?;
                 validate_changes(&r.changes)?;
-                changes.extend(r.changes);
-                Ok(d)
+                out.changes.extend(r.changes);
+                out.edits.extend(edits.edits);
+                // The last body written is the one that goes on.
+                if edits.body.is_some() {
+                    out.body = edits.body;
+                }
+                Ok(match d {
+                    Decision::Refuse(_) | Decision::Disconnect(_) => with_reply(d, edits.reply),
+                    d => {
+                        out.reply = edits.reply.or(out.reply.take());
+                        d
+                    }
+                })
             });
             match decision {
                 Ok(Decision::Continue) => {}
-                Ok(decision) => return DataOutcome { decision, changes },
+                Ok(decision) => {
+                    out.decision = decision;
+                    return out;
+                }
                 Err(fault) => {
                     if let Some(decision) = self.fault(i, Hook::Data, fault) {
-                        return DataOutcome { decision, changes };
+                        out.decision = decision;
+                        return out;
                     }
                 }
             }
         }
-        DataOutcome {
-            decision: Decision::Continue,
-            changes,
-        }
+        out
     }
 
     async fn instance(&mut self, i: usize) -> Result<&mut Instance, Fault> {
@@ -132,11 +178,12 @@ impl PluginSession {
         i: usize,
         session: &SessionInfo,
         call: &Call<'_>,
-    ) -> Result<Verdict, Fault> {
+    ) -> Result<(Verdict, Edits), Fault> {
         let timeout = self.set.plugins[i].timeout;
         let Instance { store, bindings } = self.instance(i).await?;
         let hooks = bindings.wasmtp_plugin_hooks();
-        guarded(store, timeout, async |store| match call {
+        open_edits(store, None);
+        let verdict = guarded(store, timeout, async |store| match call {
             Call::Connect => hooks.call_on_connect(store, session).await,
             Call::Helo { name, extended } => {
                 hooks.call_on_helo(store, session, name, *extended).await
@@ -164,18 +211,15 @@ impl PluginSession {
             Call::Vrfy(arg) => hooks.call_on_vrfy(store, session, arg).await,
             Call::Expn(arg) => hooks.call_on_expn(store, session, arg).await,
         })
-        .await
+        .await;
+        Ok((verdict?, take_edits(store)))
     }
 
     async fn call_data(
         &mut self,
         i: usize,
-        session: &SessionInfo,
-        sender: &EnvelopeFrom,
-        recipients: &[String],
-        message: Arc<super::message::Message>,
-        auth: &AuthResults,
-    ) -> Result<DataResult, Fault> {
+        call: &DataCall<'_>,
+    ) -> Result<(DataResult, Edits), Fault> {
         let set = self.set.clone();
         let p = &set.plugins[i];
         // After the queue, the plugin's own limit of scans at once.
@@ -188,18 +232,26 @@ impl PluginSession {
         let handle = store
             .data_mut()
             .table
-            .push(super::message::MessageData(message))
+            .push(super::message::MessageData(call.message.clone()))
             .map_err(super::fault::HostFault::from)?;
         let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
         let hooks = bindings.wasmtp_plugin_hooks();
+        open_edits(store, Some(call.target.clone()));
         let result = guarded(store, timeout, async |store| {
             hooks
-                .call_on_data(store, session, sender, recipients, borrowed, auth)
+                .call_on_data(
+                    store,
+                    call.session,
+                    call.sender,
+                    call.recipients,
+                    borrowed,
+                    call.auth,
+                )
                 .await
         })
         .await;
         let _ = store.data_mut().table.delete(handle);
-        result
+        Ok((result?, take_edits(store)))
     }
 
     /// Drops the instance, logs and counts the fault, and answers per `on_error`.

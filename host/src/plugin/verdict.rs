@@ -21,11 +21,27 @@ pub enum Decision {
     Discard,
 }
 
-/// The data hook's decision with the changes asked for by the plugins that ran.
-#[derive(Debug)]
+/// The data hook's decision with the changes asked for by the plugins that ran: those of
+/// their `data-result`s, then their `edit` calls, the last new body written, and the text
+/// of the 250 (the last set).
 pub struct DataOutcome {
     pub decision: Decision,
     pub changes: Vec<Change>,
+    pub edits: Vec<super::Edit>,
+    pub body: Option<super::NewBody>,
+    pub reply: Option<Vec<String>>,
+}
+
+impl Default for DataOutcome {
+    fn default() -> Self {
+        DataOutcome {
+            decision: Decision::Continue,
+            changes: Vec::new(),
+            edits: Vec::new(),
+            body: None,
+            reply: None,
+        }
+    }
 }
 
 impl From<Verdict> for DataVerdict {
@@ -139,7 +155,7 @@ pub fn validate_changes(changes: &[Change]) -> Result<(), GuestFault> {
     Ok(())
 }
 
-fn is_field_name(name: &str) -> bool {
+pub(super) fn is_field_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 76
         && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')

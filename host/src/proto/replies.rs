@@ -153,3 +153,8 @@ pub const PLUGIN_REJECT: Reply = Reply::new(554, E(5, 3, 0), "Local policy error
 pub fn queued_as(id: impl std::fmt::Display) -> Reply {
     Reply::dynamic(250, 0, 0, format!("Ok: queued as {id}"))
 }
+
+/// The 250 with a plugin's lines (RFC 5321 4.2.1 multi-line), the queue id on the last.
+pub fn queued_as_with(id: impl std::fmt::Display, lines: &[String]) -> Reply {
+    Reply::dynamic(250, 0, 0, format!("{} (queued as {id})", lines.join("\n")))
+}

@@ -54,6 +54,7 @@ impl Session {
         &mut self,
         tx: &super::Transaction,
         message: std::sync::Arc<crate::plugin::Message>,
+        header_len: usize,
         auth: &crate::plugin::AuthResults,
     ) -> crate::plugin::DataOutcome {
         let sender = crate::changes::sender_record(&tx.sender, &tx.params);
@@ -63,10 +64,29 @@ impl Session {
             .map(|r| r.address.to_string())
             .collect();
         let info = self.plugin_info();
+        let config = &self.ctx.config;
+        // A body a plugin writes goes into the spool, and the message as it will leave
+        // counts against limits.message_size.
+        let target = crate::plugin::EditTarget {
+            spool: self.ctx.spool.clone(),
+            min_free: config.spool.min_free.0,
+            max_body: config
+                .limits
+                .message_size
+                .0
+                .saturating_sub(header_len as u64),
+            max_recipients: config.limits.recipients,
+        };
         let plugins = self.plugins.as_mut().expect("checked by wants");
-        plugins
-            .data(false, &info, &sender, &recipients, message, auth)
-            .await
+        let call = crate::plugin::DataCall {
+            session: &info,
+            sender: &sender,
+            recipients: &recipients,
+            message,
+            auth,
+            target: &target,
+        };
+        plugins.data(false, &call).await
     }
 }
 

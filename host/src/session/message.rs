@@ -21,6 +21,10 @@ struct Accepted {
     auth: Option<crate::mailauth::AuthResults>,
     /// With plugins after the queue: the results their scan will be given.
     scan: Option<crate::mailauth::AuthResults>,
+    /// A body a plugin wrote in place of the one received, and where its parts are.
+    body: Option<(Content, Incoming)>,
+    /// The text of the 250, as a plugin set it.
+    reply: Option<Vec<String>>,
 }
 
 impl Session {
@@ -39,8 +43,12 @@ impl Session {
             Ok(accepted) => accepted,
             Err(reply) => return reply,
         };
+        // With a body a plugin wrote, the parts received are let go; the new ones are
+        // held until the message is stored.
+        let id = incoming.id().clone();
+        let (body, incoming) = accepted.body.take().unwrap_or((body, incoming));
         let envelope = Envelope {
-            id: incoming.id().clone(),
+            id,
             received_at: chrono::Utc::now().timestamp(),
             sender: tx.sender,
             params: tx.params,
@@ -59,6 +67,10 @@ impl Session {
         let head = self
             .trace_head(&envelope, &accepted, &body, scan.is_none())
             .await;
+        let scan = scan.map(|scan| PendingScan {
+            head: head.len() as u64,
+            ..scan
+        });
         let size = accepted.header.len() as u64 + body.len();
         let content = body.after(accepted.header).after(head.into_bytes());
         let state = (accepted.hold_reason.is_some() || scan.is_some()).then(|| {
@@ -68,7 +80,8 @@ impl Session {
             state.scan = scan;
             state
         });
-        self.spool_and_queue(envelope, &content, state, &incoming, size)
+        let reply = accepted.reply.take();
+        self.spool_and_queue(envelope, &content, state, &incoming, size, reply)
             .await
     }
 
@@ -92,6 +105,8 @@ impl Session {
             hold_reason: None,
             auth: None,
             scan: None,
+            body: None,
+            reply: None,
         };
         let verifier = self.verifier();
         let wants_hook = self.wants(crate::plugin::Hook::Data);
@@ -109,7 +124,7 @@ impl Session {
         };
         let outcome = if wants_hook {
             let message = crate::plugin::Message::new(shared.clone(), body.clone());
-            Some(self.data_policy(tx, message, &results).await)
+            Some(self.data_policy(tx, message, shared.len(), &results).await)
         } else {
             None
         };
@@ -141,9 +156,28 @@ impl Session {
             &outcome.changes,
             self.ctx.config.limits.recipients,
         );
+        crate::changes::apply_edits(
+            &outcome.edits,
+            &mut accepted.header,
+            &mut tx.sender,
+            &mut tx.params,
+            &mut tx.recipients,
+            self.ctx.config.limits.recipients,
+        );
         if tx.recipients.is_empty() {
             tracing::info!(client = %self.peer.ip(), "plugins removed every recipient; message dropped");
             return Err(replies::queued_as(SpoolId::generate()));
+        }
+        accepted.reply = outcome.reply;
+        if let Some(body) = outcome.body {
+            match body.finish().await {
+                Ok(written) => accepted.body = Some(written),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep the body a plugin wrote; message refused");
+                    Metrics::inc(&self.ctx.metrics.messages_refused_total);
+                    return Err(super::data::spool_error(&e));
+                }
+            }
         }
         Ok(accepted)
     }
@@ -158,6 +192,7 @@ impl Session {
             // The contract's records are plain data: always JSON.
             auth: serde_json::to_value(auth).expect("plain data"),
             sign: self.trusted() && !self.ctx.signers.is_empty(),
+            head: 0,
         }
     }
 
@@ -209,6 +244,7 @@ impl Session {
         state: Option<QueueState>,
         incoming: &Incoming,
         size: u64,
+        text: Option<Vec<String>>,
     ) -> Reply {
         let stored = self
             .ctx
@@ -237,7 +273,10 @@ impl Session {
         }
         // A held message's task waits for `wasmtp queue release` or `remove`.
         self.ctx.queue.submit(envelope.id.clone());
-        replies::queued_as(&envelope.id)
+        match text {
+            Some(lines) => replies::queued_as_with(&envelope.id, &lines),
+            None => replies::queued_as(&envelope.id),
+        }
     }
 
     /// RFC 5321 4.4 trace field; `with` keywords from RFC 3848 and RFC 6531 3.7.3.

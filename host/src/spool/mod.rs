@@ -22,7 +22,7 @@ mod state;
 mod writer;
 
 use crate::proto::{MailParams, Mailbox, RcptParams};
-pub use content::{Blocks, Content};
+pub use content::{BLOCK, Blocks, Content};
 pub use incoming::Incoming;
 use index::{Index, Located};
 use record::Record;

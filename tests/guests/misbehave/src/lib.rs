@@ -7,7 +7,7 @@
 
 use wasmtp_sdk::{
     AuthResults, Change, DataResult, DataVerdict, EnvelopeFrom, Header, Hook, Message, Param,
-    Plugin, Reply, Session, SpfResults, Verdict, kv, log,
+    Plugin, Reply, Session, SpfResults, Verdict, edit, kv, log,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -200,6 +200,9 @@ impl Plugin for Misbehave {
             .into_iter()
             .next()
             .unwrap_or_default();
+        if let Some(result) = milter(&subject) {
+            return result;
+        }
         let verdict = match subject.as_str() {
             "quarantine me" => DataVerdict::Quarantine("looks odd".into()),
             "discard me" => DataVerdict::Discard,
@@ -241,3 +244,84 @@ impl Plugin for Misbehave {
 }
 
 wasmtp_sdk::export!(Misbehave);
+
+fn param(name: &str, value: &str) -> Param {
+    Param {
+        name: name.into(),
+        value: Some(value.into()),
+    }
+}
+
+/// The milter-like edits, by subject: "edit me" asks for every kind (a new body of 300 KiB
+/// in 3 chunks); "refuse in lines" refuses with a two-line reply; "body too big" writes
+/// past limits.message_size and refuses with the error it reads; "bad edits" asks for
+/// edits the host must refuse, and tells which were refused.
+fn milter(subject: &str) -> Option<DataResult> {
+    let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let result = |verdict| DataResult {
+        verdict,
+        changes: Vec::new(),
+    };
+    match subject {
+        "edit me" => {
+            edit::insert_header(0, "X-Inserted", "on top").unwrap();
+            edit::insert_header(2, "X-Third", "third").unwrap();
+            edit::change_header("X-Change", 2, Some("second changed")).unwrap();
+            edit::change_header("X-Delete", 1, None).unwrap();
+            edit::set_sender("new-sender@example.test", &[param("RET", "HDRS")]).unwrap();
+            edit::add_recipient(
+                "dsn@example.test",
+                &[
+                    param("NOTIFY", "SUCCESS,FAILURE"),
+                    param("ORCPT", "rfc822;orig@example.test"),
+                ],
+            )
+            .unwrap();
+            for chunk in 0..3 {
+                let line = format!("replaced body, chunk {chunk}\r\n");
+                let body = line.repeat(100 * 1024 / line.len());
+                edit::write_body(body.as_bytes()).unwrap();
+            }
+            edit::set_reply(&lines(&["edited by misbehave", "all of it"])).unwrap();
+            Some(result(DataVerdict::Continue))
+        }
+        "refuse in lines" => {
+            edit::set_reply(&lines(&["refused, first line", "and a second"])).unwrap();
+            Some(result(DataVerdict::Reject(Reply {
+                code: 550,
+                enhanced: "5.7.1".into(),
+                text: "one line".into(),
+            })))
+        }
+        "body too big" => {
+            let chunk = vec![b'x'; 64 * 1024];
+            let err = loop {
+                if let Err(e) = edit::write_body(&chunk) {
+                    break e;
+                }
+            };
+            Some(result(DataVerdict::Reject(Reply {
+                code: 552,
+                enhanced: "5.3.4".into(),
+                text: format!("{err:?}"),
+            })))
+        }
+        "bad edits" => {
+            let refused = [
+                edit::insert_header(0, "Bad Name", "x").is_err(),
+                edit::change_header("X-A", 1, Some("two\r\nlines")).is_err(),
+                edit::change_header("X-A", 0, None).is_err(),
+                edit::set_sender("not an address", &[]).is_err(),
+                edit::add_recipient("r@example.test", &[param("NOTIFY", "SOMETIMES")]).is_err(),
+                edit::set_reply(&[]).is_err(),
+            ];
+            let text = format!("refused {:?}", refused);
+            Some(result(DataVerdict::Reject(Reply {
+                code: 550,
+                enhanced: "5.7.1".into(),
+                text,
+            })))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,277 @@
+//! The `edit` interface (0.2.3): what a milter can change, asked for by the guest during a
+//! hook and kept in its store until the hook returns. Each edit is checked when asked for
+//! (an error the guest reads; nothing of it kept) and bounded: a new body streams into the
+//! spool in parts and counts against `limits.message_size`, added recipients against
+//! `limits.recipients`, and a hook's edits against `MAX_EDITS` and `MAX_EDIT_OCTETS`.
+
+use super::bindings::wasmtp::plugin::edit::{self, EditError};
+use super::bindings::wasmtp::plugin::types::Param as WireParam;
+use super::host::HostState;
+use crate::proto::address::parse_mailbox;
+use crate::proto::{MailParams, Mailbox, RcptParams};
+use crate::spool::{Content, Incoming, Recipient, Spool};
+
+/// Most edits (not counting body chunks) one hook may ask for.
+pub const MAX_EDITS: usize = 1000;
+/// Most octets of header fields and reply text one hook may ask for.
+pub const MAX_EDIT_OCTETS: usize = 64 * 1024;
+/// Most lines of a reply a plugin sets.
+const MAX_REPLY_LINES: usize = 20;
+
+/// One change a plugin asked for (besides those of its `data-result`).
+#[derive(Debug, Clone)]
+pub enum Edit {
+    InsertHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
+    /// `value` `None`: delete the occurrence (1-based).
+    ChangeHeader {
+        name: String,
+        occurrence: u32,
+        value: Option<String>,
+    },
+    SetSender {
+        sender: Option<Mailbox>,
+        params: MailParams,
+    },
+    AddRecipient(Recipient),
+}
+
+/// Where a data hook's new body goes, and the bounds of its edits.
+#[derive(Clone)]
+pub struct EditTarget {
+    pub spool: Spool,
+    pub min_free: u64,
+    /// `limits.message_size`, less the header section the body goes under.
+    pub max_body: u64,
+    pub max_recipients: usize,
+}
+
+/// A new body as written so far: its parts in the spool (held while this lives).
+pub struct NewBody {
+    incoming: Incoming,
+    len: u64,
+}
+
+impl NewBody {
+    /// The body written, once the hook is over; an error when a part could not be
+    /// written (the message is then refused, as one the spool could not take).
+    pub async fn finish(mut self) -> std::io::Result<(Content, Incoming)> {
+        let content = self.incoming.finish().await?;
+        Ok((content, self.incoming))
+    }
+
+    /// Octets written so far.
+    pub fn written(&self) -> u64 {
+        self.len
+    }
+}
+
+/// What a plugin asked for during one hook.
+#[derive(Default)]
+pub struct Edits {
+    pub edits: Vec<Edit>,
+    pub body: Option<NewBody>,
+    /// The reply's text, one element a line.
+    pub reply: Option<Vec<String>>,
+    octets: usize,
+    recipients: usize,
+}
+
+/// The edits of the call in progress: `target` only at `on-data`.
+pub(super) struct Scope {
+    pub target: Option<EditTarget>,
+    pub edits: Edits,
+}
+
+impl Edits {
+    fn count(&mut self, octets: usize) -> Result<(), EditError> {
+        if self.edits.len() >= MAX_EDITS {
+            return Err(EditError::OverLimit(format!("more than {MAX_EDITS} edits")));
+        }
+        if self.octets + octets > MAX_EDIT_OCTETS {
+            return Err(EditError::OverLimit(format!(
+                "more than {MAX_EDIT_OCTETS} octets of edits"
+            )));
+        }
+        self.octets += octets;
+        Ok(())
+    }
+}
+
+fn invalid(why: impl Into<String>) -> EditError {
+    EditError::Invalid(why.into())
+}
+
+/// A field name is RFC 5322 `ftext`; a value one line (folded by the host if long).
+fn check_field(name: &str, value: Option<&str>) -> Result<(), EditError> {
+    if !super::verdict::is_field_name(name) {
+        return Err(invalid(format!("bad header name {name:?}")));
+    }
+    if value.is_some_and(|v| v.contains(['\r', '\n', '\0'])) {
+        return Err(invalid(format!("header {name} has a line break")));
+    }
+    Ok(())
+}
+
+/// ESMTP parameters as on the wire (`NAME=VALUE NAME`), each checked as a client's would be.
+fn wire(params: &[WireParam]) -> Result<String, EditError> {
+    let mut out = Vec::new();
+    for p in params {
+        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
+        if !ok(&p.name)
+            || p.value
+                .as_deref()
+                .is_some_and(|v| !v.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(format!("bad parameter {:?}", p.name)));
+        }
+        out.push(match &p.value {
+            Some(v) => format!("{}={v}", p.name),
+            None => p.name.clone(),
+        });
+    }
+    Ok(out.join(" "))
+}
+
+impl HostState {
+    /// The edits of the data call in progress, with its target.
+    fn data_scope(&mut self) -> Result<(&mut Edits, EditTarget), EditError> {
+        match &mut self.edit {
+            Some(Scope {
+                target: Some(target),
+                edits,
+            }) => Ok((edits, target.clone())),
+            _ => Err(EditError::NotNow),
+        }
+    }
+}
+
+impl edit::Host for HostState {
+    async fn write_body(&mut self, chunk: Vec<u8>) -> wasmtime::Result<Result<(), EditError>> {
+        let (edits, target) = match self.data_scope() {
+            Ok(scope) => scope,
+            Err(e) => return Ok(Err(e)),
+        };
+        let body = edits.body.get_or_insert_with(|| NewBody {
+            incoming: target.spool.incoming(target.min_free),
+            len: 0,
+        });
+        if body.len + chunk.len() as u64 > target.max_body {
+            return Ok(Err(EditError::OverLimit(format!(
+                "the new body would take the message past limits.message_size ({} octets for the body)",
+                target.max_body
+            ))));
+        }
+        body.len += chunk.len() as u64;
+        // A block at a time to the spool: one in memory, one on its way.
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let block = body.incoming.block();
+            let room = crate::spool::BLOCK.saturating_sub(block.len()).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            block.extend_from_slice(now);
+            body.incoming.flush().await;
+            rest = later;
+        }
+        Ok(Ok(()))
+    }
+
+    async fn set_sender(
+        &mut self,
+        address: String,
+        params: Vec<WireParam>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok((|| {
+            let (edits, _) = self.data_scope()?;
+            let sender = match address.as_str() {
+                "" => None,
+                a => Some(parse_mailbox(a).map_err(|e| invalid(format!("sender {a:?}: {e}")))?),
+            };
+            let params = MailParams::parse(&wire(&params)?)
+                .map_err(|e| invalid(format!("sender parameters: {e:?}")))?;
+            edits.count(address.len())?;
+            edits.edits.push(Edit::SetSender { sender, params });
+            Ok(())
+        })())
+    }
+
+    async fn insert_header(
+        &mut self,
+        index: u32,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok((|| {
+            check_field(&name, Some(&value))?;
+            let (edits, _) = self.data_scope()?;
+            edits.count(name.len() + value.len() + 4)?;
+            edits.edits.push(Edit::InsertHeader { index, name, value });
+            Ok(())
+        })())
+    }
+
+    async fn change_header(
+        &mut self,
+        name: String,
+        occurrence: u32,
+        value: Option<String>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok((|| {
+            check_field(&name, value.as_deref())?;
+            if occurrence == 0 {
+                return Err(invalid("occurrences count from 1"));
+            }
+            let (edits, _) = self.data_scope()?;
+            edits.count(name.len() + value.as_ref().map_or(0, String::len) + 4)?;
+            edits.edits.push(Edit::ChangeHeader {
+                name,
+                occurrence,
+                value,
+            });
+            Ok(())
+        })())
+    }
+
+    async fn add_recipient(
+        &mut self,
+        address: String,
+        params: Vec<WireParam>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok((|| {
+            let (edits, target) = self.data_scope()?;
+            let address = parse_mailbox(&address)
+                .map_err(|e| invalid(format!("recipient {address:?}: {e}")))?;
+            let params = RcptParams::parse(&wire(&params)?)
+                .map_err(|e| invalid(format!("recipient parameters: {e:?}")))?;
+            if edits.recipients >= target.max_recipients {
+                return Err(EditError::OverLimit("limits.recipients".into()));
+            }
+            edits.count(address.to_string().len())?;
+            edits.recipients += 1;
+            edits
+                .edits
+                .push(Edit::AddRecipient(Recipient { address, params }));
+            Ok(())
+        })())
+    }
+
+    async fn set_reply(&mut self, lines: Vec<String>) -> wasmtime::Result<Result<(), EditError>> {
+        Ok((|| {
+            let Some(scope) = &mut self.edit else {
+                return Err(EditError::NotNow);
+            };
+            if lines.is_empty() || lines.len() > MAX_REPLY_LINES {
+                return Err(invalid(format!("a reply has 1 to {MAX_REPLY_LINES} lines")));
+            }
+            if lines.iter().any(|l| l.chars().any(char::is_control)) {
+                return Err(invalid("a reply line has a control character"));
+            }
+            scope.edits.count(lines.iter().map(String::len).sum())?;
+            scope.edits.reply = Some(lines);
+            Ok(())
+        })())
+    }
+}
