@@ -21,6 +21,7 @@ import sys
 import time
 
 from procs import Perf, Sampler, log, our_cpu, percentile, spawn, stop_all, wait_quiet
+from rspamd import BenchRspamd
 from servers import MAIL_FROM, BenchDns, Postfix, Sink, Wasmtp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -238,7 +239,8 @@ def table(results, sizes, sessions_list):
     for size in sizes:
         for sessions in sessions_list:
             med = {}
-            names = [n for n in ("wasmtp", "wasmtp-base", "wasmtp+auth", "Postfix")
+            names = [n for n in ("wasmtp", "wasmtp-base", "wasmtp+auth", "wasmtp+rspamd",
+                                 "wasmtp+rspamd-aq", "Postfix")
                      if any(r["server"] == n for r in results)]
             for name in names:
                 runs = [r for r in results if r["server"] == name and r["size"] == size
@@ -256,6 +258,9 @@ def table(results, sizes, sessions_list):
                 pairs.append(("wasmtp+auth", "wasmtp"))
             if "wasmtp-base" in med:
                 pairs.append(("wasmtp", "wasmtp-base"))
+            for with_rspamd in ("wasmtp+rspamd", "wasmtp+rspamd-aq"):
+                if with_rspamd in med:
+                    pairs.append((with_rspamd, "wasmtp"))
             for top, bottom in pairs:
                 cells = [human(size), str(sessions), f"**{top}/{bottom}**"]
                 for k, _, _ in COLUMNS:
@@ -282,6 +287,10 @@ def throughput(args):
     results = []
     started = time.monotonic()
     dns = BenchDns() if args.verify else None
+    rspamd = None
+    if args.rspamd:
+        rspamd = BenchRspamd(args.work)
+        rspamd.start()
     for rep in range(1, runs + 1):
         for size in sizes:
             for sessions in sessions_list:
@@ -289,6 +298,10 @@ def throughput(args):
                          Postfix(args.work, smtpd_limit=args.postfix_smtpd)]
                 if dns:
                     order.insert(1, Wasmtp(args.work, args.wasmtp, dns=dns))
+                if rspamd:
+                    order.insert(1, Wasmtp(args.work, args.wasmtp, rspamd=rspamd))
+                    order.insert(2, Wasmtp(args.work, args.wasmtp, rspamd=rspamd,
+                                           after_queue=True))
                 if args.wasmtp_base:
                     order.insert(1, Wasmtp(args.work, args.wasmtp_base, name="wasmtp-base"))
                 if rep % 2 == 0:  # alternate who goes first
@@ -301,6 +314,8 @@ def throughput(args):
                         with open(args.json, "w") as f:
                             json.dump(results, f, indent=1)
     elapsed = time.monotonic() - started
+    if rspamd:
+        rspamd.stop()
     errors = [r for r in results if "error" in r]
     busy = [r["machine_busy"] for r in results if "machine_busy" in r]
     others = [r["others_share"] for r in results if r.get("others_share") is not None]
@@ -322,6 +337,12 @@ def throughput(args):
               f"DMARC p=reject for the From domain; no DKIM signature, smtp-source cannot sign) "
               f"against a DNS server in this script ({dns.queries} queries answered); wasmtp: "
               f"verification off. DKIM's own cost: cargo bench --bench mailauth.")
+        print()
+    if rspamd:
+        print("wasmtp+rspamd: bundled:rspamd asks a private Rspamd (Debian's, 2 normal "
+              "workers, the stock rules, network modules off) of every message before the 250; "
+              "wasmtp+rspamd-aq: the same plugin with mode = \"after-queue\" (the 250 comes "
+              "first; the sink counts a message once it is scanned and delivered).")
         print()
     if busy:
         print(f"Whole machine CPU busy during the measured runs (this benchmark included): "
@@ -457,6 +478,9 @@ def main():
     p.add_argument("--json", help="also write the raw figures here")
     p.add_argument("--verify", action="store_true",
                    help="throughput: also run wasmtp with sender verification on (wasmtp+auth)")
+    p.add_argument("--rspamd", action="store_true",
+                   help="throughput: also run wasmtp with bundled:rspamd before and after the "
+                        "queue against a private Rspamd (wasmtp+rspamd, wasmtp+rspamd-aq)")
     p.add_argument("--quiet-wait", type=float, default=300,
                    help="before each run, wait up to this many seconds for other load to stop")
     args = p.parse_args()

@@ -44,6 +44,9 @@ if ! command -v postfix >/dev/null || ! command -v smtp-source >/dev/null \
     apt_install postfix
 fi
 command -v python3 >/dev/null || apt_install python3
+case " ${extra[*]} " in
+    *" --rspamd "*) command -v rspamd >/dev/null || apt_install rspamd ;;
+esac
 if ! perf stat -e syscalls:sys_enter_fsync true >/dev/null 2>&1; then
     command -v perf >/dev/null || apt_install linux-perf || true
     perf stat -e syscalls:sys_enter_fsync true >/dev/null 2>&1 \

@@ -130,13 +130,19 @@ class BenchDns:
 class Wasmtp:
     name = "wasmtp"
 
-    def __init__(self, work, binary, connections=2000, dns=None, name=None):
+    def __init__(self, work, binary, connections=2000, dns=None, name=None, rspamd=None,
+                 after_queue=False):
         """`dns`: a BenchDns; then the sender verification is on (name "wasmtp+auth"),
-        else off. `name`: another build of wasmtp to compare ("wasmtp-base")."""
+        else off. `name`: another build of wasmtp to compare ("wasmtp-base"). `rspamd`: a
+        BenchRspamd that `bundled:rspamd` asks of every message, before the 250
+        ("wasmtp+rspamd") or, with `after_queue`, after it ("wasmtp+rspamd-aq")."""
         if dns:
             self.name = "wasmtp+auth"
+        if rspamd:
+            self.name = "wasmtp+rspamd-aq" if after_queue else "wasmtp+rspamd"
         if name:
             self.name = name
+        self.rspamd, self.after_queue = rspamd, after_queue
         self.dir = os.path.join(work, self.name)
         self.spool = os.path.join(self.dir, "spool")
         os.makedirs(self.spool, exist_ok=True)
@@ -149,6 +155,18 @@ class Wasmtp:
             auth = f'[authentication]\nverify = true\n\n[dns]\nnameservers = ["127.0.0.1:{self.dns.port}"]\n'
         else:
             auth = "[authentication]\nverify = false\n"
+        plugins = DEFAULT_PLUGINS
+        if self.rspamd:
+            mode = "after-queue" if self.after_queue else "before-queue"
+            plugins += f"""
+[[plugin]]
+name = "rspamd"
+path = "bundled:rspamd"
+mode = "{mode}"
+timeout = "10s"
+[plugin.config]
+url = "{self.rspamd.url}"
+"""
         with open(path, "w") as f:
             f.write(f"""# written by tests/bench/bench.py
 hostname = "wasmtp.bench.test"
@@ -179,7 +197,7 @@ tls = "none"
 [delivery]
 concurrency = 64
 
-{DEFAULT_PLUGINS}""")
+{plugins}""")
         return path
 
     def start(self, sink_port, perf, sessions=None):
