@@ -1,7 +1,7 @@
 //! DKIM through real sockets and a DNS server started by each test: signed by an outside
-//! signer (dkimpy) and tampered with, signed by wasmtp and checked by dkimpy, signatures
-//! only for a user's own From addresses, and hostile input (broken signatures, 100
-//! signatures, absurd keys).
+//! signer (dkimpy) and tampered with, signed by wasmtp and checked by dkimpy (also after a
+//! plugin's edits, before and after the queue), signatures only for a user's own From
+//! addresses, and hostile input (broken signatures, 100 signatures, absurd keys).
 
 mod common;
 use common::auth::*;
@@ -211,6 +211,27 @@ async fn wasmtp_signs_and_dkimpy_verifies() {
     let (name, record) = &records[0];
     let verdict = dkim_tool(&["verify", name, record], text.as_bytes());
     assert_eq!(String::from_utf8_lossy(&verdict).trim(), "pass");
+    // A plugin's edits (a new body, fields inserted, changed and deleted), before the 250
+    // and after the queue: our signature covers the message as they leave it.
+    for (n, mode) in [(6, "before-queue"), (7, "after-queue")] {
+        let edits = format!(
+            "{signing}[[plugin]]\nname = \"mb\"\npath = \"{}\"\nmode = \"{mode}\"\ntimeout = \"10s\"\n",
+            common::guest("misbehave")
+        );
+        let s = gateway(&dns, &sink, &edits).await;
+        let message = plain("Me <me@ours.test>", "edit me");
+        let reply = send(&s, "client.test", "me@ours.test", &message).await;
+        assert!(reply.starts_with("250"), "{mode}: {reply}");
+        let text = sink.wait_for(n).await[n - 1].text();
+        assert!(text.contains("replaced body, chunk 2"), "{mode}");
+        assert!(
+            text.starts_with("DKIM-Signature: "),
+            "{mode}: {}",
+            &text[..200]
+        );
+        let verdict = dkim_tool(&["verify", name, record], text.as_bytes());
+        assert_eq!(String::from_utf8_lossy(&verdict).trim(), "pass", "{mode}");
+    }
 }
 
 /// Broken and hostile signatures: each a quick permerror or temperror, the message
