@@ -88,6 +88,37 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// Queues a delivery status report to the sender, when one is due (see `bounce`).
+pub(super) async fn report(
+    d: &super::shared::Delivery,
+    envelope: &Envelope,
+    content: &Content,
+    recipients: &[(usize, RecipientStatus)],
+    kind: Kind,
+) {
+    if recipients.is_empty() || envelope.sender.is_none() {
+        return;
+    }
+    let (hostname, limit) = {
+        let config = d.config.borrow();
+        (config.hostname.clone(), config.delivery.bounce_size_limit.0)
+    };
+    match send(
+        &d.spool, &hostname, envelope, content, limit, recipients, kind,
+    )
+    .await
+    {
+        Ok(Some(report)) => {
+            tracing::info!(id = %envelope.id, %report, ?kind, "delivery status report queued");
+            d.queue.submit(report);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(id = %envelope.id, error = %e, "cannot queue a delivery status report")
+        }
+    }
+}
+
 /// Builds and spools the report for `recipients` (index, status) of `envelope`;
 /// returns its id, or `None` when nobody is to be told.
 pub async fn send(

@@ -32,37 +32,6 @@ fn newly_failed(
         .collect()
 }
 
-/// Queues a delivery status report to the sender, when one is due (see `bounce`).
-pub(super) async fn report(
-    d: &Delivery,
-    envelope: &Envelope,
-    content: &Content,
-    recipients: &[(usize, RecipientStatus)],
-    kind: bounce::Kind,
-) {
-    if recipients.is_empty() || envelope.sender.is_none() {
-        return;
-    }
-    let (hostname, limit) = {
-        let config = d.config.borrow();
-        (config.hostname.clone(), config.delivery.bounce_size_limit.0)
-    };
-    match bounce::send(
-        &d.spool, &hostname, envelope, content, limit, recipients, kind,
-    )
-    .await
-    {
-        Ok(Some(report)) => {
-            tracing::info!(id = %envelope.id, %report, ?kind, "delivery status report queued");
-            d.queue.submit(report);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(id = %envelope.id, error = %e, "cannot queue a delivery status report")
-        }
-    }
-}
-
 /// What became of the message after an order.
 enum After {
     Kept,
@@ -179,14 +148,14 @@ pub(super) async fn run_message(
         };
         let content = content.unwrap_or_else(|| Content::from(Vec::new()));
         let failed = newly_failed(&before, &state.recipients);
-        report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
+        bounce::report(&d, &envelope, &content, &failed, bounce::Kind::Failed).await;
         for kind in [bounce::Kind::Delivered, bounce::Kind::Relayed] {
             let these: Vec<(usize, RecipientStatus)> = successes
                 .iter()
                 .filter(|s| s.2 == kind)
                 .map(|(i, r, _)| (*i, r.clone()))
                 .collect();
-            report(&d, &envelope, &content, &these, kind).await;
+            bounce::report(&d, &envelope, &content, &these, kind).await;
         }
         if state.pending().next().is_none() {
             if let Err(e) = d.spool.remove(&id, Durability::Soon).await {
@@ -215,7 +184,7 @@ pub(super) async fn run_message(
                 tracing::warn!(%id, rcpt = %envelope.recipients[i].address, "gave up: delivery.max_age reached");
             }
             let expired = newly_failed(&before, &state.recipients);
-            report(&d, &envelope, &content, &expired, bounce::Kind::Failed).await;
+            bounce::report(&d, &envelope, &content, &expired, bounce::Kind::Failed).await;
             let _ = d.spool.remove(&id, Durability::Soon).await;
             return;
         }
@@ -227,7 +196,7 @@ pub(super) async fn run_message(
                 .filter(|(_, s)| matches!(s, RecipientStatus::Deferred(_)))
                 .map(|(i, s)| (i, s.clone()))
                 .collect();
-            report(&d, &envelope, &content, &deferred, bounce::Kind::Delayed).await;
+            bounce::report(&d, &envelope, &content, &deferred, bounce::Kind::Delayed).await;
             state.delay_warned = true;
         }
         // Orders that came during the attempt apply now, before the state is saved.

@@ -6,7 +6,6 @@
 //! message is delivered at most once whatever the timing.
 
 use super::bounce;
-use super::retry::report;
 use super::shared::Delivery;
 use crate::mailauth::Signers;
 use crate::plugin::{
@@ -281,7 +280,7 @@ async fn refuse(
         .pending()
         .map(|i| (i, RecipientStatus::Failed(StoredReply::new(reply, None))))
         .collect();
-    report(d, envelope, content, &failed, bounce::Kind::Failed).await;
+    bounce::report(d, envelope, content, &failed, bounce::Kind::Failed).await;
     remove(d, envelope).await;
 }
 

@@ -1,104 +1,24 @@
 //! The `edit` interface (0.2.3): what a milter can change, asked for by the guest during a
-//! hook and kept in its store until the hook returns. Each edit is checked when asked for
-//! (an error the guest reads; nothing of it kept) and bounded: a new body streams into the
-//! spool in parts and counts against `limits.message_size`, added recipients against
-//! `limits.recipients`, and a hook's edits against `MAX_EDITS` and `MAX_EDIT_OCTETS`.
+//! hook and kept in its store (`edits`) until the hook returns. Each edit is checked when
+//! asked for (an error the guest reads; nothing of it kept) and bounded: a new body streams
+//! into the spool in parts and counts against `limits.message_size`, added recipients
+//! against `limits.recipients`, and a hook's edits against `edits::MAX_EDITS` and
+//! `MAX_EDIT_OCTETS`.
 
 use super::bindings::wasmtp::plugin::edit::{self, EditError};
 use super::bindings::wasmtp::plugin::types::Param as WireParam;
+use super::edits::{Edit, EditTarget, Edits, NewBody, Scope};
 use super::host::HostState;
 use crate::proto::address::parse_mailbox;
-use crate::proto::{MailParams, Mailbox, RcptParams};
-use crate::spool::{Content, Incoming, Recipient, Spool};
+use crate::proto::{MailParams, RcptParams};
+use crate::spool::Recipient;
 
-/// Most edits (not counting body chunks) one hook may ask for.
-pub const MAX_EDITS: usize = 1000;
-/// Most octets of header fields and reply text one hook may ask for.
-pub const MAX_EDIT_OCTETS: usize = 64 * 1024;
 /// Most lines of a reply a plugin sets.
 const MAX_REPLY_LINES: usize = 20;
 
-/// One change a plugin asked for (besides those of its `data-result`).
-#[derive(Debug, Clone)]
-pub enum Edit {
-    InsertHeader {
-        index: u32,
-        name: String,
-        value: String,
-    },
-    /// `value` `None`: delete the occurrence (1-based).
-    ChangeHeader {
-        name: String,
-        occurrence: u32,
-        value: Option<String>,
-    },
-    SetSender {
-        sender: Option<Mailbox>,
-        params: MailParams,
-    },
-    AddRecipient(Recipient),
-}
-
-/// Where a data hook's new body goes, and the bounds of its edits.
-#[derive(Clone)]
-pub struct EditTarget {
-    pub spool: Spool,
-    pub min_free: u64,
-    /// `limits.message_size`, less the header section the body goes under.
-    pub max_body: u64,
-    pub max_recipients: usize,
-}
-
-/// A new body as written so far: its parts in the spool (held while this lives).
-pub struct NewBody {
-    incoming: Incoming,
-    len: u64,
-}
-
-impl NewBody {
-    /// The body written, once the hook is over; an error when a part could not be
-    /// written (the message is then refused, as one the spool could not take).
-    pub async fn finish(mut self) -> std::io::Result<(Content, Incoming)> {
-        let content = self.incoming.finish().await?;
-        Ok((content, self.incoming))
-    }
-
-    /// Octets written so far.
-    pub fn written(&self) -> u64 {
-        self.len
-    }
-}
-
-/// What a plugin asked for during one hook.
-#[derive(Default)]
-pub struct Edits {
-    pub edits: Vec<Edit>,
-    pub body: Option<NewBody>,
-    /// The reply's text, one element a line.
-    pub reply: Option<Vec<String>>,
-    octets: usize,
-    recipients: usize,
-}
-
-/// The edits of the call in progress: `target` only at `on-data`.
-pub(super) struct Scope {
-    pub target: Option<EditTarget>,
-    pub edits: Edits,
-}
-
-impl Edits {
-    fn count(&mut self, octets: usize) -> Result<(), EditError> {
-        if self.edits.len() >= MAX_EDITS {
-            return Err(EditError::OverLimit(format!("more than {MAX_EDITS} edits")));
-        }
-        if self.octets + octets > MAX_EDIT_OCTETS {
-            return Err(EditError::OverLimit(format!(
-                "more than {MAX_EDIT_OCTETS} octets of edits"
-            )));
-        }
-        self.octets += octets;
-        Ok(())
-    }
+/// A bound passed, as the guest reads it.
+fn over(counted: Result<(), String>) -> Result<(), EditError> {
+    counted.map_err(EditError::OverLimit)
 }
 
 fn invalid(why: impl Into<String>) -> EditError {
@@ -192,7 +112,7 @@ impl edit::Host for HostState {
             };
             let params = MailParams::parse(&wire(&params)?)
                 .map_err(|e| invalid(format!("sender parameters: {e:?}")))?;
-            edits.count(address.len())?;
+            over(edits.count(address.len()))?;
             edits.edits.push(Edit::SetSender { sender, params });
             Ok(())
         })())
@@ -207,7 +127,7 @@ impl edit::Host for HostState {
         Ok((|| {
             check_field(&name, Some(&value))?;
             let (edits, _) = self.data_scope()?;
-            edits.count(name.len() + value.len() + 4)?;
+            over(edits.count(name.len() + value.len() + 4))?;
             edits.edits.push(Edit::InsertHeader { index, name, value });
             Ok(())
         })())
@@ -225,7 +145,7 @@ impl edit::Host for HostState {
                 return Err(invalid("occurrences count from 1"));
             }
             let (edits, _) = self.data_scope()?;
-            edits.count(name.len() + value.as_ref().map_or(0, String::len) + 4)?;
+            over(edits.count(name.len() + value.as_ref().map_or(0, String::len) + 4))?;
             edits.edits.push(Edit::ChangeHeader {
                 name,
                 occurrence,
@@ -249,7 +169,7 @@ impl edit::Host for HostState {
             if edits.recipients >= target.max_recipients {
                 return Err(EditError::OverLimit("limits.recipients".into()));
             }
-            edits.count(address.to_string().len())?;
+            over(edits.count(address.to_string().len()))?;
             edits.recipients += 1;
             edits
                 .edits
@@ -269,7 +189,7 @@ impl edit::Host for HostState {
             if lines.iter().any(|l| l.chars().any(char::is_control)) {
                 return Err(invalid("a reply line has a control character"));
             }
-            scope.edits.count(lines.iter().map(String::len).sum())?;
+            over(scope.edits.count(lines.iter().map(String::len).sum()))?;
             scope.edits.reply = Some(lines);
             Ok(())
         })())

@@ -75,7 +75,7 @@ pub struct HostState {
     /// When the call in progress must end (the epoch callback traps past it).
     pub deadline: Instant,
     /// The `edit` calls of the hook in progress; `None` between hooks.
-    pub(super) edit: Option<super::edit::Scope>,
+    pub(super) edit: Option<super::edits::Scope>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: super::http::Hooks,

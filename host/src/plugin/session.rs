@@ -2,7 +2,7 @@
 //! dropped with the session, or at once after a fault.
 
 use super::bindings::types::{AuthResults, DataResult, EnvelopeFrom, Hook, Verdict};
-use super::edit::{EditTarget, Edits};
+use super::edits::{EditTarget, Edits};
 use super::fault::{Fault, GuestFault};
 use super::hooks::Call;
 use super::host::HostState;
@@ -36,7 +36,7 @@ pub(super) async fn guarded<T>(
 
 /// Lets the guest's `edit` calls through until `take_edits`; `target` at data only.
 fn open_edits(store: &mut Store<HostState>, target: Option<EditTarget>) {
-    store.data_mut().edit = Some(super::edit::Scope {
+    store.data_mut().edit = Some(super::edits::Scope {
         target,
         edits: Edits::default(),
     });
