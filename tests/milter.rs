@@ -125,7 +125,7 @@ async fn refusals_have_their_lines_and_edits_are_bounded() {
     let reply = send(&s, "Subject: bad edits\r\n\r\nx\r\n").await;
     assert_eq!(
         reply,
-        "550 5.7.1 refused [true, true, true, true, true, true]"
+        "550 5.7.1 refused [true, true, true, true, true, true, true]"
     );
     assert_eq!(sink.count(), 0);
     // What the refused bodies wrote is dead space: nothing stays queued.

@@ -15,6 +15,8 @@ use crate::spool::Recipient;
 
 /// Most lines of a reply a plugin sets.
 const MAX_REPLY_LINES: usize = 20;
+/// Longest line of it: room for the code, the enhanced code and CRLF within 512 octets.
+const MAX_REPLY_LINE: usize = 490;
 
 /// A bound passed, as the guest reads it.
 fn over(counted: Result<(), String>) -> Result<(), EditError> {
@@ -188,6 +190,12 @@ impl edit::Host for HostState {
             }
             if lines.iter().any(|l| l.chars().any(char::is_control)) {
                 return Err(invalid("a reply line has a control character"));
+            }
+            // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
+            if lines.iter().any(|l| l.len() > MAX_REPLY_LINE) {
+                return Err(invalid(format!(
+                    "a reply line is at most {MAX_REPLY_LINE} octets"
+                )));
             }
             over(scope.edits.count(lines.iter().map(String::len).sum()))?;
             scope.edits.reply = Some(lines);

@@ -314,6 +314,7 @@ fn milter(subject: &str) -> Option<DataResult> {
                 edit::set_sender("not an address", &[]).is_err(),
                 edit::add_recipient("r@example.test", &[param("NOTIFY", "SOMETIMES")]).is_err(),
                 edit::set_reply(&[]).is_err(),
+                edit::set_reply(&["x".repeat(600)]).is_err(),
             ];
             let text = format!("refused {:?}", refused);
             Some(result(DataVerdict::Reject(Reply {
