@@ -140,6 +140,47 @@ async fn verdicts_after_the_queue_apply_to_the_queued_message() {
     assert_eq!(sink.count(), 2);
 }
 
+#[tokio::test]
+async fn a_header_section_near_the_limit_is_scanned_whole() {
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = TestServer::start(&format!(
+        "{ACCEPT}{}{}",
+        sink.config_route("*", "none"),
+        scanner("after-queue", 0, "")
+    ))
+    .await;
+    // A header section a little under the limit, so that it and our fields on top are
+    // past it; the field the plugin removes is its last.
+    let limit = 1 << 20;
+    let mut header = String::from("Subject: big header\r\n");
+    let tail = "X-Remove-Me: yes\r\n\r\n";
+    while header.len() + tail.len() + 2000 < limit {
+        header.push_str(&format!("X-Pad: {}\r\n", "p".repeat(990)));
+    }
+    let last = limit - 10 - header.len() - tail.len() - "X-Pad: \r\n".len();
+    header.push_str(&format!("X-Pad: {}\r\n{tail}", "p".repeat(last)));
+    assert_eq!(header.len(), limit - 10);
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c.test", "250").await;
+    let reply = c
+        .send_mail(
+            "a@b.test",
+            &["u@example.test"],
+            &format!("{header}the body"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = sink.wait_for(1).await;
+    let text = got[0].text();
+    assert!(!text.contains("X-Remove-Me"), "the last field stayed");
+    assert!(text.contains("X-Misbehave: calls="), "not scanned");
+    assert!(
+        text.contains("body=the body"),
+        "the plugin's body is not the message's"
+    );
+    assert!(text.ends_with("\r\n\r\nthe body\r\n"), "the body moved");
+}
+
 fn config(dir: &Path, addr: SocketAddr, hop: SocketAddr, scan_ms: u64) -> std::path::PathBuf {
     let config = dir.join("wasmtp.toml");
     std::fs::write(

@@ -125,11 +125,35 @@ async fn refusals_have_their_lines_and_edits_are_bounded() {
     let reply = send(&s, "Subject: bad edits\r\n\r\nx\r\n").await;
     assert_eq!(
         reply,
-        "550 5.7.1 refused [true, true, true, true, true, true, true]"
+        "550 5.7.1 refused [true, true, true, true, true, true, true, true, true]"
     );
     assert_eq!(sink.count(), 0);
+    // A body past the limit after a first part: none of the new body is used (nor what
+    // the guest writes after), and the message goes with its own.
+    let reply = send(&s, "Subject: keep my body\r\n\r\nthe original").await;
+    assert!(
+        reply.starts_with("250 2.0.0 refused true true (queued as "),
+        "{reply}"
+    );
+    let got = sink.wait_for(1).await;
+    assert!(
+        got[0].text().ends_with("\r\n\r\nthe original\r\n"),
+        "{}",
+        got[0].text()
+    );
+    // Bare CRs and LFs (across parts too) become CRLF: a `.` line stays a line of text.
+    let reply = send(&s, "Subject: bare line ends\r\n\r\nx\r\n").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    let got = sink.wait_for(2).await;
+    assert!(
+        got[1]
+            .text()
+            .ends_with("\r\n\r\none\r\ntwo\r\n.\r\nthree\r\n\r\nfour\r\n"),
+        "{:?}",
+        got[1].text()
+    );
     // What the refused bodies wrote is dead space: nothing stays queued.
-    assert!(s.spool_ids().is_empty());
+    common::eventually("the spool emptied", || s.spool_ids().is_empty()).await;
 }
 
 #[tokio::test]

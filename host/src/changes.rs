@@ -8,6 +8,7 @@ use crate::proto::header;
 use crate::proto::params::Param;
 use crate::proto::{MailParams, Mailbox};
 use crate::spool::Recipient;
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Parameters as plugins see them: names and values as on the wire.
@@ -107,9 +108,10 @@ pub fn apply_recipient_changes(
 }
 
 /// Applies the plugins' `edit` calls, in order, to the header section (with its empty
-/// line) and the envelope. Each is linear in the header section, and a hook asks for at
-/// most `plugin::edit::MAX_EDITS`. Added recipients count against `limit`; the sender's
-/// SIZE stays the host's.
+/// line) and the envelope. The header section is taken apart into fields once and put
+/// together once, so each edit costs a pass over the fields (not their octets), and a hook
+/// asks for at most `plugin::edit::MAX_EDITS`. Added recipients count against `limit`;
+/// the sender's SIZE stays the host's.
 pub fn apply_edits(
     edits: &[Edit],
     header: &mut Vec<u8>,
@@ -118,33 +120,11 @@ pub fn apply_edits(
     recipients: &mut Vec<Recipient>,
     limit: usize,
 ) {
+    edit_fields(edits, header);
+    let key = |r: &Recipient| r.address.to_string().to_ascii_lowercase();
+    let mut present: Option<HashSet<String>> = None;
     for e in edits {
         match e {
-            Edit::InsertHeader { index, name, value } => {
-                let at = header::fields(header)
-                    .nth(*index as usize)
-                    .map(|f| f.range.start)
-                    .unwrap_or_else(|| header::fields(header).last().map_or(0, |f| f.range.end));
-                let field = format!("{name}: {value}\r\n");
-                header.splice(at..at, field.into_bytes());
-            }
-            Edit::ChangeHeader {
-                name,
-                occurrence,
-                value,
-            } => {
-                let found = header::fields(header)
-                    .filter(|f| f.is(name))
-                    .nth(*occurrence as usize - 1)
-                    .map(|f| f.range);
-                if let Some(range) = found {
-                    let field = value
-                        .as_ref()
-                        .map(|v| format!("{name}: {v}\r\n"))
-                        .unwrap_or_default();
-                    header.splice(range, field.into_bytes());
-                }
-            }
             Edit::SetSender {
                 sender: new,
                 params: new_params,
@@ -155,17 +135,82 @@ pub fn apply_edits(
                 params.size = size;
             }
             Edit::AddRecipient(r) => {
-                let known = recipients.iter().any(|x| {
-                    x.address
-                        .to_string()
-                        .eq_ignore_ascii_case(&r.address.to_string())
-                });
-                if !known && recipients.len() < limit {
+                let present = present.get_or_insert_with(|| recipients.iter().map(key).collect());
+                if recipients.len() < limit && present.insert(key(r)) {
                     recipients.push(r.clone());
                 }
             }
+            Edit::InsertHeader { .. } | Edit::ChangeHeader { .. } => {}
         }
     }
+}
+
+/// A header field's text, line ends included.
+type Text<'a> = Cow<'a, [u8]>;
+
+/// The `insert-header` and `change-header` edits, in order. Positions count the fields as
+/// the edits before left them; lines before the first field and the empty line stay.
+fn edit_fields(edits: &[Edit], header: &mut Vec<u8>) {
+    let edits_fields =
+        |e: &&Edit| matches!(e, Edit::InsertHeader { .. } | Edit::ChangeHeader { .. });
+    if !edits.iter().any(|e| edits_fields(&e)) {
+        return;
+    }
+    let found: Vec<header::Field<'_>> = header::fields(header).collect();
+    let (lead, tail) = match (found.first(), found.last()) {
+        (Some(first), Some(last)) => (first.range.start, last.range.end),
+        _ => (0, 0),
+    };
+    let mut fields: Vec<(Cow<'_, [u8]>, Text<'_>)> = found
+        .iter()
+        .map(|f| {
+            (
+                Cow::Borrowed(f.name),
+                Cow::Borrowed(&header[f.range.clone()]),
+            )
+        })
+        .collect();
+    let text = |name: &str, value: &str| Cow::Owned(format!("{name}: {value}\r\n").into_bytes());
+    for e in edits.iter().filter(edits_fields) {
+        match e {
+            Edit::InsertHeader { index, name, value } => {
+                let at = (*index as usize).min(fields.len());
+                fields.insert(
+                    at,
+                    (Cow::Owned(name.as_bytes().to_vec()), text(name, value)),
+                );
+            }
+            Edit::ChangeHeader {
+                name,
+                occurrence,
+                value,
+            } => {
+                let Some(nth) = (*occurrence as usize).checked_sub(1) else {
+                    continue;
+                };
+                let found = (fields.iter().enumerate())
+                    .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name.as_bytes()))
+                    .nth(nth)
+                    .map(|(i, _)| i);
+                match (found, value) {
+                    (Some(i), Some(v)) => fields[i].1 = text(name, v),
+                    (Some(i), None) => {
+                        fields.remove(i);
+                    }
+                    (None, _) => {}
+                }
+            }
+            Edit::SetSender { .. } | Edit::AddRecipient(_) => {}
+        }
+    }
+    let mut out = Vec::with_capacity(header.len() + fields.len());
+    out.extend_from_slice(&header[..lead]);
+    for (_, field) in &fields {
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(&header[tail..]);
+    drop(fields);
+    *header = out;
 }
 
 #[cfg(test)]

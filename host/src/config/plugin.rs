@@ -92,13 +92,18 @@ pub enum OnError {
     Reject,
 }
 
+/// Most scans at once one plugin after the queue may run.
+const MAX_CONCURRENCY: usize = 10_000;
+
 pub(super) fn validate(plugins: &[Plugin], p: &mut Vec<String>) {
     for (i, pl) in plugins.iter().enumerate() {
         if plugins[..i].iter().any(|o| o.name == pl.name) {
             p.push(format!("plugin[{i}].name: {:?} is used twice", pl.name));
         }
-        if pl.concurrency == 0 {
-            p.push(format!("plugin[{i}].concurrency: must be at least 1"));
+        if !(1..=MAX_CONCURRENCY).contains(&pl.concurrency) {
+            p.push(format!(
+                "plugin[{i}].concurrency: must be from 1 to {MAX_CONCURRENCY}"
+            ));
         }
     }
 }

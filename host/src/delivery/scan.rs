@@ -61,7 +61,12 @@ pub(super) async fn scan(
         },
         _ = shutdown.wait_for(|s| *s) => return Scanned::Stopped,
     };
-    let (header, header_len) = match split(content).await {
+    // A slot before the header is read: messages waiting for a busy scanner hold none.
+    let _slot = match &scanners.plugins {
+        Some(plugins) => plugins.scan_slot().await,
+        None => None,
+    };
+    let (header, header_len) = match split(content, pending.header).await {
         Ok(split) => split,
         Err(e) => {
             tracing::error!(id = %envelope.id, error = %e, "cannot read the message to scan");
@@ -231,13 +236,27 @@ fn same_envelope(a: &Envelope, b: &Envelope) -> bool {
     json(a) == json(b)
 }
 
-/// The header section (ours and the message's, with the empty line) and its length.
-async fn split(content: &Content) -> std::io::Result<(Bytes, u64)> {
+/// The header section (ours and the message's, with the empty line) and its length:
+/// `stored` octets when the spool kept it, else up to the empty line.
+async fn split(content: &Content, stored: u64) -> std::io::Result<(Bytes, u64)> {
     let c = content.clone();
-    let start = tokio::task::spawn_blocking(move || c.read_at(0, HEADER_MAX + 2))
+    let want = match stored {
+        0 => HEADER_MAX + 2,
+        n => usize::try_from(n).map_err(std::io::Error::other)?,
+    };
+    let start = tokio::task::spawn_blocking(move || c.read_at(0, want))
         .await
         .map_err(std::io::Error::other)??;
-    let len = header::body_start(&start).unwrap_or(start.len());
+    let len = match stored {
+        0 => header::body_start(&start).unwrap_or(start.len()),
+        _ if start.len() as u64 == stored => start.len(),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the message is shorter than its header section",
+            ));
+        }
+    };
     let mut start = start;
     start.truncate(len);
     Ok((Bytes::from(start), len as u64))

@@ -15,8 +15,10 @@ use crate::spool::Recipient;
 
 /// Most lines of a reply a plugin sets.
 const MAX_REPLY_LINES: usize = 20;
-/// Longest line of it: room for the code, the enhanced code and CRLF within 512 octets.
-const MAX_REPLY_LINE: usize = 490;
+/// Longest line of it. RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its
+/// code and CRLF; the last line of a 250 also carries " (queued as ID)" (`SpoolId`, at
+/// most 64 characters): 10 + 420 + 12 + 64 + 1 + 2 = 509.
+const MAX_REPLY_LINE: usize = 420;
 
 /// A bound passed, as the guest reads it.
 fn over(counted: Result<(), String>) -> Result<(), EditError> {
@@ -32,8 +34,11 @@ fn check_field(name: &str, value: Option<&str>) -> Result<(), EditError> {
     if !super::verdict::is_field_name(name) {
         return Err(invalid(format!("bad header name {name:?}")));
     }
-    if value.is_some_and(|v| v.contains(['\r', '\n', '\0'])) {
-        return Err(invalid(format!("header {name} has a line break")));
+    // RFC 5322 3.2.5, RFC 6532 3.2: text is visible characters, spaces and tabs.
+    if value.is_some_and(|v| v.chars().any(|c| c.is_control() && c != '\t')) {
+        return Err(invalid(format!(
+            "header {name} has a line break or a control character"
+        )));
     }
     Ok(())
 }
@@ -58,6 +63,24 @@ fn wire(params: &[WireParam]) -> Result<String, EditError> {
     Ok(out.join(" "))
 }
 
+/// `chunk` with every line ending CRLF (RFC 5321 2.3.8: a bare CR or LF is no line end on
+/// the wire, and passed on could hide a `.` line from the next hop). `cr`: the text so far
+/// ended with a CR whose LF may start this chunk; it says the same of this chunk after.
+fn crlf(chunk: &[u8], cr: &mut bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 64);
+    for &b in chunk {
+        if *cr && b != b'\n' {
+            out.push(b'\n');
+        }
+        if b == b'\n' && !*cr {
+            out.push(b'\r');
+        }
+        out.push(b);
+        *cr = b == b'\r';
+    }
+    out
+}
+
 impl HostState {
     /// The edits of the data call in progress, with its target.
     fn data_scope(&mut self) -> Result<(&mut Edits, EditTarget), EditError> {
@@ -77,19 +100,32 @@ impl edit::Host for HostState {
             Ok(scope) => scope,
             Err(e) => return Ok(Err(e)),
         };
-        let body = edits.body.get_or_insert_with(|| NewBody {
-            incoming: target.spool.incoming(target.min_free),
-            len: 0,
-        });
-        if body.len + chunk.len() as u64 > target.max_body {
+        if edits.body_refused {
+            return Ok(Err(invalid(
+                "the new body was refused before; the message keeps its own",
+            )));
+        }
+        let mut cr = edits.body.as_ref().is_some_and(|b| b.cr);
+        let lines = crlf(&chunk, &mut cr);
+        let written = edits.body.as_ref().map_or(0, |b| b.len);
+        // Over the limit: the whole new body goes, not the part of it written so far.
+        if written + lines.len() as u64 + u64::from(cr) > target.max_body {
+            edits.body = None;
+            edits.body_refused = true;
             return Ok(Err(EditError::OverLimit(format!(
-                "the new body would take the message past limits.message_size ({} octets for the body)",
+                "the new body would take the message past limits.message_size ({} octets for the body); the message keeps its own",
                 target.max_body
             ))));
         }
-        body.len += chunk.len() as u64;
+        let body = edits.body.get_or_insert_with(|| NewBody {
+            incoming: target.spool.incoming(target.min_free),
+            len: 0,
+            cr: false,
+        });
+        body.len += lines.len() as u64;
+        body.cr = cr;
         // A block at a time to the spool: one in memory, one on its way.
-        let mut rest = &chunk[..];
+        let mut rest = &lines[..];
         while !rest.is_empty() {
             let block = body.incoming.block();
             let room = crate::spool::BLOCK.saturating_sub(block.len()).max(1);
@@ -188,10 +224,14 @@ impl edit::Host for HostState {
             if lines.is_empty() || lines.len() > MAX_REPLY_LINES {
                 return Err(invalid(format!("a reply has 1 to {MAX_REPLY_LINES} lines")));
             }
-            if lines.iter().any(|l| l.chars().any(char::is_control)) {
-                return Err(invalid("a reply line has a control character"));
+            // RFC 5321 4.2: reply text is printable US-ASCII, with spaces and tabs.
+            let printable =
+                |l: &String| l.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            if !lines.iter().all(printable) {
+                return Err(invalid(
+                    "a reply line has a control character or is not US-ASCII",
+                ));
             }
-            // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
             if lines.iter().any(|l| l.len() > MAX_REPLY_LINE) {
                 return Err(invalid(format!(
                     "a reply line is at most {MAX_REPLY_LINE} octets"

@@ -44,12 +44,18 @@ pub struct EditTarget {
 pub struct NewBody {
     pub(super) incoming: Incoming,
     pub(super) len: u64,
+    /// The text so far ends with a CR: an LF follows it, in the next part or at the end.
+    pub(super) cr: bool,
 }
 
 impl NewBody {
     /// The body written, once the hook is over; an error when a part could not be
     /// written (the message is then refused, as one the spool could not take).
     pub async fn finish(mut self) -> std::io::Result<(Content, Incoming)> {
+        if self.cr {
+            self.incoming.block().push(b'\n');
+            self.len += 1;
+        }
         let content = self.incoming.finish().await?;
         Ok((content, self.incoming))
     }
@@ -65,6 +71,8 @@ impl NewBody {
 pub struct Edits {
     pub edits: Vec<Edit>,
     pub body: Option<NewBody>,
+    /// A part of the new body went past the limit: none of it is used.
+    pub(super) body_refused: bool,
     /// The reply's text, one element a line.
     pub reply: Option<Vec<String>>,
     octets: usize,

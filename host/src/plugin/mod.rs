@@ -174,6 +174,9 @@ pub struct PluginSet {
     plugins: Vec<Loaded>,
     provider: grants::Provider,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Messages in an after-queue scan at once: as many as the plugins after the queue
+    /// scan together (their `concurrency` summed), so one waiting holds no message.
+    scans: tokio::sync::Semaphore,
     _ticker: engine::EpochTicker,
 }
 
@@ -201,6 +204,7 @@ impl PluginSet {
             plugins: Vec::new(),
             provider: grants::Provider { kv, dns },
             metrics,
+            scans: tokio::sync::Semaphore::new(0),
             _ticker: ticker,
         };
         let mut errors = Vec::new();
@@ -214,6 +218,10 @@ impl PluginSet {
                 Err(e) => errors.push(e),
             }
         }
+        let scans = config.plugin.iter();
+        let scans = scans.filter(|p| p.mode == crate::config::PluginMode::AfterQueue);
+        set.scans
+            .add_permits(scans.map(|p| p.concurrency).sum::<usize>().max(1));
         if errors.is_empty() {
             Ok(set)
         } else {
@@ -362,6 +370,11 @@ impl PluginSet {
     /// each plugin scans at most its `concurrency` messages at once.
     pub async fn scan(self: &Arc<Self>, call: &DataCall<'_>) -> DataOutcome {
         self.session().data(true, call).await
+    }
+
+    /// A slot for one message's after-queue scan, waited for before its header is read.
+    pub async fn scan_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.scans.acquire().await.ok()
     }
 
     /// A fresh set of (lazily created) instances for one SMTP session.

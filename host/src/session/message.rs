@@ -69,6 +69,7 @@ impl Session {
             .await;
         let scan = scan.map(|scan| PendingScan {
             head: head.len() as u64,
+            header: (head.len() + accepted.header.len()) as u64,
             ..scan
         });
         let size = accepted.header.len() as u64 + body.len();
@@ -193,6 +194,7 @@ impl Session {
             auth: serde_json::to_value(auth).expect("plain data"),
             sign: self.trusted() && !self.ctx.signers.is_empty(),
             head: 0,
+            header: 0,
         }
     }
 

@@ -174,6 +174,11 @@ pub struct PendingScan {
     /// `Received:`, those added before the queue): the scan's edits leave them as they are.
     #[serde(default)]
     pub head: u64,
+    /// Octets of the whole header section as spooled (ours and the message's, with the
+    /// empty line that ends it): where the body starts. 0 in spools written before it was
+    /// kept (the scan then finds the end of the header section itself).
+    #[serde(default)]
+    pub header: u64,
 }
 
 impl QueueState {

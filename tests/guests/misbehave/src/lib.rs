@@ -255,7 +255,9 @@ fn param(name: &str, value: &str) -> Param {
 /// The milter-like edits, by subject: "edit me" asks for every kind (a new body of 300 KiB
 /// in 3 chunks); "refuse in lines" refuses with a two-line reply; "body too big" writes
 /// past limits.message_size and refuses with the error it reads; "bad edits" asks for
-/// edits the host must refuse, and tells which were refused.
+/// edits the host must refuse, and tells which were refused; "keep my body" starts a body,
+/// goes past the limit, and says in the 250 what it read; "bare line ends" writes a
+/// body of bare CRs and LFs across chunks.
 fn milter(subject: &str) -> Option<DataResult> {
     let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let result = |verdict| DataResult {
@@ -306,6 +308,18 @@ fn milter(subject: &str) -> Option<DataResult> {
                 text: format!("{err:?}"),
             })))
         }
+        "keep my body" => {
+            edit::write_body(b"a start\r\n").unwrap();
+            let refused = edit::write_body(&vec![b'x'; 2 << 20]).is_err();
+            let after = edit::write_body(b"more\r\n").is_err();
+            edit::set_reply(&[format!("refused {refused} {after}")]).unwrap();
+            Some(result(DataVerdict::Continue))
+        }
+        "bare line ends" => {
+            edit::write_body(b"one\ntwo\r").unwrap();
+            edit::write_body(b"\n.\nthree\r\rfour\r").unwrap();
+            Some(result(DataVerdict::Continue))
+        }
         "bad edits" => {
             let refused = [
                 edit::insert_header(0, "Bad Name", "x").is_err(),
@@ -315,6 +329,8 @@ fn milter(subject: &str) -> Option<DataResult> {
                 edit::add_recipient("r@example.test", &[param("NOTIFY", "SOMETIMES")]).is_err(),
                 edit::set_reply(&[]).is_err(),
                 edit::set_reply(&["x".repeat(600)]).is_err(),
+                edit::set_reply(&["d\u{e9}j\u{e0} vu".into()]).is_err(),
+                edit::insert_header(0, "X-A", "bell\u{7}").is_err(),
             ];
             let text = format!("refused {:?}", refused);
             Some(result(DataVerdict::Reject(Reply {
