@@ -100,7 +100,10 @@ async fn spf_limits_loops_and_dns_failures_give_errors_quickly() {
         .txt("two.test.", "v=spf1 -all")
         .txt("two.test.", "v=spf1 +all")
         .txt("syntax.test.", "v=spf1 ip4:not-an-address -all")
+        // RFC 7208 5.6: a zero-length prefix is valid and matches every address; a
+        // length with a leading zero is not.
         .txt("cidr.test.", "v=spf1 ip4:0.0.0.0/0 -all")
+        .txt("badcidr.test.", "v=spf1 ip4:127.0.0.0/08 -all")
         .txt("dead.test.", "v=spf1 include:x.servfail.test -all")
         .txt("slow.test.", "v=spf1 a:x.hang.test -all")
         .txt("noinclude.test.", "v=spf1 include:nothing.test -all")
@@ -125,7 +128,8 @@ async fn spf_limits_loops_and_dns_failures_give_errors_quickly() {
         ("a@loop.test", "permerror"),
         ("a@two.test", "permerror"),
         ("a@syntax.test", "permerror"),
-        ("a@cidr.test", "permerror"),
+        ("a@cidr.test", "pass"),
+        ("a@badcidr.test", "permerror"),
         ("a@dead.test", "temperror"),
         ("a@slow.test", "temperror"),
         ("a@noinclude.test", "permerror"),

@@ -5,6 +5,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ProtocolConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::Name;
 use hickory_resolver::proto::{NoRecords, ProtoError, ProtoErrorKind};
 use std::net::{IpAddr, SocketAddr};
 
@@ -76,26 +77,21 @@ impl Dns {
     }
 
     pub async fn a(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let l = self.resolver.ipv4_lookup(name).await?;
+        let l = self.resolver.ipv4_lookup(query_name(name)?).await?;
         Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect())
     }
 
     pub async fn aaaa(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let l = self.resolver.ipv6_lookup(name).await?;
+        let l = self.resolver.ipv6_lookup(query_name(name)?).await?;
         Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect())
     }
 
     /// MX records sorted by preference (RFC 5321 5.1).
     pub async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
-        let l = self.resolver.mx_lookup(name).await?;
+        let l = self.resolver.mx_lookup(query_name(name)?).await?;
         let mut v: Vec<(u16, String)> = l
             .iter()
-            .map(|mx| {
-                (
-                    mx.preference(),
-                    mx.exchange().to_utf8().trim_end_matches('.').to_string(),
-                )
-            })
+            .map(|mx| (mx.preference(), name_text(mx.exchange())))
             .collect();
         v.sort();
         Ok(v)
@@ -113,7 +109,7 @@ impl Dns {
     /// TXT records as octets, each record's strings joined (RFC 7208 3.3), and until when
     /// the answer may be kept.
     pub async fn txt_records(&self, name: &str) -> Result<TxtAnswer, DnsError> {
-        let l = self.resolver.txt_lookup(name).await?;
+        let l = self.resolver.txt_lookup(query_name(name)?).await?;
         Ok(TxtAnswer {
             records: l.iter().map(|t| t.txt_data().concat()).collect(),
             valid_until: l.valid_until(),
@@ -122,9 +118,7 @@ impl Dns {
 
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
         let l = self.resolver.reverse_lookup(ip).await?;
-        Ok(l.iter()
-            .map(|p| p.0.to_utf8().trim_end_matches('.').to_string())
-            .collect())
+        Ok(l.iter().map(|p| name_text(&p.0)).collect())
     }
 
     /// The A records of `ip` reversed under `zone` (RFC 5782 2.1, 2.4); empty when not listed.
@@ -134,6 +128,33 @@ impl Dns {
             other => other,
         }
     }
+}
+
+/// `name` as asked for: an ASCII name label by label as it is (RFC 2181 11: any octets,
+/// which an SPF macro may put there, `%` or `:` say), an internationalized one in its
+/// A-label form (IDNA); absolute when it ends with a dot.
+fn query_name(name: &str) -> Result<Name, DnsError> {
+    let bad = |e: ProtoError| DnsError::Failure(format!("{name:?}: {e}"));
+    if !name.is_ascii() {
+        return Name::from_utf8(name).map_err(bad);
+    }
+    let relative = name.strip_suffix('.').unwrap_or(name);
+    if relative.is_empty() {
+        return Ok(Name::root());
+    }
+    let mut parsed = Name::from_labels(relative.split('.').map(str::as_bytes)).map_err(bad)?;
+    parsed.set_fqdn(name.ends_with('.'));
+    Ok(parsed)
+}
+
+/// A name from an answer as text, without its final dot: its labels as they are (an
+/// A-label stays one), so that `query_name` asks for the same name again.
+fn name_text(name: &Name) -> String {
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    labels.join(".")
 }
 
 /// `1.2.0.192.zone.` for 192.0.2.1; IPv6 by reversed nibbles.

@@ -1,12 +1,13 @@
-//! A DNS server for tests, over UDP and TCP on one 127.0.0.1 port: answers A, AAAA, MX and
-//! TXT queries from a fixed table; an empty answer when the name has other records,
-//! NXDOMAIN when it has none, SERVFAIL for names under `servfail.test.`, and never an
-//! answer for names under `hang.test.`. A UDP answer larger than the client allows
-//! (512 octets, or its EDNS size) is truncated, so the client asks again over TCP.
+//! A DNS server for tests, over UDP and TCP on one 127.0.0.1 port: answers A, AAAA, MX,
+//! PTR and TXT queries from a fixed table (following a CNAME one step); an empty answer
+//! when the name has other records, NXDOMAIN when it has none, SERVFAIL for names under
+//! `servfail.test.`, and never an answer for names under `hang.test.` (nor for the names
+//! and types a zone says time out). A UDP answer larger than the client allows (512
+//! octets, or its EDNS size) is truncated, so the client asks again over TCP.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -27,43 +28,103 @@ impl Drop for TestDns {
     }
 }
 
-/// The records a [`TestDns`] serves; names are fully qualified (with the trailing dot).
+/// The records a [`TestDns`] serves; names are fully qualified (with the trailing dot)
+/// and may hold any octets but dots (an SPF macro can put spaces or `%` in one).
 #[derive(Default, Clone)]
 pub struct Zone {
-    records: Vec<(String, RData)>,
+    records: Vec<(Name, RData)>,
+    /// Names that exist without records of their own.
+    names: Vec<Name>,
+    /// Names (with a type: only that type) that never answer.
+    timeouts: Vec<(Name, Option<RecordType>)>,
+}
+
+/// `name` label by label, as octets; `None` when DNS cannot hold it (a label past 63).
+fn dns_name(text: &str) -> Option<Name> {
+    let labels = text.trim_end_matches('.').split('.').map(str::as_bytes);
+    let mut name = Name::from_labels(labels).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 impl Zone {
-    pub fn a(mut self, name: &str, ip: Ipv4Addr) -> Zone {
-        self.records.push((name.to_lowercase(), RData::A(A(ip))));
+    fn add(mut self, owner: &str, rdata: RData) -> Zone {
+        if let Some(owner) = dns_name(owner) {
+            self.records.push((owner, rdata));
+        }
         self
     }
 
-    pub fn aaaa(mut self, name: &str, ip: Ipv6Addr) -> Zone {
-        self.records
-            .push((name.to_lowercase(), RData::AAAA(AAAA(ip))));
-        self
+    pub fn a(self, name: &str, ip: Ipv4Addr) -> Zone {
+        self.add(name, RData::A(A(ip)))
+    }
+
+    pub fn aaaa(self, name: &str, ip: Ipv6Addr) -> Zone {
+        self.add(name, RData::AAAA(AAAA(ip)))
     }
 
     /// Exchange "." is a null MX.
-    pub fn mx(mut self, name: &str, preference: u16, exchange: &str) -> Zone {
-        let exchange = Name::from_str(exchange).unwrap();
-        let rdata = RData::MX(MX::new(preference, exchange));
-        self.records.push((name.to_lowercase(), rdata));
-        self
+    pub fn mx(self, name: &str, preference: u16, exchange: &str) -> Zone {
+        let exchange = match exchange {
+            "." => Name::root(),
+            e => dns_name(e).unwrap(),
+        };
+        self.add(name, RData::MX(MX::new(preference, exchange)))
     }
 
     /// One TXT record; text longer than 255 octets is split into several strings, as a
     /// zone file would (RFC 7208 3.3, RFC 6376 3.6.2.2).
-    pub fn txt(mut self, name: &str, text: &str) -> Zone {
-        let strings = text.as_bytes().chunks(255).collect::<Vec<_>>();
-        let rdata = RData::TXT(TXT::from_bytes(strings));
-        self.records.push((name.to_lowercase(), rdata));
+    pub fn txt(self, name: &str, text: &str) -> Zone {
+        let strings = text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect();
+        self.txt_strings(name, strings)
+    }
+
+    /// One TXT record of these strings.
+    pub fn txt_strings(self, name: &str, strings: Vec<Vec<u8>>) -> Zone {
+        self.add(
+            name,
+            RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect())),
+        )
+    }
+
+    pub fn ptr(self, owner: &str, target: &str) -> Zone {
+        match dns_name(target) {
+            Some(target) => self.add(owner, RData::PTR(PTR(target))),
+            None => self,
+        }
+    }
+
+    pub fn cname(self, owner: &str, target: &str) -> Zone {
+        match dns_name(target) {
+            Some(target) => self.add(owner, RData::CNAME(CNAME(target))),
+            None => self,
+        }
+    }
+
+    /// The name exists (an empty answer, not NXDOMAIN, for what it has no records of).
+    pub fn exists(mut self, owner: &str) -> Zone {
+        self.names.extend(dns_name(owner));
+        self
+    }
+
+    /// Queries for `owner` (of `kind` only, by its name: "TXT") are never answered; for
+    /// the whole name, only those of types it has no record of.
+    pub fn timeout(mut self, owner: &str, kind: Option<&str>) -> Zone {
+        let kind = kind.map(|k| RecordType::from_str(k).unwrap());
+        self.timeouts.extend(dns_name(owner).map(|n| (n, kind)));
         self
     }
 
     pub async fn start(self) -> TestDns {
         TestDns::serve(Arc::new(self)).await
+    }
+
+    /// The records of `owner` of type `kind`.
+    fn of<'a>(&'a self, owner: &'a Name, kind: RecordType) -> impl Iterator<Item = Record> + 'a {
+        self.records
+            .iter()
+            .filter(move |(n, r)| n == owner && r.record_type() == kind)
+            .map(|(n, r)| Record::from_rdata(n.clone(), 60, r.clone()))
     }
 
     /// The answer to one query message, or `None` to leave it unanswered.
@@ -73,21 +134,34 @@ impl Zone {
         response.add_queries(request.queries().to_vec());
         let mut exists = false;
         for q in request.queries() {
-            let name = q.name().to_ascii().to_lowercase();
-            if name.ends_with("hang.test.") {
+            let ascii = q.name().to_ascii().to_lowercase();
+            if ascii.ends_with("hang.test.") {
                 return None;
             }
-            if name.ends_with("servfail.test.") {
+            if ascii.ends_with("servfail.test.") {
                 response.set_response_code(ResponseCode::ServFail);
                 return Some(response);
             }
-            let owner = Name::from_str(&name).unwrap();
-            for (_, rdata) in self.records.iter().filter(|(n, _)| *n == name) {
-                exists = true;
-                if rdata.record_type() == q.query_type() {
-                    response.add_answer(Record::from_rdata(owner.clone(), 60, rdata.clone()));
+            let owner = q.name();
+            let kind = q.query_type();
+            let mut answers: Vec<Record> = self.of(owner, kind).collect();
+            let times_out = self.timeouts.iter().any(|(n, k)| {
+                n == owner && k.is_none_or(|k| k == kind) && (k.is_some() || answers.is_empty())
+            });
+            if times_out {
+                return None;
+            }
+            if answers.is_empty() && kind != RecordType::CNAME {
+                for cname in self.of(owner, RecordType::CNAME).collect::<Vec<_>>() {
+                    if let RData::CNAME(target) = cname.data() {
+                        answers.extend(self.of(&target.0, kind));
+                    }
+                    answers.insert(0, cname);
                 }
             }
+            exists |= self.names.iter().any(|n| n == owner)
+                || self.records.iter().any(|(n, _)| n == owner);
+            response.add_answers(answers);
         }
         // A name with other records answers empty; an unknown one is NXDOMAIN.
         if !exists {

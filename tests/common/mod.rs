@@ -132,6 +132,20 @@ impl Client {
         c
     }
 
+    /// From a socket bound to `local` (a loopback address: 127.0.0.2, say), so that the
+    /// server sees that client address; checks the greeting.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let mut c = Client {
+            stream: BufReader::new(Box::new(tcp)),
+        };
+        let greeting = c.reply().await;
+        assert!(greeting.starts_with("220 "), "greeting: {greeting}");
+        c
+    }
+
     pub async fn connect_raw(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
         Client {

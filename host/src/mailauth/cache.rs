@@ -13,8 +13,8 @@ const MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// A cached record: the parsed form, until when it holds, and the octets of its answer.
 #[derive(Clone)]
-pub struct Entry {
-    txt: Txt,
+pub struct Entry<T> {
+    txt: T,
     until: Instant,
     octets: u64,
 }
@@ -24,25 +24,26 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct BySize;
 
-impl quick_cache::Weighter<String, Entry> for BySize {
-    fn weight(&self, name: &String, entry: &Entry) -> u64 {
+impl<T> quick_cache::Weighter<String, Entry<T>> for BySize {
+    fn weight(&self, name: &String, entry: &Entry<T>) -> u64 {
         name.len() as u64 + entry.octets + 64
     }
 }
 
-/// Records by their (absolute) DNS name, bounded in octets.
-pub struct TxtCache(quick_cache::sync::Cache<String, Entry, BySize>);
+/// Records by their (absolute) DNS name, bounded in octets: mail-auth's parsed form
+/// (DKIM keys, DMARC records), or another (our SPF records).
+pub struct TxtCache<T = Txt>(quick_cache::sync::Cache<String, Entry<T>, BySize>);
 
-impl TxtCache {
+impl<T: Clone> TxtCache<T> {
     /// About `octets` of answers, for names of about `typical` octets of record each.
-    pub fn new(octets: u64, typical: u64) -> TxtCache {
+    pub fn new(octets: u64, typical: u64) -> TxtCache<T> {
         let items = usize::try_from(octets / typical).unwrap_or(usize::MAX);
         TxtCache(quick_cache::sync::Cache::with_weighter(
             items, octets, BySize,
         ))
     }
 
-    pub fn get(&self, name: &str) -> Option<Txt> {
+    pub fn get(&self, name: &str) -> Option<T> {
         match self.0.get(name) {
             Some(e) if e.until > Instant::now() => Some(e.txt),
             Some(_) => {
@@ -55,7 +56,7 @@ impl TxtCache {
 
     /// Keeps `txt`, parsed from an answer of `octets`, until `valid_until` (at most an
     /// hour).
-    pub fn insert(&self, name: String, txt: Txt, valid_until: Instant, octets: usize) {
+    pub fn insert(&self, name: String, txt: T, valid_until: Instant, octets: usize) {
         let until = valid_until.min(Instant::now() + MAX_TTL);
         if until > Instant::now() {
             let octets = octets as u64;

@@ -38,7 +38,7 @@ const TYPICAL_RECORD: u64 = 400;
 pub struct Verifier {
     pub(super) dns: Dns,
     authenticator: MessageAuthenticator,
-    pub(super) spf_records: TxtCache,
+    pub(super) spf_records: TxtCache<Arc<super::spf::Record>>,
     pub(super) dmarc_records: TxtCache,
     keys: TxtCache,
     /// Our name: SPF's `%{r}`.

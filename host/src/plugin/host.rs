@@ -27,8 +27,9 @@ const MAX_LOG: usize = 4096;
 const LOG_PER_SECOND: f64 = 20.0;
 const LOG_BURST: f64 = 100.0;
 
-/// One plugin's log budget, shared by its instances: a token bucket. Lines over it are
-/// counted and reported once the budget allows a line again.
+/// One plugin's log budget, shared by its instances: a token bucket. The first line over
+/// it is reported at once; the lines dropped are counted, and the count reported once the
+/// budget allows a line again.
 pub struct LogBudget {
     state: Mutex<(f64, Instant, u64)>,
 }
@@ -41,9 +42,16 @@ impl Default for LogBudget {
     }
 }
 
+/// What the budget says of one line.
+enum Budget {
+    /// Write it, after saying how many were dropped before it (when any were).
+    Write { dropped: u64 },
+    /// Drop it; `first`: the first of a run of drops.
+    Drop { first: bool },
+}
+
 impl LogBudget {
-    /// May a line be written now? When it may after some were dropped, says how many.
-    fn take(&self) -> Option<u64> {
+    fn take(&self) -> Budget {
         let mut s = self.state.lock().expect("log budget lock");
         let (tokens, last, dropped) = &mut *s;
         let now = Instant::now();
@@ -52,10 +60,14 @@ impl LogBudget {
         *last = now;
         if *tokens < 1.0 {
             *dropped += 1;
-            return None;
+            return Budget::Drop {
+                first: *dropped == 1,
+            };
         }
         *tokens -= 1.0;
-        Some(std::mem::take(dropped))
+        Budget::Write {
+            dropped: std::mem::take(dropped),
+        }
     }
 }
 
@@ -144,10 +156,20 @@ impl PluginShared {
     /// Writes one line from the guest, within its budget: at most `MAX_LOG` characters,
     /// controls (a newline would forge a log line of ours) as spaces.
     fn write_log(&self, level: Level, stream: &str, message: &str) {
-        let Some(dropped) = self.log.take() else {
-            return;
-        };
         let name = &*self.name;
+        let dropped = match self.log.take() {
+            Budget::Write { dropped } => dropped,
+            Budget::Drop { first } => {
+                if first {
+                    tracing::warn!(
+                        plugin = name,
+                        per_second = LOG_PER_SECOND,
+                        "plugin log lines dropped over its budget from here"
+                    );
+                }
+                return;
+            }
+        };
         if dropped > 0 {
             tracing::warn!(
                 plugin = name,
@@ -195,7 +217,7 @@ impl PluginShared {
     /// A write refused over the quota, reported within the log budget: the operator is
     /// told whether or not the plugin says anything.
     fn quota_reached(&self, exceeded: &super::kv::QuotaExceeded) {
-        if self.log.take().is_some() {
+        if let Budget::Write { .. } = self.log.take() {
             tracing::warn!(plugin = %self.name, "kv write dropped: {exceeded}");
         }
     }
