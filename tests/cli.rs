@@ -244,6 +244,7 @@ fn plugin_test_runs_hooks_offline() {
     let message = dir.path().join("m.eml");
     std::fs::write(&message, "Subject: FREE MONEY NOW!!!\n\nclick here\n").unwrap();
     let out = Command::new(BIN)
+        .current_dir(dir.path())
         .args(["plugin", "test", "bundled:spam-score", "--plugin-config"])
         .arg(&config)
         .arg("--message")
@@ -269,6 +270,7 @@ fn plugin_test_runs_hooks_offline() {
     // A refusal at HELO ends the run there, as it would end a session.
     let guest = format!("{}/misbehave.wasm", env!("WASMTP_PLUGIN_DIR"));
     let out = Command::new(BIN)
+        .current_dir(dir.path())
         .args([
             "plugin",
             "test",
@@ -288,6 +290,7 @@ fn plugin_test_runs_hooks_offline() {
         "{report}"
     );
     let out = Command::new(BIN)
+        .current_dir(dir.path())
         .args([
             "plugin",
             "test",
