@@ -12,6 +12,7 @@
 //! finds the organizational domain with the public suffix list (psl) and applies `sp=` and
 //! `pct=` as RFC 7489 6.6.3-4 say. Keys and records are cached, parsed, for their DNS TTL.
 
+mod arc;
 mod body;
 mod cache;
 mod dmarc;

@@ -216,9 +216,13 @@ impl Verifier {
                 let arc_output = self.authenticator.verify_arc(params()).await;
                 let dkim: Vec<DkimCheck> = dkim_outputs.iter().map(dkim_check).collect();
                 let sets = too_many_arc.unwrap_or(parsed.as_headers.len());
+                let defect = super::arc::chain_defect(header);
+                if let Some(why) = &defect {
+                    tracing::debug!(%why, "ARC chain fails");
+                }
                 let arc = ArcCheck {
                     status: match arc_output.result() {
-                        _ if too_many_arc.is_some() => AuthStatus::Fail,
+                        _ if too_many_arc.is_some() || defect.is_some() => AuthStatus::Fail,
                         DkimResult::Pass => AuthStatus::Pass,
                         DkimResult::None => AuthStatus::None,
                         DkimResult::TempError(_) => AuthStatus::Temperror,
