@@ -97,7 +97,12 @@ async fn the_arc_validation_suite() {
             run += 1;
             let (header, body) = message(&text(&case["message"]));
             let results = verifier
-                .message(header.into(), body.into(), SpfResults::none())
+                .message(
+                    header.into(),
+                    body.into(),
+                    SpfResults::none(),
+                    verifier.timeout(),
+                )
                 .await;
             let got = match results.arc.status {
                 AuthStatus::Pass => "pass".to_string(),

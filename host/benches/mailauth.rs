@@ -103,7 +103,12 @@ async fn run(messages: u32) {
                 verifier.spf_mail_from(ip, "client.bench.test", "bounce@sender.test")
             );
             let results = verifier
-                .message(header.clone(), body.clone(), SpfResults { helo, mail_from })
+                .message(
+                    header.clone(),
+                    body.clone(),
+                    SpfResults { helo, mail_from },
+                    verifier.timeout(),
+                )
                 .await;
             assert_eq!(results.spf.mail_from.status, AuthStatus::Pass);
             assert_eq!(results.dmarc.status, AuthStatus::Pass);

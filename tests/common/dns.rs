@@ -6,7 +6,7 @@
 //! octets, or its EDNS size) is truncated, so the client asks again over TCP.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct TestDns {
     pub addr: SocketAddr,
     pub queries: Arc<AtomicUsize>,
+    /// Each query's name (lower case, with the final dot) and type, in order.
+    pub asked: Arc<std::sync::Mutex<Vec<(String, RecordType)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -37,6 +39,8 @@ pub struct Zone {
     names: Vec<Name>,
     /// Names (with a type: only that type) that never answer.
     timeouts: Vec<(Name, Option<RecordType>)>,
+    /// Every n-th query over UDP goes unanswered (1: the server is dead).
+    drop_every: Option<usize>,
 }
 
 /// `name` label by label, as octets; `None` when DNS cannot hold it (a label past 63).
@@ -115,6 +119,12 @@ impl Zone {
         self
     }
 
+    /// Leaves every `n`-th UDP query unanswered: 5 loses 20%, 1 all of them.
+    pub fn drop_every(mut self, n: usize) -> Zone {
+        self.drop_every = Some(n);
+        self
+    }
+
     pub async fn start(self) -> TestDns {
         TestDns::serve(Arc::new(self)).await
     }
@@ -125,6 +135,21 @@ impl Zone {
             .iter()
             .filter(move |(n, r)| n == owner && r.record_type() == kind)
             .map(|(n, r)| Record::from_rdata(n.clone(), 60, r.clone()))
+    }
+
+    /// Counts and notes a query; `true` when it is one to drop (`drop_every`).
+    fn take(
+        &self,
+        count: &AtomicUsize,
+        log: &std::sync::Mutex<Vec<(String, RecordType)>>,
+        request: &Message,
+    ) -> bool {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut log = log.lock().unwrap();
+        for q in request.queries() {
+            log.push((q.name().to_ascii().to_lowercase(), q.query_type()));
+        }
+        self.drop_every.is_some_and(|every| n.is_multiple_of(every))
     }
 
     /// The answer to one query message, or `None` to leave it unanswered.
@@ -163,9 +188,23 @@ impl Zone {
                 || self.records.iter().any(|(n, _)| n == owner);
             response.add_answers(answers);
         }
-        // A name with other records answers empty; an unknown one is NXDOMAIN.
+        // A name with other records answers empty; an unknown one is NXDOMAIN. Either
+        // with the zone's SOA, whose minimum says how long to keep it (RFC 2308 3).
         if !exists {
             response.set_response_code(ResponseCode::NXDomain);
+        }
+        if response.answers().is_empty() {
+            let soa = SOA::new(
+                Name::from_str("ns.test.").unwrap(),
+                Name::from_str("hostmaster.test.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                300,
+            );
+            let apex = Name::from_str("test.").unwrap();
+            response.add_name_server(Record::from_rdata(apex, 300, RData::SOA(soa)));
         }
         Some(response)
     }
@@ -199,7 +238,8 @@ impl TestDns {
         };
         let addr = udp.local_addr().unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
-        let (count, z) = (queries.clone(), zone.clone());
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, z, log) = (queries.clone(), zone.clone(), asked.clone());
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -209,7 +249,9 @@ impl TestDns {
                 let Ok(request) = Message::from_vec(&buf[..n]) else {
                     continue;
                 };
-                count.fetch_add(1, Ordering::SeqCst);
+                if z.take(&count, &log, &request) {
+                    continue;
+                }
                 let Some(mut response) = z.answer(&request) else {
                     continue;
                 };
@@ -234,13 +276,13 @@ impl TestDns {
                 let _ = udp.send_to(&bytes, peer).await;
             }
         });
-        let count = queries.clone();
+        let (count, log) = (queries.clone(), asked.clone());
         let tcp_task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = tcp.accept().await else {
                     continue;
                 };
-                let (count, zone) = (count.clone(), zone.clone());
+                let (count, zone, log) = (count.clone(), zone.clone(), log.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok(len) = stream.read_u16().await else {
@@ -253,7 +295,9 @@ impl TestDns {
                         let Ok(request) = Message::from_vec(&buf) else {
                             return;
                         };
-                        count.fetch_add(1, Ordering::SeqCst);
+                        if zone.take(&count, &log, &request) {
+                            continue;
+                        }
                         let Some(response) = zone.answer(&request) else {
                             continue;
                         };
@@ -270,6 +314,7 @@ impl TestDns {
         TestDns {
             addr,
             queries,
+            asked,
             tasks: vec![udp_task, tcp_task],
         }
     }

@@ -93,15 +93,22 @@ impl Verifier {
         .await
     }
 
+    /// `authentication.timeout`: the budget of one message's checks, DNS waits included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// DKIM, ARC and DMARC over a message (as received: no header of ours yet): its
     /// `header` section and its `body` (read from the spool as it is hashed), with the SPF
-    /// results of its transaction. A large message is verified on a blocking thread:
+    /// results of its transaction, waiting at most `budget` for DNS (what the message's
+    /// SPF checks left of `timeout`). A large message is verified on a blocking thread:
     /// hashing its body (and reading it) must not hold up the sessions on this worker.
     pub async fn message(
         self: &Arc<Self>,
         header: Bytes,
         body: Content,
         spf: SpfResults,
+        budget: Duration,
     ) -> AuthResults {
         let verifier = self.clone();
         let heavy = body.on_disk() || header.len() as u64 + body.len() > HEAVY;
@@ -117,7 +124,7 @@ impl Verifier {
             },
             spf: spf.clone(),
         };
-        let check = async move { verifier.verify_message(&header, &body, spf).await };
+        let check = async move { verifier.verify_message(&header, &body, spf, budget).await };
         if heavy {
             let handle = tokio::runtime::Handle::current();
             let blocking = tokio::task::spawn_blocking(move || handle.block_on(check));
@@ -129,8 +136,14 @@ impl Verifier {
         isolated(check, fallback).await
     }
 
-    async fn verify_message(&self, header: &[u8], body: &Content, spf: SpfResults) -> AuthResults {
-        let deadline = Instant::now() + self.timeout;
+    async fn verify_message(
+        &self,
+        header: &[u8],
+        body: &Content,
+        spf: SpfResults,
+        budget: Duration,
+    ) -> AuthResults {
+        let deadline = Instant::now() + budget.min(self.timeout);
         // The From domains as a reader sees them, by our own scan: DMARC is evaluated for
         // each whatever mail-auth makes of the header section (RFC 7489 6.6.1).
         let froms = super::from_domains(header);

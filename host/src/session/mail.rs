@@ -54,7 +54,9 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return replies::UTF8_NEEDS_SMTPUTF8;
         }
+        let checking = std::time::Instant::now();
         let spf = self.check_spf(from.as_ref()).await;
+        let auth_spent = checking.elapsed();
         if self.wants(Hook::Mail) {
             let sender = crate::changes::sender_record(&from, &params);
             let call = Call::Mail {
@@ -73,6 +75,7 @@ impl Session {
             bdat: None,
             _open: self.ctx.spool.open_transaction(),
             spf,
+            auth_spent,
         });
         replies::SENDER_OK
     }

@@ -118,7 +118,8 @@ impl Session {
         let shared = Bytes::from(std::mem::take(&mut accepted.header));
         let results = match &verifier {
             Some(v) => {
-                v.message(shared.clone(), body.clone(), tx.spf.clone())
+                let budget = v.timeout().saturating_sub(tx.auth_spent);
+                v.message(shared.clone(), body.clone(), tx.spf.clone(), budget)
                     .await
             }
             None => crate::mailauth::AuthResults::only_spf(tx.spf.clone()),

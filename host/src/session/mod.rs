@@ -66,6 +66,9 @@ struct Transaction {
     _open: crate::spool::OpenTransaction,
     /// SPF of the HELO and MAIL FROM identities, checked at MAIL.
     spf: crate::mailauth::SpfResults,
+    /// How long those checks took: the message's verification at the end of data has
+    /// `authentication.timeout` less that (the budget is the whole message's).
+    auth_spent: std::time::Duration,
 }
 
 pub struct Session {

@@ -1,13 +1,27 @@
-//! The server's resolver (hickory), honouring `[dns] nameservers`. Used by plugins' `dns`
-//! capability and by MX delivery.
+//! The server's resolver (hickory), honouring `[dns] nameservers`. Used by sender
+//! verification, plugins' `dns` capability and MX delivery. Lookups are sent again while
+//! unanswered and a dead resolver fails them at once (`health`); answers, "no such name"
+//! ones too, are cached for their TTL (RFC 2308: negative answers for their SOA's
+//! minimum), at most `MAX_NEGATIVE_TTL` for those.
 
+mod health;
+
+use health::Health;
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::ServerOrderingStrategy;
 use hickory_resolver::config::{NameServerConfig, ProtocolConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::Name;
+use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::proto::{NoRecords, ProtoError, ProtoErrorKind};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Negative answers are kept for their SOA's minimum, at most this: a name made since is
+/// seen within it.
+const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Why a lookup gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +65,24 @@ pub struct TxtAnswer {
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    health: Arc<Health>,
+}
+
+/// Asks the root's NS records: any answer says the resolver is there.
+#[derive(Clone)]
+struct RootProbe(TokioResolver);
+
+impl health::Probe for RootProbe {
+    async fn ask(&self) -> Result<(), DnsError> {
+        self.0.lookup(Name::root(), RecordType::NS).await?;
+        Ok(())
+    }
 }
 
 impl Dns {
     /// The configured nameservers (UDP and TCP each), or the system's resolv.conf.
     pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, ResolverError> {
-        let builder = if nameservers.is_empty() {
+        let mut builder = if nameservers.is_empty() {
             TokioResolver::builder_tokio()?
         } else {
             let mut config = ResolverConfig::default();
@@ -66,9 +92,31 @@ impl Dns {
             }
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
         };
+        let opts = builder.options_mut();
+        // One try per attempt, as long as a lookup may take: `health` sends it again.
+        opts.timeout = health::LOOKUP_LIMIT;
+        opts.attempts = 0;
+        opts.server_ordering_strategy = ServerOrderingStrategy::RoundRobin;
+        opts.negative_max_ttl = Some(MAX_NEGATIVE_TTL);
         Ok(Dns {
             resolver: builder.build(),
+            health: Arc::default(),
         })
+    }
+
+    /// Is the resolver taken for dead (lookups failing at once until it answers)?
+    pub fn is_dead(&self) -> bool {
+        self.health.is_dead()
+    }
+
+    /// `lookup`, sent again while unanswered, or at once a timeout when the resolver is
+    /// dead.
+    async fn ask<T, F, Fut>(&self, lookup: F) -> Result<T, DnsError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DnsError>>,
+    {
+        health::lookup(&self.health, &RootProbe(self.resolver.clone()), lookup).await
     }
 
     /// The resolver itself, for libraries that take one (mail-auth).
@@ -77,18 +125,27 @@ impl Dns {
     }
 
     pub async fn a(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let l = self.resolver.ipv4_lookup(query_name(name)?).await?;
+        let name = query_name(name)?;
+        let l = self
+            .ask(|| async { Ok(self.resolver.ipv4_lookup(name.clone()).await?) })
+            .await?;
         Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect())
     }
 
     pub async fn aaaa(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let l = self.resolver.ipv6_lookup(query_name(name)?).await?;
+        let name = query_name(name)?;
+        let l = self
+            .ask(|| async { Ok(self.resolver.ipv6_lookup(name.clone()).await?) })
+            .await?;
         Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect())
     }
 
     /// MX records sorted by preference (RFC 5321 5.1).
     pub async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
-        let l = self.resolver.mx_lookup(query_name(name)?).await?;
+        let name = query_name(name)?;
+        let l = self
+            .ask(|| async { Ok(self.resolver.mx_lookup(name.clone()).await?) })
+            .await?;
         let mut v: Vec<(u16, String)> = l
             .iter()
             .map(|mx| (mx.preference(), name_text(mx.exchange())))
@@ -109,7 +166,10 @@ impl Dns {
     /// TXT records as octets, each record's strings joined (RFC 7208 3.3), and until when
     /// the answer may be kept.
     pub async fn txt_records(&self, name: &str) -> Result<TxtAnswer, DnsError> {
-        let l = self.resolver.txt_lookup(query_name(name)?).await?;
+        let name = query_name(name)?;
+        let l = self
+            .ask(|| async { Ok(self.resolver.txt_lookup(name.clone()).await?) })
+            .await?;
         Ok(TxtAnswer {
             records: l.iter().map(|t| t.txt_data().concat()).collect(),
             valid_until: l.valid_until(),
@@ -117,7 +177,9 @@ impl Dns {
     }
 
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
-        let l = self.resolver.reverse_lookup(ip).await?;
+        let l = self
+            .ask(|| async { Ok(self.resolver.reverse_lookup(ip).await?) })
+            .await?;
         Ok(l.iter().map(|p| name_text(&p.0)).collect())
     }
 
