@@ -149,7 +149,7 @@ fn apply_offline(spool: &Spool, request: &Request) -> Result<control::Answer, Qu
             Ok(format!("held {id}"))
         }),
         Request::Release { id } => with_state(id, &|s| {
-            s.release(now())?;
+            s.release(now()).map_err(|e| e.to_string())?;
             Ok(format!("released {id}"))
         }),
         Request::Remove { id } => Ok(match spool.remove_sync(id) {

@@ -1,9 +1,9 @@
 //! DMARC (RFC 7489): the policy record of the From domain or of its organizational domain
 //! (public suffix list), identifier alignment of SPF and DKIM, `sp=` and `pct=`.
 
-use super::verify::Verifier;
+use super::cache::TxtCache;
 use super::{AuthStatus, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck, absolute, is_dns_name};
-use crate::dns::DnsError;
+use crate::dns::{Dns, DnsError};
 use mail_auth::Txt;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::dmarc::{Alignment, Dmarc, Policy};
@@ -58,12 +58,22 @@ pub(super) enum Lookup {
     Failed,
 }
 
-impl Verifier {
+/// Finds DMARC policies: our resolver, and the records it found, parsed, for their TTL.
+pub(super) struct Policies {
+    dns: Dns,
+    records: TxtCache,
+}
+
+impl Policies {
+    pub(super) fn new(dns: Dns, records: TxtCache) -> Policies {
+        Policies { dns, records }
+    }
+
     /// `_dmarc.DOMAIN`: the one `v=DMARC1` record (RFC 7489 6.6.3: none when there are
     /// several), parsed, from the cache when it has it.
     async fn dmarc_record(&self, domain: &str) -> Lookup {
         let name = absolute(&format!("_dmarc.{domain}"));
-        if let Some(Txt::Dmarc(d)) = self.dmarc_records.get(&name) {
+        if let Some(Txt::Dmarc(d)) = self.records.get(&name) {
             return Lookup::Found(d);
         }
         let answer = match self.dns.txt_records(&name).await {
@@ -81,7 +91,7 @@ impl Verifier {
         match Dmarc::parse(record) {
             Ok(d) => {
                 let d = Arc::new(d);
-                self.dmarc_records.insert(
+                self.records.insert(
                     name,
                     Txt::Dmarc(d.clone()),
                     answer.valid_until,
@@ -96,7 +106,7 @@ impl Verifier {
     /// The DMARC records of the From domains and of their organizational domains, looked
     /// up at once (beside the key lookups), each answer that came by `deadline`: `dmarc`
     /// takes them from here instead of asking again.
-    pub(super) async fn dmarc_records(
+    pub(super) async fn prefetch(
         &self,
         froms: &[String],
         deadline: tokio::time::Instant,
@@ -111,7 +121,7 @@ impl Verifier {
             let found = tokio::time::timeout_at(deadline, self.dmarc_record(&d)).await;
             found.ok().map(|lookup| (d, lookup))
         });
-        super::verify::join_all(lookups)
+        futures::future::join_all(lookups)
             .await
             .into_iter()
             .flatten()
@@ -127,7 +137,7 @@ impl Verifier {
     }
 
     /// DMARC for a message whose From domain is `from` ("" when it has none or several).
-    pub(super) async fn dmarc(
+    pub(super) async fn evaluate(
         &self,
         from: &str,
         spf: &SpfCheck,

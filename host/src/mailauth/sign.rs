@@ -19,10 +19,32 @@ pub enum KeyError {
     Load {
         index: usize,
         path: String,
-        reason: String,
+        reason: KeyProblem,
     },
     #[error("key generation failed: {0}")]
     Generate(String),
+}
+
+/// Why a key file cannot sign.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("no private key in the PEM file")]
+    NoKey,
+    #[error("not a usable RSA key (2048-4096 bits): {0}")]
+    Rsa(mail_auth::Error),
+    #[error("an EC key: DKIM signs with RSA or Ed25519 (RFC 8463)")]
+    Ec,
+}
+
+/// Why a signature could not be made: the body could not be read, or mail-auth refused.
+#[derive(Debug, thiserror::Error)]
+enum SignError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Sign(#[from] mail_auth::Error),
 }
 
 /// A loaded key, ready to sign.
@@ -143,7 +165,7 @@ fn streamed<T: SigningKey>(
     mut stream: DkimSigningStream<'_, T>,
     parts: &[&[u8]],
     body: &Content,
-) -> Result<Signature, String>
+) -> Result<Signature, SignError>
 where
     <<T as SigningKey>::Hasher as HashImpl>::Context: HashContext,
 {
@@ -151,10 +173,10 @@ where
         stream.write(part);
     }
     let mut blocks = body.blocks();
-    while let Some(block) = blocks.next_blocking().map_err(|e| e.to_string())? {
+    while let Some(block) = blocks.next_blocking()? {
         stream.write(&block);
     }
-    stream.finish().map_err(|e| e.to_string())
+    Ok(stream.finish()?)
 }
 
 /// mail-auth may fold the field just before its closing `;`, after the `b=` value. The
@@ -167,11 +189,9 @@ fn unfold_end(header: String) -> String {
     }
 }
 
-fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let der = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| e.to_string())?
-        .ok_or("no private key in the PEM file")?;
+fn read_key(path: &Path, config: &Dkim) -> Result<Key, KeyProblem> {
+    let pem = std::fs::read(path)?;
+    let der = rustls_pemfile::private_key(&mut pem.as_slice())?.ok_or(KeyProblem::NoKey)?;
     let headers = config.signed_headers();
     macro_rules! signer {
         ($key:expr) => {
@@ -187,7 +207,7 @@ fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {
     let rsa = |der: PrivateKeyDer<'_>| {
         RsaKey::<Sha256>::from_key_der(der)
             .map(|k| Key::Rsa(signer!(k)))
-            .map_err(|e| format!("not a usable RSA key (2048-4096 bits): {e}"))
+            .map_err(KeyProblem::Rsa)
     };
     match der {
         PrivateKeyDer::Pkcs1(_) => rsa(der),
@@ -197,7 +217,7 @@ fn read_key(path: &Path, config: &Dkim) -> Result<Key, String> {
                 Err(_) => rsa(PrivateKeyDer::Pkcs8(k)),
             }
         }
-        _ => Err("an EC key: DKIM signs with RSA or Ed25519 (RFC 8463)".into()),
+        _ => Err(KeyProblem::Ec),
     }
 }
 

@@ -39,7 +39,7 @@ pub struct Verifier {
     pub(super) dns: Dns,
     authenticator: MessageAuthenticator,
     pub(super) spf_records: TxtCache<Arc<super::spf::Record>>,
-    pub(super) dmarc_records: TxtCache,
+    dmarc: super::dmarc::Policies,
     keys: TxtCache,
     /// Our name: SPF's `%{r}`.
     pub(super) hostname: String,
@@ -51,9 +51,9 @@ impl Verifier {
     pub fn new(dns: Dns, hostname: &str, timeout: Duration) -> Verifier {
         Verifier {
             authenticator: MessageAuthenticator(dns.resolver()),
-            dns,
+            dns: dns.clone(),
             spf_records: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
-            dmarc_records: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
+            dmarc: super::dmarc::Policies::new(dns, TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD)),
             keys: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
             hostname: hostname.to_string(),
             timeout,
@@ -147,7 +147,7 @@ impl Verifier {
         // The From domains as a reader sees them, by our own scan: DMARC is evaluated for
         // each whatever mail-auth makes of the header section (RFC 7489 6.6.1).
         let froms = super::from_domains(header);
-        let dmarc_lookups = self.dmarc_records(&froms, deadline);
+        let dmarc_lookups = self.dmarc.prefetch(&froms, deadline);
         if header_too_large(header) {
             tracing::warn!("header section too large: DKIM and ARC not verified");
             let records = dmarc_lookups.await;
@@ -281,7 +281,7 @@ impl Verifier {
         // one slow domain does not use up the others' time.
         let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
         let checks = froms.iter().map(|from| async move {
-            let check = self.dmarc(from, spf, dkim, records);
+            let check = self.dmarc.evaluate(from, spf, dkim, records);
             tokio::time::timeout_at(deadline, check)
                 .await
                 .unwrap_or_else(|_| super::DmarcCheck {
@@ -289,7 +289,7 @@ impl Verifier {
                     ..super::DmarcCheck::none(from.clone())
                 })
         });
-        let mut results = join_all(checks).await;
+        let mut results = futures::future::join_all(checks).await;
         // A failure that asks for action, then an unsure result for a domain whose policy
         // does, then any failure, other errors, a pass, none.
         let acts = |p: DmarcPolicy| p != DmarcPolicy::None;
@@ -357,37 +357,6 @@ impl Verifier {
 
 /// Messages larger than this are verified on a blocking thread.
 const HEAVY: u64 = 1 << 20;
-
-/// Awaits every future and gives their outputs in order (a small join_all, for the few
-/// lookups of one message).
-pub(super) async fn join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_some() {
-                continue;
-            }
-            match future.as_mut().poll(cx) {
-                std::task::Poll::Ready(v) => *output = Some(v),
-                std::task::Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future is ready"))
-        .collect()
-}
 
 /// A DKIM result for a message whose signatures were not verified.
 fn unverified(status: AuthStatus, why: &str) -> DkimCheck {

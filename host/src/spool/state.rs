@@ -181,6 +181,11 @@ pub struct PendingScan {
     pub header: u64,
 }
 
+/// `queue release` of a message that is not held.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the message is not held")]
+pub struct NotHeld;
+
 impl QueueState {
     pub fn new(envelope: &Envelope) -> QueueState {
         QueueState {
@@ -202,9 +207,9 @@ impl QueueState {
     }
 
     /// Lets a held message go, due now; a message that is not held stays as it is.
-    pub fn release(&mut self, now: i64) -> Result<(), String> {
+    pub fn release(&mut self, now: i64) -> Result<(), NotHeld> {
         if !self.held {
-            return Err("the message is not held".into());
+            return Err(NotHeld);
         }
         self.held = false;
         self.hold_reason = None;
