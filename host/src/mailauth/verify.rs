@@ -38,11 +38,9 @@ const TYPICAL_RECORD: u64 = 400;
 pub struct Verifier {
     pub(super) dns: Dns,
     authenticator: MessageAuthenticator,
-    pub(super) spf_records: TxtCache<Arc<super::spf::Record>>,
+    spf: super::spf::Spf,
     dmarc: super::dmarc::Policies,
     keys: TxtCache,
-    /// Our name: SPF's `%{r}`.
-    pub(super) hostname: String,
     /// For each check, DNS waits included.
     pub(super) timeout: Duration,
 }
@@ -52,10 +50,14 @@ impl Verifier {
         Verifier {
             authenticator: MessageAuthenticator(dns.resolver()),
             dns: dns.clone(),
-            spf_records: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
+            spf: super::spf::Spf::new(
+                dns.clone(),
+                TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
+                hostname,
+                timeout,
+            ),
             dmarc: super::dmarc::Policies::new(dns, TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD)),
             keys: TxtCache::new(CACHE_OCTETS, TYPICAL_RECORD),
-            hostname: hostname.to_string(),
             timeout,
         }
     }
@@ -87,7 +89,7 @@ impl Verifier {
             ..SpfCheck::none()
         };
         isolated(
-            async move { verifier.check_host(ip, &domain, &sender, &helo).await },
+            async move { verifier.spf.check_host(ip, &domain, &sender, &helo).await },
             fallback,
         )
         .await

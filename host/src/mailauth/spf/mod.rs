@@ -6,13 +6,13 @@
 mod macros;
 mod record;
 
-use super::verify::Verifier;
+use super::cache::TxtCache;
 use super::{AuthStatus, SpfCheck, absolute};
-use crate::dns::DnsError;
+use crate::dns::{Dns, DnsError};
 use macros::{MacroString, Values};
 use record::{Cidr, Mechanism, Qualifier};
 
-pub(super) use record::Record;
+use record::Record;
 use record::is_spf1;
 use std::future::Future;
 use std::net::IpAddr;
@@ -40,9 +40,18 @@ enum Outcome {
     NoRecord,
 }
 
+/// SPF checks: our resolver, the records it found, parsed, for their TTL, our name
+/// (`%{r}`), and how long one check may take.
+pub(super) struct Spf {
+    dns: Dns,
+    records: TxtCache<Arc<Record>>,
+    hostname: String,
+    timeout: std::time::Duration,
+}
+
 /// One check_host() run: its identity, and counters.
 struct Check<'a> {
-    verifier: &'a Verifier,
+    spf: &'a Spf,
     ip: IpAddr,
     sender: &'a str,
     helo: &'a str,
@@ -55,7 +64,21 @@ struct Check<'a> {
     explains: Option<(Arc<Record>, String)>,
 }
 
-impl Verifier {
+impl Spf {
+    pub(super) fn new(
+        dns: Dns,
+        records: TxtCache<Arc<Record>>,
+        hostname: &str,
+        timeout: std::time::Duration,
+    ) -> Spf {
+        Spf {
+            dns,
+            records,
+            hostname: hostname.to_string(),
+            timeout,
+        }
+    }
+
     /// check_host(ip, domain, sender) with the HELO name `helo`; `sender` is the MAIL
     /// FROM address, or `postmaster@helo` for the HELO identity and the null sender.
     pub(super) async fn check_host(
@@ -74,7 +97,7 @@ impl Verifier {
             return SpfCheck::none();
         }
         let mut check = Check {
-            verifier: self,
+            spf: self,
             ip,
             sender,
             helo,
@@ -159,10 +182,10 @@ impl Check<'_> {
     /// from the cache when it has it.
     async fn record(&mut self, domain: &str) -> Result<Option<Arc<Record>>, Abort> {
         let name = absolute(domain);
-        if let Some(record) = self.verifier.spf_records.get(&name) {
+        if let Some(record) = self.spf.records.get(&name) {
             return Ok(Some(record));
         }
-        let answer = match self.verifier.dns.txt_records(&name).await {
+        let answer = match self.spf.dns.txt_records(&name).await {
             Ok(answer) => answer,
             Err(DnsError::NotFound) => return Ok(None),
             Err(e) => return Err(temp(e)),
@@ -178,8 +201,8 @@ impl Check<'_> {
         let parsed =
             Record::parse(record).map_err(|e| Abort::Perm(format!("{domain}: bad record: {e}")))?;
         let parsed = Arc::new(parsed);
-        self.verifier
-            .spf_records
+        self.spf
+            .records
             .insert(name, parsed.clone(), answer.valid_until, record.len());
         Ok(Some(parsed))
     }
@@ -197,7 +220,7 @@ impl Check<'_> {
             domain,
             ip: self.ip,
             helo: self.helo,
-            receiver: &self.verifier.hostname,
+            receiver: &self.spf.hostname,
             validated: validated.as_deref(),
         })
     }
@@ -225,7 +248,7 @@ impl Check<'_> {
     async fn validated_name(&mut self, domain: &str) -> String {
         if self.validated.is_none() {
             let mut found = Vec::new();
-            if let Ok(names) = self.verifier.dns.ptr(self.ip).await {
+            if let Ok(names) = self.spf.dns.ptr(self.ip).await {
                 for name in names.iter().take(MAX_NAMES) {
                     let name = name.trim_end_matches('.').to_ascii_lowercase();
                     if let Ok(a) = self.addresses(&name).await
@@ -320,7 +343,7 @@ impl Check<'_> {
             Mechanism::Mx(spec, cidr) => {
                 self.count_lookup()?;
                 let target = self.target_or(spec, domain).await?;
-                let exchanges = match self.verifier.dns.mx(&absolute(&target)).await {
+                let exchanges = match self.spf.dns.mx(&absolute(&target)).await {
                     Ok(mx) => mx,
                     Err(e) => return self.dns_failure(e),
                 };
@@ -340,7 +363,7 @@ impl Check<'_> {
                 self.count_lookup()?;
                 let target = self.target_or(spec, domain).await?;
                 // RFC 7208 5.5: lookup errors here only mean no match.
-                let Ok(names) = self.verifier.dns.ptr(self.ip).await else {
+                let Ok(names) = self.spf.dns.ptr(self.ip).await else {
                     return Ok(false);
                 };
                 for name in names.iter().take(MAX_NAMES) {
@@ -359,7 +382,7 @@ impl Check<'_> {
                 self.count_lookup()?;
                 let target = self.target(spec, domain).await?;
                 // RFC 7208 5.7: an A query, whatever the client's address family.
-                match self.verifier.dns.a(&absolute(&target)).await {
+                match self.spf.dns.a(&absolute(&target)).await {
                     Ok(a) => Ok(!a.is_empty()),
                     Err(e) => self.dns_failure(e),
                 }
@@ -371,8 +394,8 @@ impl Check<'_> {
     async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         let name = absolute(name);
         match self.ip {
-            IpAddr::V4(_) => self.verifier.dns.a(&name).await,
-            IpAddr::V6(_) => self.verifier.dns.aaaa(&name).await,
+            IpAddr::V4(_) => self.spf.dns.a(&name).await,
+            IpAddr::V6(_) => self.spf.dns.aaaa(&name).await,
         }
     }
 
@@ -388,7 +411,7 @@ impl Check<'_> {
     async fn explanation(&mut self) -> Option<String> {
         let (record, domain) = self.explains.clone()?;
         let name = self.target(record.exp.as_ref()?, &domain).await.ok()?;
-        let answer = self.verifier.dns.txt_records(&absolute(&name)).await.ok()?;
+        let answer = self.spf.dns.txt_records(&absolute(&name)).await.ok()?;
         let [text] = answer.records.as_slice() else {
             return None;
         };
