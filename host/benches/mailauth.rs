@@ -82,7 +82,7 @@ async fn run(messages: u32) {
         .iter()
         .zip(["one RSA-2048 signature", "RSA-2048 and Ed25519"])
     {
-        let one = Signers::load(std::slice::from_ref(key)).unwrap();
+        let one = Signers::load(std::slice::from_ref(key), None).unwrap();
         let (header, body) = split(&signed);
         let header = one
             .sign(&[], header, &Content::from(body.to_vec()), |_| true)

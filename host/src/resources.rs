@@ -67,7 +67,7 @@ impl Resources {
                 .map_err(|e| errors.push(e.into()))
                 .ok()
         });
-        let signers = Signers::load(&config.dkim).unwrap_or_else(|e| {
+        let signers = Signers::load(&config.dkim, config.arc.as_ref()).unwrap_or_else(|e| {
             errors.extend(e.into_iter().map(ResourceError::from));
             Signers::default()
         });

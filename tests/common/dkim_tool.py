@@ -7,6 +7,12 @@ PyNaCl for Ed25519 and openssl for RSA keys.
   dkim_tool.py verify NAME TXT < message       prints pass/fail for the first signature,
                                                its key the TXT record at NAME (no DNS;
                                                any other name has no record)
+  dkim_tool.py arc-sign SELECTOR DOMAIN KEYFILE SRVID < message > message with an ARC set
+                                               (cv from the arc= of its SRVID
+                                               Authentication-Results)
+  dkim_tool.py arc-verify NAME TXT [NAME TXT ...] < message
+                                               prints the chain's cv (pass/fail/none) and
+                                               the instance of the last set
 """
 import base64
 import subprocess
@@ -53,6 +59,26 @@ def main():
         message = sys.stdin.buffer.read()
         ok = dkim.verify(message, dnsfunc=dnsfunc)
         print("pass" if ok else "fail")
+    elif cmd == "arc-sign":
+        selector, domain, keyfile, srv_id = sys.argv[2:6]
+        message = sys.stdin.buffer.read()
+        key = open(keyfile, "rb").read()
+        fields = dkim.arc_sign(message, selector.encode(), domain.encode(), key,
+                               srv_id.encode(), include_headers=[b"from", b"to", b"subject"],
+                               linesep=b"\r\n")
+        sys.stdout.buffer.write(b"".join(fields) + message)
+    elif cmd == "arc-verify":
+        pairs = sys.argv[2:]
+        records = {pairs[i].encode().rstrip(b".").lower(): pairs[i + 1].encode()
+                   for i in range(0, len(pairs), 2)}
+
+        def dnsfunc(asked, timeout=5):
+            return records.get(asked.rstrip(b".").lower())
+
+        message = sys.stdin.buffer.read()
+        cv, results, comment = dkim.arc_verify(message, dnsfunc=dnsfunc)
+        last = max((r["instance"] for r in results), default=0)
+        print((cv or b"none").decode(), last, comment)
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -42,6 +42,16 @@ pub struct Dkim {
     pub headers: Vec<String>,
 }
 
+/// `[arc]`: the key we seal ARC chains with (RFC 8617 5.1), on mail we verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArcSeal {
+    pub domain: String,
+    pub selector: String,
+    /// PEM, as `[[dkim]]`.
+    pub private_key: PathBuf,
+}
+
 impl Dkim {
     /// RFC 6376 5.4.1's recommendation, less the trace fields.
     pub const DEFAULT_HEADERS: &[&str] = &[
@@ -94,6 +104,17 @@ impl Dkim {
 pub(super) fn validate(config: &super::Config, p: &mut Vec<String>) {
     if config.authentication.timeout.0.is_zero() {
         p.push("authentication.timeout: must be greater than 0".into());
+    }
+    if let Some(arc) = &config.arc {
+        if !crate::proto::address::is_domain(&arc.domain) {
+            p.push(format!("arc.domain: {:?} is not a domain name", arc.domain));
+        }
+        if !crate::proto::address::is_domain(&arc.selector) {
+            p.push(format!(
+                "arc.selector: {:?} is not a selector",
+                arc.selector
+            ));
+        }
     }
     for (i, d) in config.dkim.iter().enumerate() {
         if !crate::proto::address::is_domain(&d.domain) {

@@ -8,7 +8,7 @@ mod delivery;
 mod kv;
 mod plugin;
 mod values;
-pub use auth::{Authentication, Dkim};
+pub use auth::{ArcSeal, Authentication, Dkim};
 pub use delivery::Delivery;
 pub use kv::{Kv, KvBackend};
 pub use plugin::{OnError, Plugin, PluginMode};
@@ -52,6 +52,7 @@ pub struct Config {
     pub authentication: Authentication,
     #[serde(default)]
     pub dkim: Vec<Dkim>,
+    pub arc: Option<ArcSeal>,
     pub metrics: Option<Metrics>,
     #[serde(default)]
     pub kv: Kv,

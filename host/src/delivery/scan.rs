@@ -76,13 +76,13 @@ pub(super) async fn scan(
         }
     };
     let body = content.skip(header_len);
+    let auth: AuthResults = serde_json::from_value(pending.auth.clone()).unwrap_or_else(|e| {
+        tracing::warn!(id = %envelope.id, error = %e, "stored authentication results unreadable; the scan sees none");
+        AuthResults::only_spf(SpfResults::none())
+    });
     let outcome = match scanners.plugins.as_ref().filter(|p| p.wants_data(true)) {
         Some(plugins) => {
             let info = session_info(envelope, &pending);
-            let auth = serde_json::from_value(pending.auth.clone()).unwrap_or_else(|e| {
-                tracing::warn!(id = %envelope.id, error = %e, "stored authentication results unreadable; the scan sees none");
-                AuthResults::only_spf(SpfResults::none())
-            });
             let sender = crate::changes::sender_record(&envelope.sender, &envelope.params);
             let recipients: Vec<String> = envelope
                 .recipients
@@ -178,7 +178,7 @@ pub(super) async fn scan(
     next.scan = None;
     next.held = held.is_some();
     next.hold_reason = held.clone();
-    let committed = if rewritten || pending.sign {
+    let committed = if rewritten || pending.sign || pending.seal {
         new_header.splice(0..0, ours.iter().copied());
         let header = Bytes::from(new_header);
         let (body, parts) = match new_body {
@@ -196,6 +196,18 @@ pub(super) async fn scan(
                 .await;
             if let Some(signature) = signature {
                 head.insert_str(0, &signature);
+            }
+        }
+        // Mail we verified, sealed as it leaves: after the scan's changes (RFC 8617 5.1).
+        if pending.seal {
+            let hostname = d.config.borrow().hostname.clone();
+            let ours = [head.as_bytes(), &header].concat();
+            let set = scanners
+                .signers
+                .seal(&hostname, &auth, &ours, &[], &body)
+                .await;
+            if let Some(set) = set {
+                head.insert_str(0, &set);
             }
         }
         let new_content = body.after(header.to_vec()).after(head.into_bytes());

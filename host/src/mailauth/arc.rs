@@ -7,6 +7,7 @@
 
 use crate::proto::header;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 /// The three fields of an ARC set.
 const KINDS: [&str; 3] = [
@@ -22,8 +23,14 @@ const AS_TAGS: [&str; 6] = ["i", "a", "b", "d", "s", "cv"];
 /// Why the chain in `message`'s header section fails as it stands; `None` when it has no
 /// ARC fields, or none of these defects.
 pub(super) fn chain_defect(message: &[u8]) -> Option<String> {
-    // Per instance, how many of each kind.
-    let mut sets: BTreeMap<u32, [usize; 3]> = BTreeMap::new();
+    sets(message).err()
+}
+
+/// The ARC sets of `message`, in instance order, each its fields' ranges (AAR, AMS, AS);
+/// `Err`: why they do not make a chain.
+pub(super) fn sets(message: &[u8]) -> Result<Vec<[Range<usize>; 3]>, String> {
+    // Per instance, each kind's fields.
+    let mut sets: BTreeMap<u32, [Vec<Range<usize>>; 3]> = BTreeMap::new();
     for f in header::fields(message) {
         let Some(kind) = KINDS.iter().position(|k| f.is(k)) else {
             continue;
@@ -39,22 +46,52 @@ pub(super) fn chain_defect(message: &[u8]) -> Option<String> {
             _ => field_instance(kind, &value),
         };
         match instance {
-            Ok(i) => sets.entry(i).or_default()[kind] += 1,
-            Err(why) => return Some(format!("{}: {why}", KINDS[kind])),
+            Ok(i) => sets.entry(i).or_default()[kind].push(f.range.clone()),
+            Err(why) => return Err(format!("{}: {why}", KINDS[kind])),
         }
     }
-    if sets.is_empty() {
-        return None;
-    }
-    for (expected, (i, counts)) in (1u32..).zip(&sets) {
-        if *i != expected {
-            return Some(format!("ARC set {expected} is missing"));
+    let mut chain = Vec::new();
+    for (expected, (i, fields)) in (1u32..).zip(sets) {
+        if i != expected {
+            return Err(format!("ARC set {expected} is missing"));
         }
-        if counts.iter().any(|&n| n != 1) {
-            return Some(format!("ARC set {i} is not one field of each kind"));
+        match fields {
+            [aar, ams, seal] if aar.len() == 1 && ams.len() == 1 && seal.len() == 1 => {
+                chain.push([aar[0].clone(), ams[0].clone(), seal[0].clone()]);
+            }
+            _ => return Err(format!("ARC set {i} is not one field of each kind")),
         }
     }
-    None
+    Ok(chain)
+}
+
+/// The highest instance any ARC field of `message` names, however malformed the rest
+/// (0 when there is none); `None` past 50.
+pub(super) fn highest_instance(message: &[u8]) -> Option<u32> {
+    let mut highest = 0;
+    for f in header::fields(message) {
+        if KINDS.iter().any(|k| f.is(k)) {
+            let text = String::from_utf8_lossy(&message[f.range.clone()]);
+            let value = text.split_once(':').map_or("", |(_, v)| v);
+            let i = value
+                .split(';')
+                .filter_map(|t| t.trim().strip_prefix("i="))
+                .find_map(|n| n.trim().parse::<u32>().ok())
+                .unwrap_or(0);
+            highest = highest.max(i);
+        }
+    }
+    (highest < 50).then_some(highest)
+}
+
+/// Does this ARC-Seal field say `cv=fail`?
+pub(super) fn says_cv_fail(field: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(field);
+    let value = text.split_once(':').map_or("", |(_, v)| v);
+    tag_list(value).is_ok_and(|tags| {
+        tags.get("cv")
+            .is_some_and(|cv| cv.eq_ignore_ascii_case("fail"))
+    })
 }
 
 /// `i=N;` at the start of an ARC-Authentication-Results value (RFC 8617 4.1.1).

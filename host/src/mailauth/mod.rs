@@ -17,6 +17,7 @@ mod body;
 mod cache;
 mod dmarc;
 mod header;
+mod seal;
 mod sign;
 mod spf;
 mod verify;

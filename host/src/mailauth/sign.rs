@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("dkim[{index}].private_key: {path}: {reason}")]
+    #[error("{what}.private_key: {path}: {reason}")]
     Load {
-        index: usize,
+        what: String,
         path: String,
         reason: KeyProblem,
     },
@@ -58,37 +58,91 @@ pub struct Signer {
     key: Key,
 }
 
-/// The `[[dkim]]` keys, in config order.
+/// The `[[dkim]]` keys, in config order, and the `[arc]` one.
 #[derive(Default)]
-pub struct Signers(Vec<Signer>);
+pub struct Signers {
+    dkim: Vec<Signer>,
+    arc: Option<super::seal::Sealer>,
+}
 
 impl Signers {
     /// Reads every key; each one that cannot be used is a problem of its own.
-    pub fn load(config: &[Dkim]) -> Result<Signers, Vec<KeyError>> {
-        let mut signers = Vec::new();
+    pub fn load(
+        config: &[Dkim],
+        arc: Option<&crate::config::ArcSeal>,
+    ) -> Result<Signers, Vec<KeyError>> {
+        let mut signers = Signers::default();
         let mut errors = Vec::new();
         for (index, d) in config.iter().enumerate() {
             match read_key(&d.private_key, d) {
-                Ok(key) => signers.push(Signer {
+                Ok(key) => signers.dkim.push(Signer {
                     config: d.clone(),
                     key,
                 }),
                 Err(reason) => errors.push(KeyError::Load {
-                    index,
+                    what: format!("dkim[{index}]"),
                     path: d.private_key.display().to_string(),
                     reason,
                 }),
             }
         }
+        if let Some(arc) = arc {
+            match private_key(&arc.private_key) {
+                Ok(key) => signers.arc = Some(super::seal::Sealer::new(arc, key)),
+                Err(reason) => errors.push(KeyError::Load {
+                    what: "arc".into(),
+                    path: arc.private_key.display().to_string(),
+                    reason,
+                }),
+            }
+        }
         if errors.is_empty() {
-            Ok(Signers(signers))
+            Ok(signers)
         } else {
             Err(errors)
         }
     }
 
+    /// No `[[dkim]]` key: our users' mail goes unsigned.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.dkim.is_empty()
+    }
+
+    /// Does `[arc]` have us seal the mail we verify?
+    pub fn seals(&self) -> bool {
+        self.arc.is_some()
+    }
+
+    /// Our ARC set for the message of `head` (our fields), `header` and `body`, as it
+    /// leaves, with `auth`, what we found of it as `authserv_id` (its chain's validation
+    /// among them). Hashed on a blocking thread when the body is on disk.
+    pub async fn seal(
+        self: &Arc<Self>,
+        authserv_id: &str,
+        auth: &super::AuthResults,
+        head: &[u8],
+        header: &[u8],
+        body: &Content,
+    ) -> Option<String> {
+        self.arc.as_ref()?;
+        let field = super::authentication_results(authserv_id, auth);
+        let results = field
+            .strip_prefix("Authentication-Results: ")
+            .unwrap_or(&field)
+            .trim_end()
+            .to_string();
+        let chain = auth.arc.status;
+        let signers = self.clone();
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(header);
+        let body = body.clone();
+        let on_disk = body.on_disk();
+        let seal = move || signers.arc.as_ref()?.seal(&results, chain, &whole, &body);
+        if on_disk {
+            tokio::task::spawn_blocking(seal).await.ok().flatten()
+        } else {
+            seal()
+        }
     }
 
     /// `sign` for our users' mail: an authenticated `user` only as a From address of
@@ -144,7 +198,7 @@ impl Signers {
                 return None;
             }
         }
-        let signer = self.0.iter().find(|s| s.config.signs_for(&from))?;
+        let signer = self.dkim.iter().find(|s| s.config.signs_for(&from))?;
         let signed = match &signer.key {
             Key::Rsa(k) => streamed(k.sign_streaming(), &[head, header], body),
             Key::Ed25519(k) => streamed(k.sign_streaming(), &[head, header], body),
@@ -189,9 +243,51 @@ fn unfold_end(header: String) -> String {
     }
 }
 
-fn read_key(path: &Path, config: &Dkim) -> Result<Key, KeyProblem> {
+/// A private key as it signs: RSA (2048-4096 bits: ring's) or Ed25519.
+pub(super) enum PrivateKey {
+    Rsa(RsaKey<Sha256>),
+    Ed25519(Ed25519Key),
+}
+
+impl PrivateKey {
+    pub(super) fn sign(&self, data: &[u8]) -> mail_auth::Result<Vec<u8>> {
+        match self {
+            PrivateKey::Rsa(k) => k.sign(data),
+            PrivateKey::Ed25519(k) => k.sign(data),
+        }
+    }
+
+    pub(super) fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
+        match self {
+            PrivateKey::Rsa(k) => k.algorithm(),
+            PrivateKey::Ed25519(k) => k.algorithm(),
+        }
+    }
+}
+
+/// The key in a PEM file: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+pub(super) fn private_key(path: &Path) -> Result<PrivateKey, KeyProblem> {
     let pem = std::fs::read(path)?;
     let der = rustls_pemfile::private_key(&mut pem.as_slice())?.ok_or(KeyProblem::NoKey)?;
+    // ring signs with RSA keys of 2048-4096 bits (RFC 8301 asks for at least 1024).
+    let rsa = |der: PrivateKeyDer<'_>| {
+        RsaKey::<Sha256>::from_key_der(der)
+            .map(PrivateKey::Rsa)
+            .map_err(KeyProblem::Rsa)
+    };
+    match der {
+        PrivateKeyDer::Pkcs1(_) => rsa(der),
+        PrivateKeyDer::Pkcs8(k) => {
+            match Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der()) {
+                Ok(key) => Ok(PrivateKey::Ed25519(key)),
+                Err(_) => rsa(PrivateKeyDer::Pkcs8(k)),
+            }
+        }
+        _ => Err(KeyProblem::Ec),
+    }
+}
+
+fn read_key(path: &Path, config: &Dkim) -> Result<Key, KeyProblem> {
     let headers = config.signed_headers();
     macro_rules! signer {
         ($key:expr) => {
@@ -203,22 +299,10 @@ fn read_key(path: &Path, config: &Dkim) -> Result<Key, KeyProblem> {
                 .body_canonicalization(Canonicalization::Relaxed)
         };
     }
-    // ring signs with RSA keys of 2048-4096 bits (RFC 8301 asks for at least 1024).
-    let rsa = |der: PrivateKeyDer<'_>| {
-        RsaKey::<Sha256>::from_key_der(der)
-            .map(|k| Key::Rsa(signer!(k)))
-            .map_err(KeyProblem::Rsa)
-    };
-    match der {
-        PrivateKeyDer::Pkcs1(_) => rsa(der),
-        PrivateKeyDer::Pkcs8(k) => {
-            match Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der()) {
-                Ok(key) => Ok(Key::Ed25519(signer!(key))),
-                Err(_) => rsa(PrivateKeyDer::Pkcs8(k)),
-            }
-        }
-        _ => Err(KeyProblem::Ec),
-    }
+    Ok(match private_key(path)? {
+        PrivateKey::Rsa(k) => Key::Rsa(signer!(k)),
+        PrivateKey::Ed25519(k) => Key::Ed25519(signer!(k)),
+    })
 }
 
 /// `wasmtp dkim-keygen`: a new key, as PEM, and the TXT record that publishes it.

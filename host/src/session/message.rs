@@ -194,6 +194,7 @@ impl Session {
             // The contract's records are plain data: always JSON.
             auth: serde_json::to_value(auth).expect("plain data"),
             sign: self.trusted() && !self.ctx.signers.is_empty(),
+            seal: !self.trusted() && self.ctx.signers.seals(),
             head: 0,
             header: 0,
         }
@@ -222,6 +223,18 @@ impl Session {
         }
         if let Some(signature) = self.signature(&head, &accepted.header, body).await {
             head.insert_str(0, &signature);
+        }
+        // Mail we verified, sealed as it leaves (RFC 8617 5.1).
+        if let Some(auth) = accepted.auth.as_ref().filter(|_| !self.trusted()) {
+            let ctx = self.ctx.clone();
+            let (id, header) = (&ctx.config.hostname, &accepted.header);
+            if let Some(set) = ctx
+                .signers
+                .seal(id, auth, head.as_bytes(), header, body)
+                .await
+            {
+                head.insert_str(0, &set);
+            }
         }
         head
     }

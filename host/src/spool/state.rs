@@ -170,6 +170,9 @@ pub struct PendingScan {
     /// Ours to DKIM-sign: the signature is made once the scan's changes are in.
     #[serde(default)]
     pub sign: bool,
+    /// Ours to ARC-seal (`[arc]`, mail we verified): sealed once the scan's changes are in.
+    #[serde(default)]
+    pub seal: bool,
     /// Octets of our own fields on top of the message (Authentication-Results,
     /// `Received:`, those added before the queue): the scan's edits leave them as they are.
     #[serde(default)]
