@@ -1,7 +1,8 @@
 //! ARC sealing (`[arc]`, RFC 8617 5.1) through a real socket, checked by dkimpy's
 //! arc_verify as the outside verifier: a fresh message sealed at i=1 (cv=none), one that
 //! came with a valid chain (signed by dkimpy as a forwarder) sealed at i=2 (cv=pass), and
-//! one whose chain broke on the way sealed at i=2 with cv=fail, over our set alone.
+//! one whose chain broke on the way sealed at i=2 with cv=fail, over our set alone; and
+//! dkimpy-sealed chains spoilt one way each (RFC 8617, RFC 6376 3.2) fail.
 
 mod common;
 use common::auth::{dkim_tool, gateway, outside_key, send};
@@ -127,4 +128,63 @@ async fn after_the_queue_the_seal_covers_the_scan_changes() {
     let out = dkim_tool(&[&["arc-verify"][..], &records].concat(), text.as_bytes());
     let out = String::from_utf8(out).unwrap();
     assert!(out.starts_with("pass 1"), "{out}\n{text}");
+}
+
+/// Chains dkimpy sealed, then spoilt in one way each that RFC 8617 and RFC 6376 3.2 make a
+/// failure (whatever the signatures say): each is `arc=fail` in our results.
+#[tokio::test]
+async fn malformed_chains_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("fwd.pem");
+    let their_txt = outside_key("rsa", &theirs);
+    let dns = Zone::default()
+        .txt("fwd._domainkey.forwarder.test.", &their_txt)
+        .txt("sender.test.", "v=spf1 ip4:127.0.0.1 -all")
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let s = gateway(&dns, &sink, "").await;
+    let sealed = String::from_utf8(forwarded(&message("sound"), &theirs)).unwrap();
+    // The seal as dkimpy wrote it, and the chain without the message signature.
+    let seal_start = "ARC-Seal: i=1; cv=none; a=rsa-sha256;";
+    assert!(sealed.starts_with(seal_start), "{sealed}");
+    let ams = sealed.find("ARC-Message-Signature:").unwrap();
+    let aar = sealed.find("ARC-Authentication-Results:").unwrap();
+    let spoilt = [
+        ("no a=", sealed.replacen(" a=rsa-sha256;", "", 1)),
+        ("rsa-sha1", sealed.replacen("a=rsa-sha256", "a=rsa-sha1", 1)),
+        (
+            "d= twice",
+            sealed.replacen("cv=none;", "cv=none; d=forwarder.test;", 1),
+        ),
+        ("upper-case tag", sealed.replacen("cv=none", "CV=none", 1)),
+        ("stray ;", sealed.replacen("cv=none;", "cv=none;;", 1)),
+        (
+            "bad tag name",
+            sealed.replacen("cv=none;", "cv=none; x-y=1;", 1),
+        ),
+        ("no AMS", format!("{}{}", &sealed[..ams], &sealed[aar..])),
+    ];
+    for (i, (kind, m)) in spoilt.iter().enumerate() {
+        let m = m.replace("Subject: sound", &format!("Subject: spoilt {i}"));
+        let reply = send(&s, "client.sender.test", "a@sender.test", m.as_bytes()).await;
+        assert!(reply.starts_with("250"), "{kind}: {reply}");
+    }
+    // The sound chain itself passes (the changes above are what fail).
+    let reply = send(&s, "client.sender.test", "a@sender.test", sealed.as_bytes()).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = sink.wait_for(spoilt.len() + 1).await;
+    for (i, (kind, _)) in spoilt.iter().enumerate() {
+        let m = got
+            .iter()
+            .find(|m| m.text().contains(&format!("Subject: spoilt {i}\r\n")));
+        let text = m.unwrap().text();
+        let ours = text.split("Received:").next().unwrap();
+        assert!(ours.contains("arc=fail"), "{kind}: {ours}");
+    }
+    let sound = got
+        .iter()
+        .find(|m| m.text().contains("Subject: sound\r\n"))
+        .unwrap();
+    assert!(sound.text().contains("arc=pass"), "{}", sound.text());
 }
