@@ -5,7 +5,6 @@
 mod common;
 use common::sink::{Sink, SinkMessage};
 use common::{Client, TestServer};
-use std::sync::atomic::Ordering;
 
 /// The next hop refuses bad@ for good and defers later@ forever.
 async fn setup(extra: &str) -> (Sink, TestServer) {
@@ -85,7 +84,7 @@ async fn no_report_for_notify_never_or_the_null_sender() {
         .await;
     assert!(reply.starts_with("250"), "{reply}");
     common::eventually("two failures", || {
-        s.server.metrics.failures_total.load(Ordering::Relaxed) == 2
+        s.server.metrics.failures_total.get() == 2
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -178,10 +178,7 @@ async fn a_route_back_to_ourselves_is_a_loop_and_bounces() {
     assert!(!report.contains("Remote-MTA"), "{report}");
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;
     assert_eq!(
-        s.server
-            .metrics
-            .messages_accepted_total
-            .load(std::sync::atomic::Ordering::Relaxed),
+        s.server.metrics.transactions("accepted", "2xx"),
         1,
         "the message came back in"
     );

@@ -5,7 +5,6 @@ mod common;
 use common::sink::{Sink, SinkOptions};
 use common::{Client, Process, TestServer};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const ACCEPT: &str = "[accept]\ndomains = [\"example.test\"]\n";
@@ -18,7 +17,7 @@ fn misbehave(mode: &str, extra: &str) -> String {
 }
 
 fn faults(s: &TestServer) -> u64 {
-    s.server.metrics.plugin_faults_total.load(Ordering::Relaxed)
+    s.server.metrics.faults()
 }
 
 /// A config file for the binary with `extra`, on a free port.

@@ -46,13 +46,7 @@ async fn c_plugin_checks_helo_names() {
         "550 5.7.23 SPF: this client may not use its HELO name",
     )
     .await;
-    assert_eq!(
-        s.server
-            .metrics
-            .plugin_faults_total
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(s.server.metrics.faults(), 0);
 }
 
 #[tokio::test]
@@ -125,11 +119,5 @@ async fn javascript_and_python_plugins_in_one_session() {
     assert!(reply.starts_with("250"), "{reply}");
     let text = sink.wait_for(2).await[1].text();
     assert!(text.contains("domain-count=2"), "{text}");
-    assert_eq!(
-        s.server
-            .metrics
-            .plugin_faults_total
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(s.server.metrics.faults(), 0);
 }

@@ -77,11 +77,7 @@ async fn null_mx_and_missing_domains_fail_permanently() {
         assert!(reply.starts_with("250"), "{reply}");
     }
     common::eventually("two permanent failures", || {
-        s.server
-            .metrics
-            .failures_total
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 2
+        s.server.metrics.failures_total.get() == 2
     })
     .await;
     common::eventually("spool cleanup", || s.spool_ids().is_empty()).await;

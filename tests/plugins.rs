@@ -23,7 +23,7 @@ fn plugin(name: &str, path: &str, extra: &str, config: &str) -> String {
 const ACCEPT: &str = "[accept]\ndomains = [\"example.test\"]\n";
 
 fn faults(s: &TestServer) -> u64 {
-    s.server.metrics.plugin_faults_total.load(Ordering::Relaxed)
+    s.server.metrics.faults()
 }
 
 #[tokio::test]

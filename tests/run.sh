@@ -24,6 +24,7 @@ need() {
 # The outside DKIM and ARC signer and verifier, dkimpy with PyNaCl and authres; the real Rspamd and Redis the
 # tests start their own instances of.
 need '/usr/bin/python3 -c "import dkim, nacl, authres"' "tests/mailauth.rs, tests/dkim.rs and tests/arc_seal.rs" python3-dkim python3-nacl python3-authres openssl
+need '/usr/bin/python3 -c "import prometheus_client"' tests/metrics.rs python3-prometheus-client
 need 'command -v rspamd' tests/rspamd.rs rspamd
 need 'command -v redis-server' tests/redis.rs redis-server
 # Every platform's crates, so the nested wasm32 plugin build (host/build.rs) finds them.

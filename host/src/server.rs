@@ -139,9 +139,11 @@ impl Server {
         let metrics_addr = match &config.metrics {
             Some(m) => {
                 let (listener, addr) = bind("metrics.address".into(), m.address).await?;
+                let healthy = health_check(&config, &spool, &shutdown);
                 tasks.push(tokio::spawn(crate::metrics::serve(
                     listener,
                     metrics.clone(),
+                    healthy,
                 )));
                 Some(addr)
             }
@@ -179,7 +181,7 @@ impl Server {
             tracing::info!(%addr, ?mode, "listening");
             listen_addrs.push(addr);
             tasks.push(tokio::spawn(accept_loop(
-                listener,
+                (listener, addr.to_string()),
                 mode,
                 current_rx.clone(),
                 shutdown.clone(),
@@ -300,8 +302,39 @@ async fn flush_kv(kv: Kv, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// `/healthz`: the server is not stopping, and its spool takes writes (its directory is
+/// there and has `spool.min_free` free).
+fn health_check(
+    config: &Config,
+    spool: &Spool,
+    shutdown: &watch::Receiver<bool>,
+) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    let (spool, shutdown, min_free) = (spool.clone(), shutdown.clone(), config.spool.min_free.0);
+    Arc::new(move || !*shutdown.borrow() && spool.free_space().is_ok_and(|f| f >= min_free))
+}
+
+/// One open SMTP session in `wasmtp_open_connections`, for as long as it lives.
+struct Open(Arc<Metrics>, crate::metrics::Listener);
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, listener: &str) -> Open {
+        let labels = crate::metrics::Listener {
+            listener: listener.to_string(),
+        };
+        metrics.connections.get_or_create(&labels).inc();
+        Open(metrics, labels)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.get_or_create(&self.1).dec();
+    }
+}
+
+/// Takes `listener`'s connections (`name`: its address, the metrics' label).
 async fn accept_loop(
-    listener: TcpListener,
+    (listener, name): (TcpListener, String),
     mode: Mode,
     current: watch::Receiver<Arc<Context>>,
     mut shutdown: watch::Receiver<bool>,
@@ -323,19 +356,21 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let ctx = current.borrow().clone();
-        Metrics::inc(&ctx.metrics.connections_total);
         let per_ip = ctx.config.limits.connections_per_ip;
         let refusal = match sessions.clone().try_acquire_owned() {
             Err(_) => replies::TOO_MANY_CONNECTIONS,
             Ok(permit) => match ctx.clients.connect(peer.ip(), per_ip) {
                 Some(client) => {
-                    tokio::spawn(serve_connection(ctx, mode, tcp, peer, (permit, client)));
+                    ctx.metrics.connection(&name, true);
+                    let open = Open::new(ctx.metrics.clone(), &name);
+                    let slots = (permit, client, open);
+                    tokio::spawn(serve_connection(ctx, mode, tcp, peer, slots));
                     continue;
                 }
                 None => replies::TOO_MANY_FROM_CLIENT,
             },
         };
-        Metrics::inc(&ctx.metrics.connections_refused_total);
+        ctx.metrics.connection(&name, false);
         tokio::spawn(async move {
             let mut tcp = tcp;
             let mut out = Vec::new();
@@ -351,9 +386,9 @@ async fn serve_connection(
     mode: Mode,
     mut tcp: TcpStream,
     peer: SocketAddr,
-    // Held for the connection's life: a slot of `limits.connections`, and one of the
-    // client's `limits.connections_per_ip`.
-    _slots: (OwnedSemaphorePermit, Connection),
+    // Held for the connection's life: a slot of `limits.connections`, one of the
+    // client's `limits.connections_per_ip`, and its place in the open-connections gauge.
+    _slots: (OwnedSemaphorePermit, Connection, Open),
 ) {
     let mut session = Session::new(ctx.clone(), mode, peer);
     let greeting = session.greeting();

@@ -41,17 +41,11 @@ impl TestServer {
     }
 
     pub fn deferrals(&self) -> u64 {
-        self.server
-            .metrics
-            .deferrals_total
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.server.metrics.deferrals_total.get()
     }
 
     pub fn deliveries(&self) -> u64 {
-        self.server
-            .metrics
-            .deliveries_total
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.server.metrics.deliveries_total.get()
     }
 
     /// Connects, says EHLO and sends one message; asserts it was queued.

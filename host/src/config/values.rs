@@ -19,6 +19,23 @@ pub enum Target {
     Maildir(PathBuf),
 }
 
+/// As the config writes it: `mx`, `smtp:HOST:PORT`, `lmtp:HOST:PORT`, `maildir:PATH`
+/// (an IPv6 host in brackets).
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = |h: &str| match h.contains(':') {
+            true => format!("[{h}]"),
+            false => h.to_string(),
+        };
+        match self {
+            Target::Mx => f.write_str("mx"),
+            Target::Smtp(h, p) => write!(f, "smtp:{}:{p}", host(h)),
+            Target::Lmtp(h, p) => write!(f, "lmtp:{}:{p}", host(h)),
+            Target::Maildir(path) => write!(f, "maildir:{}", path.display()),
+        }
+    }
+}
+
 impl TryFrom<String> for Target {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {

@@ -6,7 +6,6 @@ use super::conn::Timeouts;
 use super::shared::Delivery;
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
 use crate::config::{Config, Route, Target, TlsPolicy};
-use crate::metrics::Metrics;
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, QueueState, RecipientStatus};
 use std::collections::BTreeMap;
@@ -123,6 +122,7 @@ pub(super) async fn attempt(
             recipients: &recipients,
         };
         let outcomes = transport.deliver(&outgoing).await;
+        let route_name = target.to_string();
         for (&i, outcome) in recipients.iter().zip(outcomes) {
             let rcpt = &envelope.recipients[i].address;
             let report = match &outcome {
@@ -132,8 +132,8 @@ pub(super) async fn attempt(
             };
             state.recipients[i] = match outcome {
                 DeliveryOutcome::Delivered(a) | DeliveryOutcome::Relayed { answer: a, .. } => {
-                    Metrics::inc(&d.metrics.deliveries_total);
-                    tracing::info!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "delivered");
+                    d.metrics.attempt(&route_name, "delivered");
+                    tracing::info!(id = %envelope.id, %rcpt, route = %target, reply = %a, "delivered");
                     let status = RecipientStatus::Delivered(a.stored());
                     if let Some(kind) = report {
                         successes.push((i, status.clone(), kind));
@@ -141,13 +141,13 @@ pub(super) async fn attempt(
                     status
                 }
                 DeliveryOutcome::Transient(a) => {
-                    Metrics::inc(&d.metrics.deferrals_total);
-                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "deferred");
+                    d.metrics.attempt(&route_name, "deferred");
+                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, reply = %a, "deferred");
                     RecipientStatus::Deferred(a.stored())
                 }
                 DeliveryOutcome::Permanent(a) => {
-                    Metrics::inc(&d.metrics.failures_total);
-                    tracing::warn!(id = %envelope.id, %rcpt, route = ?target, reply = %a, "failed permanently");
+                    d.metrics.attempt(&route_name, "failed");
+                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, reply = %a, "failed permanently");
                     RecipientStatus::Failed(a.stored())
                 }
             };

@@ -294,7 +294,7 @@ fn session_info(envelope: &Envelope, pending: &PendingScan) -> SessionInfo {
 fn defer(d: &Delivery, state: &mut QueueState, reply: &Reply) {
     for i in state.pending().collect::<Vec<_>>() {
         state.recipients[i] = RecipientStatus::Deferred(StoredReply::new(reply, None));
-        crate::metrics::Metrics::inc(&d.metrics.deferrals_total);
+        d.metrics.deferrals_total.inc();
     }
 }
 

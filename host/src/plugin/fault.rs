@@ -14,6 +14,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Its kind in metrics: `trap`, `deadline`, `no_answer`, `failed`, `config`,
+    /// `bad_reply`, `bad_change`, or `host`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Guest(GuestFault::NoAnswer(_)) => "no_answer",
+            Fault::Guest(GuestFault::Deadline(_)) => "deadline",
+            Fault::Guest(GuestFault::Trap(_)) => "trap",
+            Fault::Guest(GuestFault::Failed(_)) => "failed",
+            Fault::Guest(GuestFault::ConfigRefused(_)) => "config",
+            Fault::Guest(GuestFault::BadReply { .. }) => "bad_reply",
+            Fault::Guest(GuestFault::BadChange(_)) => "bad_change",
+            Fault::Host(_) => "host",
+        }
+    }
+
     /// `guest` or `host`, for logs.
     pub fn side(&self) -> &'static str {
         match self {

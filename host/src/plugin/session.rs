@@ -103,12 +103,14 @@ impl PluginSession {
             if !self.set.plugins[i].in_session(hook) {
                 continue;
             }
+            let started = std::time::Instant::now();
             let decision = match self.call(i, session, &call).await {
                 Ok((verdict, edits)) => validate(verdict.into())
                     .map(|d| with_reply(d, edits.reply))
                     .map_err(Fault::from),
                 Err(fault) => Err(fault),
             };
+            self.count(i, hook, started, decision.as_ref().ok());
             match decision {
                 Ok(Decision::Continue) => {}
                 Ok(d) => return d,
@@ -130,6 +132,7 @@ impl PluginSession {
             if !self.set.plugins[i].wants_data(after_queue) {
                 continue;
             }
+            let started = std::time::Instant::now();
             let result = self.call_data(i, call).await;
             let decision = result.and_then(|(r, edits)| {
                 let d = validate(r.verdict)?;
@@ -148,6 +151,7 @@ impl PluginSession {
                     }
                 })
             });
+            self.count(i, Hook::Data, started, decision.as_ref().ok());
             match decision {
                 Ok(Decision::Continue) => {}
                 Ok(decision) => {
@@ -254,11 +258,21 @@ impl PluginSession {
         Ok((result?, take_edits(store)))
     }
 
+    /// Counts one call of plugin `i` at `hook`, begun at `started`, and its verdict
+    /// (`None`: it faulted, counted as such by `fault`).
+    fn count(&self, i: usize, hook: Hook, started: std::time::Instant, verdict: Option<&Decision>) {
+        let (m, name) = (&self.set.metrics, &*self.set.plugins[i].shared.name);
+        m.plugin_call(name, hook.name(), started.elapsed());
+        if let Some(d) = verdict {
+            m.plugin_verdict(name, hook.name(), d.kind());
+        }
+    }
+
     /// Drops the instance, logs and counts the fault, and answers per `on_error`.
     fn fault(&mut self, i: usize, hook: Hook, fault: Fault) -> Option<Decision> {
         let p = &self.set.plugins[i];
         self.instances[i] = None;
-        crate::metrics::Metrics::inc(&self.set.metrics.plugin_faults_total);
+        self.set.metrics.plugin_fault(&p.shared.name, fault.kind());
         tracing::error!(
             plugin = %p.shared.name,
             hook = hook.name(),

@@ -21,6 +21,20 @@ pub enum Decision {
     Discard,
 }
 
+impl Decision {
+    /// Its name in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Continue => "continue",
+            Decision::Accept => "accept",
+            Decision::Refuse(_) => "refuse",
+            Decision::Disconnect(_) => "disconnect",
+            Decision::Quarantine(_) => "quarantine",
+            Decision::Discard => "discard",
+        }
+    }
+}
+
 /// The data hook's decision with the changes asked for by the plugins that ran: those of
 /// their `data-result`s, then their `edit` calls, the last new body written, and the text
 /// of the 250 (the last set).

@@ -4,7 +4,6 @@
 //! (`message.rs`), and the 250 goes out only once the message is durably spooled.
 
 use super::{Conn, Session, read_more};
-use crate::metrics::Metrics;
 use crate::proto::data::{BdatChunk, BdatReceiver, DataReceiver, Received};
 use crate::proto::header::{self, HEADER_MAX};
 use crate::proto::{Reply, replies};
@@ -206,7 +205,7 @@ impl Session {
     /// Ends the transaction with a refusal (RFC 5321 4.1.1.4: the transaction is over).
     pub(super) fn refuse_message(&mut self, reply: Reply) -> Reply {
         self.tx = None;
-        Metrics::inc(&self.ctx.metrics.messages_refused_total);
+        self.ctx.metrics.transaction("refused", reply.code);
         reply
     }
 }

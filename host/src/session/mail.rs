@@ -86,7 +86,7 @@ impl Session {
             Err(reply) => reply,
         };
         if !reply.is_positive() {
-            crate::metrics::Metrics::inc(&self.ctx.metrics.recipients_refused_total);
+            self.ctx.metrics.recipients_refused_total.inc();
         }
         reply
     }

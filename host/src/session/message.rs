@@ -5,7 +5,6 @@
 //! in memory (at most `HEADER_MAX`); the body stays where the spool put it.
 
 use super::Session;
-use crate::metrics::Metrics;
 use crate::plugin::Decision;
 use crate::proto::{Reply, replies};
 use crate::spool::{Content, Envelope, Incoming, PendingScan, QueueState, SpoolId};
@@ -124,6 +123,9 @@ impl Session {
             }
             None => crate::mailauth::AuthResults::only_spf(tx.spf.clone()),
         };
+        if verifier.is_some() {
+            self.count_results(&results);
+        }
         let outcome = if wants_hook {
             let message = crate::plugin::Message::new(shared.clone(), body.clone());
             Some(self.data_policy(tx, message, shared.len(), &results).await)
@@ -138,11 +140,13 @@ impl Session {
         };
         match outcome.decision {
             refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
-                Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                return Err(self.refusal(refusal).expect("a refusal"));
+                let reply = self.refusal(refusal).expect("a refusal");
+                self.ctx.metrics.transaction("refused", reply.code);
+                return Err(reply);
             }
             Decision::Discard => {
                 tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
+                self.ctx.metrics.transaction("dropped", 250);
                 return Err(replies::queued_as(SpoolId::generate()));
             }
             Decision::Quarantine(reason) => accepted.hold_reason = Some(reason),
@@ -176,12 +180,24 @@ impl Session {
                 Ok(written) => accepted.body = Some(written),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot keep the body a plugin wrote; message refused");
-                    Metrics::inc(&self.ctx.metrics.messages_refused_total);
-                    return Err(super::data::spool_error(&e));
+                    let reply = super::data::spool_error(&e);
+                    self.ctx.metrics.transaction("refused", reply.code);
+                    return Err(reply);
                 }
             }
         }
         Ok(accepted)
+    }
+
+    /// A verified message's results, counted by method and result.
+    fn count_results(&self, r: &crate::mailauth::AuthResults) {
+        let m = &self.ctx.metrics;
+        m.auth_result("spf", r.spf.mail_from.status.as_str());
+        for d in &r.dkim {
+            m.auth_result("dkim", d.status.as_str());
+        }
+        m.auth_result("arc", r.arc.status.as_str());
+        m.auth_result("dmarc", r.dmarc.status.as_str());
     }
 
     /// What the after-queue scan is told of this session, and whether it signs.
@@ -269,15 +285,17 @@ impl Session {
             .await;
         if let Err(e) = stored {
             tracing::error!(error = %e, "spool write failed; message refused");
-            Metrics::inc(&self.ctx.metrics.messages_refused_total);
             // Nothing half-written was acknowledged: the writer cuts a failed write off.
-            return super::data::spool_error(&e);
+            let reply = super::data::spool_error(&e);
+            self.ctx.metrics.transaction("refused", reply.code);
+            return reply;
         }
         let hold_reason = state.as_ref().and_then(|s| s.hold_reason.as_ref());
         if let Some(reason) = hold_reason {
             tracing::warn!(id = %envelope.id, reason, "message quarantined");
         } else {
-            Metrics::inc(&self.ctx.metrics.messages_accepted_total);
+            self.ctx.metrics.transaction("accepted", 250);
+            self.ctx.metrics.message_size.observe(size as f64);
             tracing::info!(
                 id = %envelope.id,
                 client = %self.peer.ip(),

@@ -1,0 +1,236 @@
+//! `/metrics` and `/healthz` over real HTTP after real traffic: the exposition parsed by
+//! the Prometheus project's own OpenMetrics parser (python3-prometheus-client), and each
+//! family checked: connections and open sessions by listener, transactions by outcome and
+//! reply class, message sizes, authentication results, plugin calls, verdicts and faults
+//! by plugin, hook and kind, delivery attempts by route and outcome.
+
+mod common;
+use common::auth::PYTHON;
+use common::dns::Zone;
+use common::sink::{Sink, SinkOptions};
+use common::{Client, TestServer};
+use serde_json::Value;
+use std::net::SocketAddr;
+
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// The exposition as the real parser reads it.
+fn parse(text: &str) -> Value {
+    use std::io::Write;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/common/openmetrics.py"
+    );
+    let mut child = std::process::Command::new(PYTHON)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (apt-get install python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the parser refused it: {err}\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of `family`'s sample `name` whose labels include `labels`.
+fn sample(m: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let samples = m[family]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {family}"));
+    samples
+        .iter()
+        .find(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][k].as_str() == Some(v)))
+        .and_then(|s| s[2].as_f64())
+        .unwrap_or_else(|| panic!("no {name} {labels:?} in {}", m[family]))
+}
+
+#[tokio::test]
+async fn every_family_after_real_traffic() {
+    let dns = Zone::default()
+        .txt("sender.test.", "v=spf1 ip4:127.0.0.1 -all")
+        .start()
+        .await;
+    let sink = Sink::start(SinkOptions::default()).await;
+    let plugins = format!(
+        "[[plugin]]\nname = \"policy\"\npath = \"{0}\"\n\
+         [[plugin]]\nname = \"broken\"\npath = \"{0}\"\non_error = \"continue\"\n\
+         [plugin.config]\nmode = \"bad-reply\"\n",
+        common::guest("misbehave")
+    );
+    let s = TestServer::start(&format!(
+        "[accept]\ndomains = [\"example.test\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [authentication]\nverify = true\ntimeout = \"3s\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
+         {}{plugins}",
+        dns.addr,
+        sink.config_route("*", "none"),
+    ))
+    .await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO client.sender.test", "250").await;
+    // Delivered; refused at data by the policy plugin; a recipient it refuses.
+    let ok = c
+        .send_mail(
+            "a@sender.test",
+            &["u@example.test"],
+            "Subject: fine\r\n\r\nx",
+        )
+        .await;
+    assert!(ok.starts_with("250"), "{ok}");
+    let refused = c
+        .send_mail(
+            "a@sender.test",
+            &["u@example.test"],
+            "Subject: reject me\r\n\r\nx",
+        )
+        .await;
+    assert!(refused.starts_with("554"), "{refused}");
+    c.cmd("MAIL FROM:<a@sender.test>", "250").await;
+    c.cmd("RCPT TO:<blocked@example.test>", "550").await;
+    sink.wait_for(1).await;
+    // The policy plugin adds a recipient at data: two delivered.
+    common::eventually("the deliveries", || s.deliveries() == 2).await;
+
+    let addr = s.server.metrics_addr.expect("metrics bound");
+    let (head, body) = get(addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let m = parse(&body);
+    let listener = s.addr().to_string();
+    let l = ("listener", listener.as_str());
+    assert_eq!(m["wasmtp_connections"]["type"], "counter");
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_connections",
+            "wasmtp_connections_total",
+            &[l, ("outcome", "accepted")]
+        ),
+        1.0
+    );
+    // The session is still open.
+    assert_eq!(m["wasmtp_open_connections"]["type"], "gauge");
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_open_connections",
+            "wasmtp_open_connections",
+            &[l]
+        ),
+        1.0
+    );
+    let tx = "wasmtp_transactions_total";
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_transactions",
+            tx,
+            &[("outcome", "accepted"), ("class", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_transactions",
+            tx,
+            &[("outcome", "refused"), ("class", "5xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_recipients_refused",
+            "wasmtp_recipients_refused_total",
+            &[]
+        ),
+        1.0
+    );
+    assert_eq!(m["wasmtp_message_size_bytes"]["type"], "histogram");
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_message_size_bytes",
+            "wasmtp_message_size_bytes_count",
+            &[]
+        ),
+        1.0
+    );
+    let auth = "wasmtp_auth_results_total";
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_auth_results",
+            auth,
+            &[("method", "spf"), ("result", "pass")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_auth_results",
+            auth,
+            &[("method", "dmarc"), ("result", "none")]
+        ),
+        2.0
+    );
+    // Both plugins at MAIL (three times); the bad reply is a fault, answered per on_error.
+    let calls = "wasmtp_plugin_call_seconds_count";
+    let mail = [("plugin", "policy"), ("hook", "mail")];
+    assert_eq!(m["wasmtp_plugin_call_seconds"]["type"], "histogram");
+    assert_eq!(sample(&m, "wasmtp_plugin_call_seconds", calls, &mail), 3.0);
+    let verdicts = "wasmtp_plugin_verdicts_total";
+    let refused = [
+        ("plugin", "policy"),
+        ("hook", "data"),
+        ("verdict", "refuse"),
+    ];
+    assert_eq!(
+        sample(&m, "wasmtp_plugin_verdicts", verdicts, &refused),
+        1.0
+    );
+    let faults = [("plugin", "broken"), ("kind", "bad_reply")];
+    assert_eq!(
+        sample(
+            &m,
+            "wasmtp_plugin_faults",
+            "wasmtp_plugin_faults_total",
+            &faults
+        ),
+        3.0
+    );
+    let route = sink.config_route("*", "none");
+    let target = route
+        .split("to = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let attempts = [("route", target), ("outcome", "delivered")];
+    let name = "wasmtp_delivery_attempts_total";
+    assert_eq!(sample(&m, "wasmtp_delivery_attempts", name, &attempts), 2.0);
+
+    let (head, body) = get(addr, "/healthz").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, "ok\n");
+    drop(c);
+}
