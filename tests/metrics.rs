@@ -234,3 +234,23 @@ async fn every_family_after_real_traffic() {
     assert_eq!(body, "ok\n");
     drop(c);
 }
+
+#[tokio::test]
+async fn healthz_says_503_when_the_spool_cannot_take_mail() {
+    // More free space asked for than any disk has: the spool takes no message.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "hostname = \"mx.test\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n\
+         [spool]\npath = \"{}/spool\"\nmin_free = \"1000000GiB\"\n\
+         [authentication]\nverify = false\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+        dir.path().display()
+    );
+    let config = wasmtp::config::Config::parse("t", &toml).unwrap();
+    let server = wasmtp::server::Server::start(config).await.unwrap();
+    let addr = server.metrics_addr.expect("metrics bound");
+    let (head, body) = get(addr, "/healthz").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(body, "unhealthy\n");
+    let (head, _) = get(addr, "/nothing").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
