@@ -302,6 +302,20 @@ async fn flush_kv(kv: Kv, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// A session's id in the logs: the process's session count, in hex, with the time the
+/// process started (as queue ids are made), so ids do not repeat across restarts.
+fn session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    format!("{started:X}-{:X}", COUNT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// `/healthz`: the server is not stopping, and its spool takes writes (its directory is
 /// there and has `spool.min_free` free).
 fn health_check(
@@ -364,7 +378,14 @@ async fn accept_loop(
                     ctx.metrics.connection(&name, true);
                     let open = Open::new(ctx.metrics.clone(), &name);
                     let slots = (permit, client, open);
-                    tokio::spawn(serve_connection(ctx, mode, tcp, peer, slots));
+                    // Every line of the session carries its id and client.
+                    let span = tracing::info_span!(
+                        "session",
+                        session = %session_id(),
+                        client = %peer,
+                    );
+                    let session = serve_connection(ctx, mode, tcp, peer, slots);
+                    tokio::spawn(tracing::Instrument::instrument(session, span));
                     continue;
                 }
                 None => replies::TOO_MANY_FROM_CLIENT,

@@ -92,6 +92,27 @@ pub enum OnError {
     Reject,
 }
 
+impl PluginMode {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginMode::BeforeQueue => "before-queue",
+            PluginMode::AfterQueue => "after-queue",
+        }
+    }
+}
+
+impl OnError {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Tempfail => "tempfail",
+            OnError::Continue => "continue",
+            OnError::Reject => "reject",
+        }
+    }
+}
+
 /// Most scans at once one plugin after the queue may run.
 const MAX_CONCURRENCY: usize = 10_000;
 

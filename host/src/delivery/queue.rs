@@ -109,7 +109,10 @@ impl Tasks {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = self.set.spawn(run_message(d.clone(), id.clone(), rx));
+        // Every line of the message's delivery carries its queue id.
+        let span = tracing::info_span!("delivery", queue_id = %id);
+        let task = tracing::Instrument::instrument(run_message(d.clone(), id.clone(), rx), span);
+        let handle = self.set.spawn(task);
         self.ids.insert(handle.id(), id.clone());
         self.orders.insert(id, tx);
     }

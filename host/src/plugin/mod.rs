@@ -212,7 +212,7 @@ impl PluginSet {
             match set.load_one(&linker, cache_dir, index, p).await {
                 Ok(loaded) => {
                     let granted = loaded.shared.grants.names();
-                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, granted, mode = ?p.mode, "plugin loaded");
+                    tracing::info!(plugin = p.name, hooks = %loaded.hooks, granted, mode = p.mode.as_str(), "plugin loaded");
                     set.plugins.push(loaded);
                 }
                 Err(e) => errors.push(e),

@@ -277,7 +277,7 @@ impl PluginSession {
             plugin = %p.shared.name,
             hook = hook.name(),
             fault = fault.side(),
-            on_error = ?p.on_error,
+            on_error = p.on_error.as_str(),
             "plugin failed: {fault}"
         );
         match p.on_error {

@@ -18,6 +18,12 @@ pub(super) struct Chunked {
     incoming: Incoming,
 }
 
+impl Chunked {
+    pub(super) fn queue_id(&self) -> &crate::spool::SpoolId {
+        self.incoming.id()
+    }
+}
+
 impl Session {
     /// What DATA and BDAT both need (RFC 5321 4.1.1.4, RFC 3030 4): a greeting, a
     /// transaction with recipients, and room in the spool, checked before the content
@@ -45,8 +51,11 @@ impl Session {
         self.ready_for_content()
     }
 
+    /// Where the content goes; its queue id is on the transaction's log lines from here.
     fn incoming(&self) -> Incoming {
-        self.ctx.spool.incoming(self.ctx.config.spool.min_free.0)
+        let incoming = self.ctx.spool.incoming(self.ctx.config.spool.min_free.0);
+        tracing::Span::current().record("queue_id", tracing::field::display(incoming.id()));
+        incoming
     }
 
     /// Reads content after 354. `None` when the client went away (or timed out) mid-data:
@@ -204,8 +213,19 @@ impl Session {
 
     /// Ends the transaction with a refusal (RFC 5321 4.1.1.4: the transaction is over).
     pub(super) fn refuse_message(&mut self, reply: Reply) -> Reply {
-        self.tx = None;
-        self.ctx.metrics.transaction("refused", reply.code);
+        if let Some(tx) = self.tx.take() {
+            self.summary(super::summary::Ended {
+                outcome: "refused",
+                reply: &reply,
+                sender: &tx.sender,
+                recipients: &tx.recipients,
+                queue_id: None,
+                size: 0,
+                spf: &tx.spf,
+                auth: None,
+                started: tx.started,
+            });
+        }
         reply
     }
 }

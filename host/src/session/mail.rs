@@ -76,6 +76,7 @@ impl Session {
             _open: self.ctx.spool.open_transaction(),
             spf,
             auth_spent,
+            started: checking,
         });
         replies::SENDER_OK
     }

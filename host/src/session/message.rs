@@ -5,6 +5,7 @@
 //! in memory (at most `HEADER_MAX`); the body stays where the spool put it.
 
 use super::Session;
+use super::summary::Ended;
 use crate::plugin::Decision;
 use crate::proto::{Reply, replies};
 use crate::spool::{Content, Envelope, Incoming, PendingScan, QueueState, SpoolId};
@@ -40,7 +41,26 @@ impl Session {
         };
         let mut accepted = match self.content_policy(&mut tx, header, &body).await {
             Ok(accepted) => accepted,
-            Err(reply) => return reply,
+            Err(reply) => {
+                // A refusal, or a 250 for a message a plugin discarded.
+                let outcome = if reply.code < 300 {
+                    "dropped"
+                } else {
+                    "refused"
+                };
+                self.summary(Ended {
+                    outcome,
+                    reply: &reply,
+                    sender: &tx.sender,
+                    recipients: &tx.recipients,
+                    queue_id: Some(incoming.id()),
+                    size: body.len(),
+                    spf: &tx.spf,
+                    auth: None,
+                    started: tx.started,
+                });
+                return reply;
+            }
         };
         // With a body a plugin wrote, the parts received are let go; the new ones are
         // held until the message is stored.
@@ -49,9 +69,9 @@ impl Session {
         let envelope = Envelope {
             id,
             received_at: chrono::Utc::now().timestamp(),
-            sender: tx.sender,
-            params: tx.params,
-            recipients: tx.recipients,
+            sender: tx.sender.clone(),
+            params: tx.params.clone(),
+            recipients: tx.recipients.clone(),
             client_ip: self.peer.ip(),
             helo: self
                 .helo
@@ -80,9 +100,27 @@ impl Session {
             state.scan = scan;
             state
         });
-        let reply = accepted.reply.take();
-        self.spool_and_queue(envelope, &content, state, &incoming, size, reply)
-            .await
+        let text = accepted.reply.take();
+        let reply = self
+            .spool_and_queue(&envelope, &content, state, &incoming, size, text)
+            .await;
+        let outcome = match (reply.code, &accepted.hold_reason) {
+            (..300, Some(_)) => "held",
+            (..300, None) => "accepted",
+            _ => "refused",
+        };
+        self.summary(Ended {
+            outcome,
+            reply: &reply,
+            sender: &envelope.sender,
+            recipients: &envelope.recipients,
+            queue_id: Some(&envelope.id),
+            size,
+            spf: &tx.spf,
+            auth: accepted.auth.as_ref(),
+            started: tx.started,
+        });
+        reply
     }
 
     /// Forged results removed, then (when anyone asks) verification and the data hook;
@@ -140,13 +178,10 @@ impl Session {
         };
         match outcome.decision {
             refusal @ (Decision::Refuse(_) | Decision::Disconnect(_)) => {
-                let reply = self.refusal(refusal).expect("a refusal");
-                self.ctx.metrics.transaction("refused", reply.code);
-                return Err(reply);
+                return Err(self.refusal(refusal).expect("a refusal"));
             }
             Decision::Discard => {
                 tracing::info!(client = %self.peer.ip(), "message discarded by a plugin");
-                self.ctx.metrics.transaction("dropped", 250);
                 return Err(replies::queued_as(SpoolId::generate()));
             }
             Decision::Quarantine(reason) => accepted.hold_reason = Some(reason),
@@ -180,9 +215,7 @@ impl Session {
                 Ok(written) => accepted.body = Some(written),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot keep the body a plugin wrote; message refused");
-                    let reply = super::data::spool_error(&e);
-                    self.ctx.metrics.transaction("refused", reply.code);
-                    return Err(reply);
+                    return Err(super::data::spool_error(&e));
                 }
             }
         }
@@ -271,7 +304,7 @@ impl Session {
     /// the queue: not delivered before it) is committed with the message, before the 250.
     async fn spool_and_queue(
         &mut self,
-        envelope: Envelope,
+        envelope: &Envelope,
         content: &Content,
         state: Option<QueueState>,
         incoming: &Incoming,
@@ -281,29 +314,18 @@ impl Session {
         let stored = self
             .ctx
             .spool
-            .store(&envelope, content, state.as_ref(), Some(incoming))
+            .store(envelope, content, state.as_ref(), Some(incoming))
             .await;
         if let Err(e) = stored {
             tracing::error!(error = %e, "spool write failed; message refused");
             // Nothing half-written was acknowledged: the writer cuts a failed write off.
-            let reply = super::data::spool_error(&e);
-            self.ctx.metrics.transaction("refused", reply.code);
-            return reply;
+            return super::data::spool_error(&e);
         }
         let hold_reason = state.as_ref().and_then(|s| s.hold_reason.as_ref());
         if let Some(reason) = hold_reason {
             tracing::warn!(id = %envelope.id, reason, "message quarantined");
         } else {
-            self.ctx.metrics.transaction("accepted", 250);
             self.ctx.metrics.message_size.observe(size as f64);
-            tracing::info!(
-                id = %envelope.id,
-                client = %self.peer.ip(),
-                from = %envelope.sender.as_ref().map(|s| s.to_string()).unwrap_or_default(),
-                recipients = envelope.recipients.len(),
-                size,
-                "message queued"
-            );
         }
         // A held message's task waits for `wasmtp queue release` or `remove`.
         self.ctx.queue.submit(envelope.id.clone());

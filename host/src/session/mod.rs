@@ -14,6 +14,7 @@ mod ehlo;
 mod hooks;
 mod mail;
 mod message;
+mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
 
 /// How a session run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +71,14 @@ struct Transaction {
     /// How long those checks took: the message's verification at the end of data has
     /// `authentication.timeout` less that (the budget is the whole message's).
     auth_spent: std::time::Duration,
+    /// When MAIL was taken: the transaction's log line says how long it took.
+    started: std::time::Instant,
+}
+
+/// The span of a message's content (DATA, or one BDAT chunk): its lines carry the queue
+/// id, recorded once the content has one.
+fn transaction_span() -> tracing::Span {
+    tracing::info_span!("transaction", queue_id = tracing::field::Empty)
 }
 
 pub struct Session {
@@ -279,14 +289,19 @@ impl Session {
                 }
                 Next::Data => {
                     conn.flush().await?;
-                    let Some(reply) = Box::pin(self.receive_data(&mut conn)).await? else {
+                    let data = self.receive_data(&mut conn).instrument(transaction_span());
+                    let Some(reply) = Box::pin(data).await? else {
                         return Ok(Outcome::Closed);
                     };
                     self.reply(&mut conn.out, reply);
                 }
                 Next::Bdat { size, last } => {
-                    let Some(reply) = Box::pin(self.receive_bdat(&mut conn, size, last)).await?
-                    else {
+                    let span = transaction_span();
+                    if let Some(id) = self.tx.as_ref().and_then(|tx| tx.bdat.as_ref()) {
+                        span.record("queue_id", tracing::field::display(id.queue_id()));
+                    }
+                    let bdat = self.receive_bdat(&mut conn, size, last).instrument(span);
+                    let Some(reply) = Box::pin(bdat).await? else {
                         return Ok(Outcome::Closed);
                     };
                     self.reply(&mut conn.out, reply);
