@@ -28,7 +28,7 @@ pub struct Connection {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Transaction {
-    /// `accepted`, `refused`, `dropped` (a plugin discarded it, or removed every recipient).
+    /// `accepted`, `held` (quarantined), `refused`, `dropped` (a plugin discarded it).
     pub outcome: &'static str,
     /// The reply's class: `2xx`, `4xx`, `5xx`.
     pub class: &'static str,
