@@ -41,6 +41,15 @@ pub struct Plugin {
     /// After the queue: how many messages it scans at once.
     #[serde(default = "Plugin::default_concurrency")]
     pub concurrency: usize,
+    /// Runs, and its verdicts and changes are logged and counted, but none is applied.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Faults in a row that switch the plugin off for `breaker_cooldown`, its `on_error`
+    /// answering without a call meanwhile; then one call is tried. 0: never switched off.
+    #[serde(default = "Plugin::default_breaker_faults")]
+    pub breaker_faults: u32,
+    #[serde(default = "Plugin::default_breaker_cooldown")]
+    pub breaker_cooldown: Dur,
     #[serde(default)]
     pub config: toml::Table,
 }
@@ -60,6 +69,12 @@ impl Plugin {
     }
     fn default_concurrency() -> usize {
         16
+    }
+    fn default_breaker_faults() -> u32 {
+        5
+    }
+    fn default_breaker_cooldown() -> Dur {
+        Dur(Duration::from_secs(30))
     }
 
     /// Each call's deadline: `timeout`, else what fits the mode (a scanner after the queue

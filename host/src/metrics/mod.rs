@@ -53,6 +53,13 @@ pub struct PluginVerdict {
     pub hook: &'static str,
     /// `continue`, `accept`, `refuse`, `disconnect`, `quarantine`, `discard`.
     pub verdict: &'static str,
+    /// A shadow plugin's (`true`): counted, not applied.
+    pub shadow: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Plugin {
+    pub plugin: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +107,7 @@ pub struct Metrics {
     pub plugin_calls: Histograms<PluginCall>,
     pub plugin_verdicts_total: Family<PluginVerdict, Counter>,
     pub plugin_faults_total: Family<PluginFault, Counter>,
+    pub plugin_breaker_opened_total: Family<Plugin, Counter>,
     /// Every fault, whatever its plugin and kind (what the tests wait for).
     faults: Counter,
 }
@@ -121,6 +129,7 @@ impl Default for Metrics {
             plugin_calls: Family::new_with_constructor(seconds),
             plugin_verdicts_total: Family::default(),
             plugin_faults_total: Family::default(),
+            plugin_breaker_opened_total: Family::default(),
             faults: Counter::default(),
         };
         let r = &mut m.registry;
@@ -191,6 +200,11 @@ impl Default for Metrics {
             "Plugin calls that trapped, timed out, ran out of memory or answered badly, by plugin and kind",
             m.plugin_faults_total.clone(),
         );
+        r.register(
+            "plugin_breaker_opened",
+            "Times a plugin was switched off by its crash-loop breaker, by plugin",
+            m.plugin_breaker_opened_total.clone(),
+        );
         m
     }
 }
@@ -242,11 +256,18 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn plugin_verdict(&self, plugin: &str, hook: &'static str, verdict: &'static str) {
+    pub fn plugin_verdict(
+        &self,
+        plugin: &str,
+        hook: &'static str,
+        verdict: &'static str,
+        shadow: bool,
+    ) {
         let labels = PluginVerdict {
             plugin: plugin.to_string(),
             hook,
             verdict,
+            shadow,
         };
         self.plugin_verdicts_total.get_or_create(&labels).inc();
     }
@@ -258,6 +279,15 @@ impl Metrics {
         };
         self.plugin_faults_total.get_or_create(&labels).inc();
         self.faults.inc();
+    }
+
+    pub fn plugin_breaker_opened(&self, plugin: &str) {
+        let labels = Plugin {
+            plugin: plugin.to_string(),
+        };
+        self.plugin_breaker_opened_total
+            .get_or_create(&labels)
+            .inc();
     }
 
     /// Plugin faults so far, of every plugin and kind.

@@ -13,6 +13,7 @@
 
 mod auth;
 mod bindings;
+mod breaker;
 pub mod bundled;
 pub mod capability;
 mod edit;
@@ -150,6 +151,10 @@ struct Loaded {
     /// `mode = "after-queue"`: only its data hook runs, on spooled messages, at most
     /// `scans` at once.
     after_queue: Option<tokio::sync::Semaphore>,
+    /// `shadow = true`: its verdicts and changes are counted and logged, not applied.
+    shadow: bool,
+    breaker: breaker::Breaker,
+    breaker_cooldown: Duration,
 }
 
 impl Loaded {
@@ -311,6 +316,9 @@ impl PluginSet {
             memory: p.memory.0 as usize,
             after_queue: (p.mode == crate::config::PluginMode::AfterQueue)
                 .then(|| tokio::sync::Semaphore::new(p.concurrency)),
+            shadow: p.shadow,
+            breaker: breaker::Breaker::new(p.breaker_faults, p.breaker_cooldown.0),
+            breaker_cooldown: p.breaker_cooldown.0,
         };
         let (_, hooks) = self
             .instantiate(&loaded)

@@ -2,6 +2,7 @@
 //! dropped with the session, or at once after a fault.
 
 use super::bindings::types::{AuthResults, DataResult, EnvelopeFrom, Hook, Verdict};
+use super::breaker::Gate;
 use super::edits::{EditTarget, Edits};
 use super::fault::{Fault, GuestFault};
 use super::hooks::Call;
@@ -64,6 +65,15 @@ fn with_reply(decision: Decision, lines: Option<Vec<String>>) -> Decision {
     }
 }
 
+/// What `on_error` answers for a plugin that failed (or is switched off).
+fn answer(on_error: OnError) -> Option<Decision> {
+    match on_error {
+        OnError::Continue => None,
+        OnError::Tempfail => Some(Decision::Refuse(replies::PLUGIN_TEMPFAIL)),
+        OnError::Reject => Some(Decision::Refuse(replies::PLUGIN_REJECT)),
+    }
+}
+
 /// What the data hook is called with: the session, the envelope, the message, its
 /// authentication results, and where the plugins' edits go.
 pub struct DataCall<'a> {
@@ -103,6 +113,12 @@ impl PluginSession {
             if !self.set.plugins[i].in_session(hook) {
                 continue;
             }
+            if let Some(answer) = self.switched_off(i) {
+                match answer {
+                    Some(d) => return d,
+                    None => continue,
+                }
+            }
             let started = std::time::Instant::now();
             let decision = match self.call(i, session, &call).await {
                 Ok((verdict, edits)) => validate(verdict.into())
@@ -110,8 +126,9 @@ impl PluginSession {
                     .map_err(Fault::from),
                 Err(fault) => Err(fault),
             };
-            self.count(i, hook, started, decision.as_ref().ok());
+            self.count(i, hook, started, decision.as_ref().ok(), 0);
             match decision {
+                Ok(_) if self.set.plugins[i].shadow => {}
                 Ok(Decision::Continue) => {}
                 Ok(d) => return d,
                 Err(fault) => {
@@ -125,18 +142,34 @@ impl PluginSession {
     }
 
     /// The data hook of the plugins before the queue (`after_queue`: of those after it):
-    /// like `run`, collecting the changes of every plugin that ran.
+    /// like `run`, collecting the changes of every plugin that ran (a shadow plugin's are
+    /// counted and logged, not kept).
     pub async fn data(&mut self, after_queue: bool, call: &DataCall<'_>) -> DataOutcome {
         let mut out = DataOutcome::default();
         for i in 0..self.set.plugins.len() {
             if !self.set.plugins[i].wants_data(after_queue) {
                 continue;
             }
+            if let Some(answer) = self.switched_off(i) {
+                match answer {
+                    Some(d) => {
+                        out.decision = d;
+                        return out;
+                    }
+                    None => continue,
+                }
+            }
             let started = std::time::Instant::now();
             let result = self.call_data(i, call).await;
+            let shadow = self.set.plugins[i].shadow;
+            let mut changes = 0;
             let decision = result.and_then(|(r, edits)| {
                 let d = validate(r.verdict)?;
                 validate_changes(&r.changes)?;
+                changes = r.changes.len() + edits.edits.len() + usize::from(edits.body.is_some());
+                if shadow {
+                    return Ok(d);
+                }
                 out.changes.extend(r.changes);
                 out.edits.extend(edits.edits);
                 // The last body written is the one that goes on.
@@ -151,8 +184,9 @@ impl PluginSession {
                     }
                 })
             });
-            self.count(i, Hook::Data, started, decision.as_ref().ok());
+            self.count(i, Hook::Data, started, decision.as_ref().ok(), changes);
             match decision {
+                Ok(_) if shadow => {}
                 Ok(Decision::Continue) => {}
                 Ok(decision) => {
                     out.decision = decision;
@@ -167,6 +201,16 @@ impl PluginSession {
             }
         }
         out
+    }
+
+    /// Plugin `i` switched off by its breaker: `Some` with its `on_error` answer (`None`:
+    /// go on without it); `None` when it may be called.
+    fn switched_off(&self, i: usize) -> Option<Option<Decision>> {
+        let p = &self.set.plugins[i];
+        if p.breaker.gate() == Gate::Call {
+            return None;
+        }
+        Some(if p.shadow { None } else { answer(p.on_error) })
     }
 
     async fn instance(&mut self, i: usize) -> Result<&mut Instance, Fault> {
@@ -258,13 +302,32 @@ impl PluginSession {
         Ok((result?, take_edits(store)))
     }
 
-    /// Counts one call of plugin `i` at `hook`, begun at `started`, and its verdict
-    /// (`None`: it faulted, counted as such by `fault`).
-    fn count(&self, i: usize, hook: Hook, started: std::time::Instant, verdict: Option<&Decision>) {
-        let (m, name) = (&self.set.metrics, &*self.set.plugins[i].shared.name);
+    /// Counts one call of plugin `i` at `hook`, begun at `started`, and its verdict with
+    /// the `changes` it asked for (`None`: it faulted, counted as such by `fault`); a
+    /// shadow plugin's verdict is logged too, since nothing else shows it.
+    fn count(
+        &self,
+        i: usize,
+        hook: Hook,
+        started: std::time::Instant,
+        verdict: Option<&Decision>,
+        changes: usize,
+    ) {
+        let p = &self.set.plugins[i];
+        let (m, name) = (&self.set.metrics, &*p.shared.name);
         m.plugin_call(name, hook.name(), started.elapsed());
         if let Some(d) = verdict {
-            m.plugin_verdict(name, hook.name(), d.kind());
+            p.breaker.success(hook.name());
+            m.plugin_verdict(name, hook.name(), d.kind(), p.shadow);
+            if p.shadow {
+                tracing::info!(
+                    plugin = name,
+                    hook = hook.name(),
+                    verdict = d.kind(),
+                    changes,
+                    "shadow plugin's verdict, not applied"
+                );
+            }
         }
     }
 
@@ -273,6 +336,14 @@ impl PluginSession {
         let p = &self.set.plugins[i];
         self.instances[i] = None;
         self.set.metrics.plugin_fault(&p.shared.name, fault.kind());
+        if p.breaker.fault(hook.name()) {
+            self.set.metrics.plugin_breaker_opened(&p.shared.name);
+            tracing::warn!(
+                plugin = %p.shared.name,
+                cooldown_ms = u64::try_from(p.breaker_cooldown.as_millis()).unwrap_or(u64::MAX),
+                "plugin faulted too often in a row: switched off, its on_error answers"
+            );
+        }
         tracing::error!(
             plugin = %p.shared.name,
             hook = hook.name(),
@@ -280,10 +351,7 @@ impl PluginSession {
             on_error = p.on_error.as_str(),
             "plugin failed: {fault}"
         );
-        match p.on_error {
-            OnError::Continue => None,
-            OnError::Tempfail => Some(Decision::Refuse(replies::PLUGIN_TEMPFAIL)),
-            OnError::Reject => Some(Decision::Refuse(replies::PLUGIN_REJECT)),
-        }
+        // A shadow plugin's faults are counted and logged, and answer nothing.
+        if p.shadow { None } else { answer(p.on_error) }
     }
 }
