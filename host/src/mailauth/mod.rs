@@ -17,6 +17,7 @@ mod body;
 mod cache;
 mod dmarc;
 mod header;
+mod key;
 mod seal;
 mod sign;
 mod spf;
@@ -26,7 +27,8 @@ pub use crate::plugin::{
     ArcCheck, AuthResults, AuthStatus, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck, SpfResults,
 };
 pub use header::{authentication_results, remove_forged};
-pub use sign::{KeyError, KeyProblem, Signer, Signers, keygen};
+pub use key::KeyProblem;
+pub use sign::{KeyError, Signer, Signers, keygen};
 pub use verify::Verifier;
 
 /// Is `name` (with or without its final dot) a name our resolver can ask for: labels of

@@ -5,7 +5,7 @@
 //! our set alone (5.1.2); a chain whose last seal already says `cv=fail` is not sealed.
 
 use super::AuthStatus;
-use super::sign::PrivateKey;
+use super::key::PrivateKey;
 use crate::proto::header;
 use crate::spool::Content;
 use base64::Engine;

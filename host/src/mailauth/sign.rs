@@ -1,6 +1,7 @@
 //! DKIM signing (RFC 6376, RFC 8463) of mail from our own users, with the `[[dkim]]` keys;
 //! and `wasmtp dkim-keygen`.
 
+use super::key::{KeyProblem, PrivateKey, private_key};
 use crate::config::Dkim;
 use crate::spool::Content;
 use base64::Engine;
@@ -9,7 +10,6 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, DkimSigningStream, Done, Signature};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
-use rustls::pki_types::PrivateKeyDer;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,19 +23,6 @@ pub enum KeyError {
     },
     #[error("key generation failed: {0}")]
     Generate(String),
-}
-
-/// Why a key file cannot sign.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyProblem {
-    #[error("{0}")]
-    Read(#[from] std::io::Error),
-    #[error("no private key in the PEM file")]
-    NoKey,
-    #[error("not a usable RSA key (2048-4096 bits): {0}")]
-    Rsa(mail_auth::Error),
-    #[error("an EC key: DKIM signs with RSA or Ed25519 (RFC 8463)")]
-    Ec,
 }
 
 /// Why a signature could not be made: the body could not be read, or mail-auth refused.
@@ -240,50 +227,6 @@ fn unfold_end(header: String) -> String {
     match header.strip_suffix("\r\n\t;\r\n") {
         Some(head) => format!("{head};\r\n"),
         None => header,
-    }
-}
-
-/// A private key as it signs: RSA (2048-4096 bits: ring's) or Ed25519.
-pub(super) enum PrivateKey {
-    Rsa(RsaKey<Sha256>),
-    Ed25519(Ed25519Key),
-}
-
-impl PrivateKey {
-    pub(super) fn sign(&self, data: &[u8]) -> mail_auth::Result<Vec<u8>> {
-        match self {
-            PrivateKey::Rsa(k) => k.sign(data),
-            PrivateKey::Ed25519(k) => k.sign(data),
-        }
-    }
-
-    pub(super) fn algorithm(&self) -> mail_auth::common::crypto::Algorithm {
-        match self {
-            PrivateKey::Rsa(k) => k.algorithm(),
-            PrivateKey::Ed25519(k) => k.algorithm(),
-        }
-    }
-}
-
-/// The key in a PEM file: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
-pub(super) fn private_key(path: &Path) -> Result<PrivateKey, KeyProblem> {
-    let pem = std::fs::read(path)?;
-    let der = rustls_pemfile::private_key(&mut pem.as_slice())?.ok_or(KeyProblem::NoKey)?;
-    // ring signs with RSA keys of 2048-4096 bits (RFC 8301 asks for at least 1024).
-    let rsa = |der: PrivateKeyDer<'_>| {
-        RsaKey::<Sha256>::from_key_der(der)
-            .map(PrivateKey::Rsa)
-            .map_err(KeyProblem::Rsa)
-    };
-    match der {
-        PrivateKeyDer::Pkcs1(_) => rsa(der),
-        PrivateKeyDer::Pkcs8(k) => {
-            match Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der()) {
-                Ok(key) => Ok(PrivateKey::Ed25519(key)),
-                Err(_) => rsa(PrivateKeyDer::Pkcs8(k)),
-            }
-        }
-        _ => Err(KeyProblem::Ec),
     }
 }
 
