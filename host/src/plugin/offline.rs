@@ -25,6 +25,10 @@ pub enum OfflineError {
     Config(#[from] ConfigError),
     #[error("kv store: {0}")]
     Kv(std::io::Error),
+    #[error("--kv {}: {why}", path.display())]
+    KvSeed { path: PathBuf, why: String },
+    #[error(transparent)]
+    Resolver(#[from] crate::dns::ResolverError),
     #[error("scratch spool (for a body the plugin writes): {0}")]
     Spool(std::io::Error),
     #[error(transparent)]
@@ -51,22 +55,82 @@ pub struct OfflineTest {
     /// up without it
     #[arg(long)]
     pub message: Option<PathBuf>,
+    /// A server config whose resolver (`[dns]`) and `[authentication] timeout` to use: the
+    /// host then checks SPF, DKIM, ARC and DMARC, and the plugin sees real results
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A JSON object of the plugin's kv state to start from (`{"key": "value"}`)
+    #[arg(long)]
+    pub kv: Option<PathBuf>,
+    /// The report as JSON (each hook's verdict, reply and changes), for a plugin's own CI
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn describe(d: &Decision) -> String {
-    match d {
-        Decision::Continue => "continue".into(),
-        Decision::Accept => "accept".into(),
-        Decision::Refuse(r) => format!("refuse: {r}"),
-        Decision::Disconnect(r) => format!("disconnect: {r}"),
-        Decision::Quarantine(reason) => format!("quarantine: {reason}"),
-        Decision::Discard => "discard".into(),
+/// One hook as the report tells it.
+#[derive(serde::Serialize)]
+struct Step {
+    step: String,
+    verdict: &'static str,
+    /// A refusal's reply, a quarantine's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+    /// The changes asked for, as the text report prints them.
+    changes: Vec<String>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Report {
+    hooks: Vec<&'static str>,
+    steps: Vec<Step>,
+    /// Why the run could not go on (a message file that cannot be read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn step(&mut self, step: String, d: &Decision) -> &mut Step {
+        let reply = match d {
+            Decision::Refuse(r) | Decision::Disconnect(r) => Some(r.to_string()),
+            Decision::Quarantine(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        self.steps.push(Step {
+            step,
+            verdict: d.kind(),
+            reply,
+            changes: Vec::new(),
+        });
+        self.steps.last_mut().expect("just pushed")
+    }
+
+    /// As text: a line for the hooks wanted, one a hook with its verdict, its changes
+    /// under it.
+    fn text(&self) -> String {
+        let mut out = String::new();
+        writeln!(out, "hooks wanted: {}", self.hooks.join(", ")).ok();
+        for p in &self.problems {
+            writeln!(out, "{p}").ok();
+        }
+        for s in &self.steps {
+            match &s.reply {
+                Some(r) => writeln!(out, "{}: {}: {r}", s.step, s.verdict).ok(),
+                None => writeln!(out, "{}: {}", s.step, s.verdict).ok(),
+            };
+            for c in &s.changes {
+                writeln!(out, "  {c}").ok();
+            }
+        }
+        out
     }
 }
 
 fn ends(d: &Decision) -> bool {
     matches!(d, Decision::Refuse(_) | Decision::Disconnect(_))
 }
+
+/// The plugin's name in the run (its kv namespace).
+const PLUGIN: &str = "plugin-under-test";
 
 /// Builds a one-plugin config (spool, compile cache and kv under `work`).
 fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineError> {
@@ -85,7 +149,7 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineErro
         None => toml::Table::new(),
     };
     let mut plugin = toml::Table::new();
-    plugin.insert("name".into(), "plugin-under-test".into());
+    plugin.insert("name".into(), PLUGIN.into());
     plugin.insert("path".into(), t.plugin.display().to_string().into());
     plugin.insert("timeout".into(), "5s".into());
     // Offline, the plugin gets every capability: what it would need is what is being tried.
@@ -107,13 +171,52 @@ fn config(t: &OfflineTest, work: &std::path::Path) -> Result<Config, OfflineErro
     Ok(Config::parse("plugin test", &text)?)
 }
 
-/// Runs the hooks; returns the report, one line per hook.
+/// The host's sender checks, when `--config` names a server config: its resolver and its
+/// authentication timeout.
+fn verifier(t: &OfflineTest) -> Result<Option<Arc<crate::mailauth::Verifier>>, OfflineError> {
+    let Some(path) = &t.config else {
+        return Ok(None);
+    };
+    let server = Config::load(Some(path))?;
+    let dns = crate::dns::Dns::new(&server.dns.nameservers).map_err(OfflineError::Resolver)?;
+    let timeout = server.authentication.timeout.0;
+    let verifier = crate::mailauth::Verifier::new(dns, &server.hostname, timeout);
+    Ok(Some(Arc::new(verifier)))
+}
+
+/// `--kv`: the plugin's state to start from, in its namespace.
+async fn seed(t: &OfflineTest, kv: &super::kv::Kv, namespace: &str) -> Result<(), OfflineError> {
+    let Some(path) = &t.kv else {
+        return Ok(());
+    };
+    let read = |why: String| OfflineError::KvSeed {
+        path: path.clone(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+    let values: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+    for (key, value) in values {
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        kv.set(namespace, &key, value.into_bytes(), None)
+            .await
+            .map_err(|e| read(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs the hooks; returns the report, one line per hook (or JSON with `--json`).
 pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     let work = std::env::temp_dir().join(format!("wasmtp-plugin-test-{}", std::process::id()));
     let config = config(t, &work)?;
+    let verifier = verifier(t)?;
     let kv = super::kv::Kv::Embedded(Arc::new(
         super::kv::EmbeddedKv::open(&work.join("kv.json")).map_err(OfflineError::Kv)?,
     ));
+    seed(t, &kv, PLUGIN).await?;
     let dns = crate::dns::Dns::new(&[]).ok();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     // Compiled code is cached across runs (large components take seconds to compile).
@@ -129,9 +232,10 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
         max_recipients: config.limits.recipients,
     };
     let mut session = set.session();
-    let mut out = String::new();
-    let hooks: Vec<&str> = set.hooks(0).iter().map(super::Hook::name).collect();
-    writeln!(out, "hooks wanted: {}", hooks.join(", ")).ok();
+    let mut report = Report {
+        hooks: set.hooks(0).iter().map(super::Hook::name).collect(),
+        ..Report::default()
+    };
     let mut info = SessionInfo {
         client_ip: t.client_ip.to_string(),
         client_port: 50000,
@@ -140,17 +244,12 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
         auth_user: None,
         helo: None,
     };
-    macro_rules! step {
-        ($name:expr, $d:expr) => {
-            writeln!(out, "{}: {}", $name, describe($d)).ok()
-        };
-    }
     macro_rules! hook {
         ($label:expr, $call:expr) => {{
             let wanted = session.wants($call.hook());
             let d = session.run(&info, $call).await;
             if wanted {
-                step!($label, &d);
+                report.step($label, &d);
             }
             d
         }};
@@ -173,8 +272,17 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
             address: t.from.clone(),
             params: Vec::new(),
         };
-        // Offline: no sender authentication; plugins see `none` results.
-        let spf = super::SpfResults::none();
+        // Without --config, no sender authentication: plugins see `none` results.
+        let spf = match &verifier {
+            Some(v) => {
+                let (helo, mail_from) = tokio::join!(
+                    v.spf_helo(t.client_ip, &t.helo),
+                    v.spf_mail_from(t.client_ip, &t.helo, &t.from)
+                );
+                super::SpfResults { helo, mail_from }
+            }
+            None => super::SpfResults::none(),
+        };
         if ends(&hook!(
             format!("mail <{}>", t.from),
             Call::Mail {
@@ -201,7 +309,9 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
         }
         let message = match &t.message {
             Some(p) => std::fs::read(p).unwrap_or_else(|e| {
-                writeln!(out, "data: cannot read {}: {e}", p.display()).ok();
+                report
+                    .problems
+                    .push(format!("data: cannot read {}: {e}", p.display()));
                 Vec::new()
             }),
             None => format!(
@@ -210,9 +320,18 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
             )
             .into_bytes(),
         };
-        let auth = super::AuthResults::only_spf(spf);
+        let auth = match &verifier {
+            Some(v) => {
+                let at = crate::proto::header::body_start(&message).unwrap_or(message.len());
+                let (header, body) = message.split_at(at);
+                let body = crate::spool::Content::from(body.to_vec());
+                v.message(header.to_vec().into(), body, spf, v.timeout())
+                    .await
+            }
+            None => super::AuthResults::only_spf(spf),
+        };
         let message = super::message::Message::parse(message);
-        for (after_queue, step) in [(false, "data"), (true, "data after the queue")] {
+        for (after_queue, stage) in [(false, "data"), (true, "data after the queue")] {
             if !session.wants_data(after_queue) {
                 continue;
             }
@@ -225,29 +344,26 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
                 target: &target,
             };
             let outcome = session.data(after_queue, &call).await;
-            step!(
-                format!("{step} ({} octets)", message.size()),
-                &outcome.decision
-            );
+            let label = format!("{stage} ({} octets)", message.size());
+            let step = report.step(label, &outcome.decision);
             for c in outcome.changes {
-                let line = match c {
+                step.changes.push(match c {
                     super::PluginChange::AddHeader(h) => {
-                        format!("  add header {}: {}", h.name, h.value)
+                        format!("add header {}: {}", h.name, h.value)
                     }
-                    super::PluginChange::RemoveHeader(n) => format!("  remove header {n}"),
-                    super::PluginChange::AddRecipient(r) => format!("  add recipient <{r}>"),
-                    super::PluginChange::RemoveRecipient(r) => format!("  remove recipient <{r}>"),
-                };
-                writeln!(out, "{line}").ok();
+                    super::PluginChange::RemoveHeader(n) => format!("remove header {n}"),
+                    super::PluginChange::AddRecipient(r) => format!("add recipient <{r}>"),
+                    super::PluginChange::RemoveRecipient(r) => format!("remove recipient <{r}>"),
+                });
             }
-            for e in &outcome.edits {
-                writeln!(out, "  {}", describe_edit(e)).ok();
-            }
+            step.changes.extend(outcome.edits.iter().map(describe_edit));
             if let Some(body) = &outcome.body {
-                writeln!(out, "  replace body ({} octets)", body.written()).ok();
+                step.changes
+                    .push(format!("replace body ({} octets)", body.written()));
             }
             if let Some(lines) = &outcome.reply {
-                writeln!(out, "  250 text: {}", lines.join(" / ")).ok();
+                step.changes
+                    .push(format!("250 text: {}", lines.join(" / ")));
             }
             // Accept ends only its own stage; after the queue the scan still runs.
             if !matches!(
@@ -260,7 +376,11 @@ pub async fn run(t: &OfflineTest) -> Result<String, OfflineError> {
     };
     result.await;
     let _ = std::fs::remove_dir_all(&work);
-    Ok(out)
+    Ok(if t.json {
+        serde_json::to_string_pretty(&report).expect("plain data") + "\n"
+    } else {
+        report.text()
+    })
 }
 
 /// One `edit` call, as `plugin test` prints it.
