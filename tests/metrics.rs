@@ -101,6 +101,14 @@ async fn every_family_after_real_traffic() {
         )
         .await;
     assert!(refused.starts_with("554"), "{refused}");
+    let held = c
+        .send_mail(
+            "a@sender.test",
+            &["u@example.test"],
+            "Subject: quarantine me\r\n\r\nx",
+        )
+        .await;
+    assert!(held.starts_with("250"), "{held}");
     c.cmd("MAIL FROM:<a@sender.test>", "250").await;
     c.cmd("RCPT TO:<blocked@example.test>", "550").await;
     sink.wait_for(1).await;
@@ -154,6 +162,8 @@ async fn every_family_after_real_traffic() {
         ),
         1.0
     );
+    let held = [("outcome", "held"), ("class", "2xx")];
+    assert_eq!(sample(&m, "wasmtp_transactions", tx, &held), 1.0);
     assert_eq!(
         sample(
             &m,
@@ -181,7 +191,7 @@ async fn every_family_after_real_traffic() {
             auth,
             &[("method", "spf"), ("result", "pass")]
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         sample(
@@ -190,13 +200,13 @@ async fn every_family_after_real_traffic() {
             auth,
             &[("method", "dmarc"), ("result", "none")]
         ),
-        2.0
+        3.0
     );
-    // Both plugins at MAIL (three times); the bad reply is a fault, answered per on_error.
+    // Both plugins at MAIL (four times); the bad reply is a fault, answered per on_error.
     let calls = "wasmtp_plugin_call_seconds_count";
     let mail = [("plugin", "policy"), ("hook", "mail")];
     assert_eq!(m["wasmtp_plugin_call_seconds"]["type"], "histogram");
-    assert_eq!(sample(&m, "wasmtp_plugin_call_seconds", calls, &mail), 3.0);
+    assert_eq!(sample(&m, "wasmtp_plugin_call_seconds", calls, &mail), 4.0);
     let verdicts = "wasmtp_plugin_verdicts_total";
     let refused = [
         ("plugin", "policy"),
@@ -215,7 +225,7 @@ async fn every_family_after_real_traffic() {
             "wasmtp_plugin_faults_total",
             &faults
         ),
-        3.0
+        4.0
     );
     let route = sink.config_route("*", "none");
     let target = route
@@ -228,6 +238,14 @@ async fn every_family_after_real_traffic() {
     let attempts = [("route", target), ("outcome", "delivered")];
     let name = "wasmtp_delivery_attempts_total";
     assert_eq!(sample(&m, "wasmtp_delivery_attempts", name, &attempts), 2.0);
+
+    // The quarantined message waits in the queue, held.
+    let queue = "wasmtp_queue_messages";
+    assert_eq!(m[queue]["type"], "gauge");
+    assert_eq!(sample(&m, queue, queue, &[("state", "held")]), 1.0);
+    assert_eq!(sample(&m, queue, queue, &[("state", "delivering")]), 0.0);
+    let oldest = "wasmtp_queue_oldest_seconds";
+    assert!(sample(&m, oldest, oldest, &[]) >= 0.0);
 
     let (head, body) = get(addr, "/healthz").await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");

@@ -6,6 +6,7 @@ use super::bounce;
 use super::route::attempt;
 use super::scan::{Scanned, scan};
 use super::shared::{Delivery, Order};
+use crate::metrics::{Phase, Queue};
 use crate::proto::Reply;
 use crate::spool::{
     Content, Durability, Envelope, QueueState, RecipientStatus, SpoolId, StoredReply,
@@ -72,6 +73,25 @@ async fn apply(d: &Delivery, envelope: &Envelope, state: &mut QueueState, order:
     After::Kept
 }
 
+/// A message in `wasmtp_queue_messages` for as long as its task runs.
+struct Tracked<'a> {
+    queue: &'a Queue,
+    id: &'a SpoolId,
+    received_at: i64,
+}
+
+impl Tracked<'_> {
+    fn phase(&self, phase: Phase) {
+        self.queue.set(self.id, phase, self.received_at);
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.queue.remove(self.id);
+    }
+}
+
 /// Drives one message until every recipient is delivered or failed, or it is removed. Held,
 /// it waits for a release. `orders` are the `wasmtp queue` requests for it.
 pub(super) async fn run_message(
@@ -86,6 +106,11 @@ pub(super) async fn run_message(
             return;
         }
     };
+    let tracked = Tracked {
+        queue: &d.metrics.queue,
+        id: &id,
+        received_at: envelope.received_at,
+    };
     let mut flush = d.flush.subscribe();
     let mut shutdown = d.shutdown.clone();
     // Flushes asked for before this are answered by the attempt that started then.
@@ -96,6 +121,11 @@ pub(super) async fn run_message(
             .map(|i| envelope.recipients[i].address.domain_lower())
             .collect();
         loop {
+            tracked.phase(if state.held {
+                Phase::Held
+            } else {
+                Phase::Waiting
+            });
             let wait = state.next_attempt - unix_now();
             if !state.held && wait <= 0 {
                 break;
@@ -133,12 +163,14 @@ pub(super) async fn run_message(
         };
         // Not delivered before the scan after the queue has committed its outcome.
         if let Some(c) = content.as_mut().filter(|_| state.scan.is_some()) {
+            tracked.phase(Phase::Scanning);
             match scan(&d, &mut envelope, c, &mut state).await {
                 Scanned::Deliver | Scanned::Deferred => {}
                 Scanned::Held => continue,
                 Scanned::Gone | Scanned::Stopped => return,
             }
         }
+        tracked.phase(Phase::Delivering);
         let before = state.recipients.clone();
         let successes = match &content {
             Some(content) if state.scan.is_none() => {

@@ -4,6 +4,7 @@
 //! in the OpenMetrics text format at `/metrics` when `[metrics]` is set (`http`).
 
 mod http;
+mod queue;
 
 pub use http::serve;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+pub use queue::{Phase, Queue};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,6 +112,8 @@ pub struct Metrics {
     pub plugin_breaker_opened_total: Family<Plugin, Counter>,
     /// Every fault, whatever its plugin and kind (what the tests wait for).
     faults: Counter,
+    /// What each queued message is doing (set by its delivery task).
+    pub queue: Queue,
 }
 
 impl Default for Metrics {
@@ -131,6 +135,7 @@ impl Default for Metrics {
             plugin_faults_total: Family::default(),
             plugin_breaker_opened_total: Family::default(),
             faults: Counter::default(),
+            queue: Queue::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -199,6 +204,17 @@ impl Default for Metrics {
             "plugin_faults",
             "Plugin calls that trapped, timed out, ran out of memory or answered badly, by plugin and kind",
             m.plugin_faults_total.clone(),
+        );
+        r.register(
+            "queue_messages",
+            "Queued messages, by what they are doing (waiting, held, scanning, delivering)",
+            queue::Messages(m.queue.clone()),
+        );
+        r.register_with_unit(
+            "queue_oldest",
+            "Age of the oldest queued message (0: none queued)",
+            Unit::Seconds,
+            queue::Oldest(m.queue.clone()),
         );
         r.register(
             "plugin_breaker_opened",
