@@ -2,7 +2,8 @@
 //! JSON object a line, each line of a session with its session id (and, from DATA, its
 //! queue id), each line of a delivery with the queue id; a transaction ends with one
 //! summary line (client, HELO, envelope, size, queue id, results, reply, duration) and a
-//! delivered recipient's line names the route as configured. The text format has the
+//! delivered recipient's line names the route as configured, the next hop, the delay and
+//! the attempt. The text format has the
 //! same, without Rust's `Debug` forms.
 
 mod common;
@@ -138,6 +139,10 @@ async fn json_lines_with_session_and_queue_ids_and_a_summary() {
         .next()
         .unwrap();
     assert_eq!(delivered["fields"]["route"], target);
+    // Like Postfix's status line: the next hop that answered, the delay, the attempt.
+    assert_eq!(delivered["fields"]["relay"], "127.0.0.1");
+    assert!(delivered["fields"]["delay_s"].is_i64(), "{delivered}");
+    assert_eq!(delivered["fields"]["attempt"], 1);
 }
 
 #[tokio::test]

@@ -123,6 +123,9 @@ pub(super) async fn attempt(
         };
         let outcomes = transport.deliver(&outgoing).await;
         let route_name = target.to_string();
+        // Seconds since the message came in (Postfix's `delay=`), and which attempt this is.
+        let delay = chrono::Utc::now().timestamp() - envelope.received_at;
+        let attempt = state.attempts + 1;
         for (&i, outcome) in recipients.iter().zip(outcomes) {
             let rcpt = &envelope.recipients[i].address;
             let report = match &outcome {
@@ -133,7 +136,7 @@ pub(super) async fn attempt(
             state.recipients[i] = match outcome {
                 DeliveryOutcome::Delivered(a) | DeliveryOutcome::Relayed { answer: a, .. } => {
                     d.metrics.attempt(&route_name, "delivered");
-                    tracing::info!(id = %envelope.id, %rcpt, route = %target, reply = %a, "delivered");
+                    tracing::info!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "delivered");
                     let status = RecipientStatus::Delivered(a.stored());
                     if let Some(kind) = report {
                         successes.push((i, status.clone(), kind));
@@ -142,12 +145,12 @@ pub(super) async fn attempt(
                 }
                 DeliveryOutcome::Transient(a) => {
                     d.metrics.attempt(&route_name, "deferred");
-                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, reply = %a, "deferred");
+                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "deferred");
                     RecipientStatus::Deferred(a.stored())
                 }
                 DeliveryOutcome::Permanent(a) => {
                     d.metrics.attempt(&route_name, "failed");
-                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, reply = %a, "failed permanently");
+                    tracing::warn!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "failed permanently");
                     RecipientStatus::Failed(a.stored())
                 }
             };
