@@ -133,7 +133,7 @@ fn field_instance(kind: usize, value: &str) -> Result<u32, String> {
 /// A tag-list (RFC 6376 3.2): `name=value` separated by `;`, a last `;` allowed; names
 /// `ALPHA *(ALPHA / DIGIT / "_")`, each once; values of visible characters but `;`, with
 /// folding whitespace inside.
-fn tag_list(value: &str) -> Result<HashMap<&str, &str>, String> {
+pub(super) fn tag_list(value: &str) -> Result<HashMap<&str, &str>, String> {
     let fws = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
     let mut tags = HashMap::new();
     let specs: Vec<&str> = value.split(';').collect();

@@ -13,6 +13,7 @@
 //! `pct=` as RFC 7489 6.6.3-4 say. Keys and records are cached, parsed, for their DNS TTL.
 
 mod arc;
+mod arc_check;
 mod body;
 mod cache;
 mod dmarc;
