@@ -227,15 +227,8 @@ async fn every_family_after_real_traffic() {
         ),
         4.0
     );
-    let route = sink.config_route("*", "none");
-    let target = route
-        .split("to = \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    let attempts = [("route", target), ("outcome", "delivered")];
+    let target = sink.smtp_target();
+    let attempts = [("route", target.as_str()), ("outcome", "delivered")];
     let name = "wasmtp_delivery_attempts_total";
     assert_eq!(sample(&m, "wasmtp_delivery_attempts", name, &attempts), 2.0);
 

@@ -391,3 +391,29 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A conformance suite's verdict: every case in `wrong` (name: what we answered instead)
+/// is one of `different` (name: why we answer otherwise), and each of those still differs.
+pub fn check_suite(
+    wrong: &std::collections::BTreeMap<String, String>,
+    different: &[(&str, &str)],
+    run: usize,
+) {
+    let unexpected: Vec<String> = wrong
+        .iter()
+        .filter(|(n, _)| !different.iter().any(|(d, _)| d == n))
+        .map(|(n, p)| format!("{n}: {p}"))
+        .collect();
+    for (name, _) in different {
+        assert!(
+            wrong.contains_key(*name),
+            "{name} now agrees with the suite"
+        );
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} of {run} cases disagree:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+}

@@ -130,6 +130,11 @@ impl Sink {
         self.messages.lock().unwrap().clone()
     }
 
+    /// The route target to this sink as the config writes it (`smtp:127.0.0.1:PORT`).
+    pub fn smtp_target(&self) -> String {
+        format!("smtp:{}", self.addr)
+    }
+
     pub fn config_route(&self, domain: &str, tls: &str) -> String {
         self.route(domain, "smtp", tls)
     }

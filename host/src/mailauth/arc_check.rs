@@ -14,7 +14,7 @@ use mail_auth::dkim::Canonicalization;
 use std::collections::HashMap;
 
 /// A field's name and its value (from after the colon, line end included).
-fn split(field: &[u8]) -> (&[u8], &[u8]) {
+pub(super) fn split(field: &[u8]) -> (&[u8], &[u8]) {
     let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
     (&field[..colon], field.get(colon + 1..).unwrap_or_default())
 }
