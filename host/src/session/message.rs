@@ -69,9 +69,9 @@ impl Session {
         let envelope = Envelope {
             id,
             received_at: chrono::Utc::now().timestamp(),
-            sender: tx.sender.clone(),
-            params: tx.params.clone(),
-            recipients: tx.recipients.clone(),
+            sender: tx.sender,
+            params: tx.params,
+            recipients: tx.recipients,
             client_ip: self.peer.ip(),
             helo: self
                 .helo
