@@ -3,8 +3,9 @@
 //! it, where hickory would wait its whole timeout), the first answer winning, until
 //! `LOOKUP_LIMIT`. When `DEAD_AFTER` lookups in a row got no answer, the resolver counts as
 //! dead: lookups then take only what the cache answers at once (anything else is a timeout,
-//! which checks take as `temperror`), while a probe asks the resolver every `PROBE_EVERY`;
-//! its first answer brings it back. An outage costs one timeout, not one per message.
+//! which checks take as `temperror`), while a probe asks the resolver at once and then
+//! every `PROBE_EVERY`; its first answer brings it back. An outage costs one timeout, not
+//! one per message.
 
 use super::DnsError;
 use futures::StreamExt;
@@ -102,8 +103,10 @@ pub(super) trait Probe: Clone + Send + Sync + 'static {
 
 fn start_probe<P: Probe>(health: Weak<Health>, probe: P) {
     tokio::spawn(async move {
+        // At once first: lookups that went unanswered because the names' own servers
+        // never answer (a sender can pick such names) must not switch the resolver off for
+        // long; only a resolver that fails the probe too stays dead.
         loop {
-            tokio::time::sleep(PROBE_EVERY).await;
             let Some(health) = health.upgrade() else {
                 return;
             };
@@ -115,6 +118,8 @@ fn start_probe<P: Probe>(health: Weak<Health>, probe: P) {
                 }
                 Ok(Err(DnsError::Timeout)) | Err(_) => {}
             }
+            drop(health);
+            tokio::time::sleep(PROBE_EVERY).await;
         }
     });
 }

@@ -45,7 +45,9 @@ pub async fn serve(
                 "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(resp.as_bytes()).await;
+            // A scraper that does not read cannot keep the task.
+            let wait = std::time::Duration::from_secs(5);
+            let _ = tokio::time::timeout(wait, stream.write_all(resp.as_bytes())).await;
         });
     }
 }
