@@ -2,7 +2,8 @@
 //! the Prometheus project's own OpenMetrics parser (python3-prometheus-client), and each
 //! family checked: connections and open sessions by listener, transactions by outcome and
 //! reply class, message sizes, authentication results, plugin calls, verdicts and faults
-//! by plugin, hook and kind, delivery attempts by route and outcome.
+//! by plugin, hook and kind, live instances and host calls by plugin, delivery attempts by
+//! route and outcome, connections new and reused, deferrals by reason, spool syncs.
 
 mod common;
 use common::auth::PYTHON;
@@ -68,16 +69,20 @@ async fn every_family_after_real_traffic() {
         .start()
         .await;
     let sink = Sink::start(SinkOptions::default()).await;
+    // A hop that takes no connection: what is routed there is deferred.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
     let plugins = format!(
-        "[[plugin]]\nname = \"policy\"\npath = \"{0}\"\n\
+        "[[plugin]]\nname = \"policy\"\npath = \"{0}\"\ncapabilities = [\"kv\"]\n\
          [[plugin]]\nname = \"broken\"\npath = \"{0}\"\non_error = \"continue\"\n\
          [plugin.config]\nmode = \"bad-reply\"\n",
         common::guest("misbehave")
     );
     let s = TestServer::start(&format!(
-        "[accept]\ndomains = [\"example.test\"]\n[dns]\nnameservers = [\"{}\"]\n\
+        "[accept]\ndomains = [\"example.test\", \"dead.test\"]\n[dns]\nnameservers = [\"{}\"]\n\
          [authentication]\nverify = true\ntimeout = \"3s\"\n[metrics]\naddress = \"127.0.0.1:0\"\n\
-         {}{plugins}",
+         [[route]]\ndomain = \"dead.test\"\nto = \"smtp:{dead}\"\ntls = \"none\"\n{}{plugins}",
         dns.addr,
         sink.config_route("*", "none"),
     ))
@@ -114,6 +119,24 @@ async fn every_family_after_real_traffic() {
     sink.wait_for(1).await;
     // The policy plugin adds a recipient at data: two delivered.
     common::eventually("the deliveries", || s.deliveries() == 2).await;
+    c.cmd("RSET", "250").await;
+    // The next goes on the connection the first left idle.
+    let again = c
+        .send_mail(
+            "a@sender.test",
+            &["u@example.test"],
+            "Subject: again\r\n\r\nx",
+        )
+        .await;
+    assert!(again.starts_with("250"), "{again}");
+    common::eventually("the deliveries", || s.deliveries() == 4).await;
+    let dead_letter = c
+        .send_mail("a@sender.test", &["u@dead.test"], "Subject: dead\r\n\r\nx")
+        .await;
+    assert!(dead_letter.starts_with("250"), "{dead_letter}");
+    // Its recipient at dead.test is deferred, the one the policy plugin adds delivered.
+    common::eventually("the deferral", || s.deferrals() >= 1).await;
+    common::eventually("the deliveries", || s.deliveries() == 5).await;
 
     let addr = s.server.metrics_addr.expect("metrics bound");
     let (head, body) = get(addr, "/metrics").await;
@@ -151,7 +174,7 @@ async fn every_family_after_real_traffic() {
             tx,
             &[("outcome", "accepted"), ("class", "2xx")]
         ),
-        1.0
+        3.0
     );
     assert_eq!(
         sample(
@@ -181,7 +204,7 @@ async fn every_family_after_real_traffic() {
             "wasmtp_message_size_bytes_count",
             &[]
         ),
-        1.0
+        3.0
     );
     let auth = "wasmtp_auth_results_total";
     assert_eq!(
@@ -191,7 +214,7 @@ async fn every_family_after_real_traffic() {
             auth,
             &[("method", "spf"), ("result", "pass")]
         ),
-        3.0
+        5.0
     );
     assert_eq!(
         sample(
@@ -200,13 +223,14 @@ async fn every_family_after_real_traffic() {
             auth,
             &[("method", "dmarc"), ("result", "none")]
         ),
-        3.0
+        5.0
     );
-    // Both plugins at MAIL (four times); the bad reply is a fault, answered per on_error.
+    // The policy plugin at MAIL six times; the broken one's bad reply is a fault, answered
+    // per on_error.
     let calls = "wasmtp_plugin_call_seconds_count";
     let mail = [("plugin", "policy"), ("hook", "mail")];
     assert_eq!(m["wasmtp_plugin_call_seconds"]["type"], "histogram");
-    assert_eq!(sample(&m, "wasmtp_plugin_call_seconds", calls, &mail), 4.0);
+    assert_eq!(sample(&m, "wasmtp_plugin_call_seconds", calls, &mail), 6.0);
     let verdicts = "wasmtp_plugin_verdicts_total";
     let refused = [
         ("plugin", "policy"),
@@ -225,12 +249,41 @@ async fn every_family_after_real_traffic() {
             "wasmtp_plugin_faults_total",
             &faults
         ),
-        4.0
+        5.0
     );
+    // Five in a row switched it off: the sixth MAIL did not call it.
+    let opened = "wasmtp_plugin_breaker_opened";
+    let broken = [("plugin", "broken")];
+    let total = "wasmtp_plugin_breaker_opened_total";
+    assert_eq!(sample(&m, opened, total, &broken), 1.0);
+    // The policy plugin's instance lives with the session; its connect hook called kv once.
+    let instances = "wasmtp_plugin_instances";
+    assert_eq!(m[instances]["type"], "gauge");
+    let policy = [("plugin", "policy")];
+    assert_eq!(sample(&m, instances, instances, &policy), 1.0);
+    let host_calls = "wasmtp_plugin_host_call_seconds";
+    assert_eq!(m[host_calls]["type"], "histogram");
+    let kv = [("plugin", "policy"), ("call", "kv")];
+    let count = "wasmtp_plugin_host_call_seconds_count";
+    assert_eq!(sample(&m, host_calls, count, &kv), 1.0);
     let target = sink.smtp_target();
     let attempts = [("route", target.as_str()), ("outcome", "delivered")];
     let name = "wasmtp_delivery_attempts_total";
-    assert_eq!(sample(&m, "wasmtp_delivery_attempts", name, &attempts), 2.0);
+    assert_eq!(sample(&m, "wasmtp_delivery_attempts", name, &attempts), 5.0);
+    // The later messages went on the connection the first one opened.
+    let conns = "wasmtp_delivery_connections";
+    let total = "wasmtp_delivery_connections_total";
+    assert_eq!(sample(&m, conns, total, &[("reused", "false")]), 1.0);
+    assert_eq!(sample(&m, conns, total, &[("reused", "true")]), 2.0);
+    let deferrals = [("reason", "connection")];
+    let total = "wasmtp_deferrals_total";
+    assert!(sample(&m, "wasmtp_deferrals", total, &deferrals) >= 1.0);
+    // Each accepted message was made durable by a sync (a group may hold several).
+    let sync = "wasmtp_spool_sync_seconds";
+    assert_eq!(m[sync]["type"], "histogram");
+    assert!(sample(&m, sync, "wasmtp_spool_sync_seconds_count", &[]) >= 1.0);
+    let records = "wasmtp_spool_sync_records";
+    assert!(sample(&m, records, "wasmtp_spool_sync_records_sum", &[]) >= 3.0);
 
     // The quarantined message waits in the queue, held.
     let queue = "wasmtp_queue_messages";
@@ -243,7 +296,17 @@ async fn every_family_after_real_traffic() {
     let (head, body) = get(addr, "/healthz").await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert_eq!(body, "ok\n");
+    // The session's instances go with it.
+    c.cmd("QUIT", "221").await;
     drop(c);
+    for _ in 0..100 {
+        let m = parse(&get(addr, "/metrics").await.1);
+        if sample(&m, instances, instances, &policy) == 0.0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the policy plugin's instance outlived its session");
 }
 
 #[tokio::test]

@@ -28,13 +28,20 @@ fn faults(s: &TestServer) -> u64 {
 
 #[tokio::test]
 async fn misbehaving_guests_cost_one_reply_each() {
-    for mode in ["panic", "loop", "memory", "bad-reply"] {
+    // Each counted by its kind.
+    let kinds = [
+        ("panic", "trap"),
+        ("loop", "deadline"),
+        ("memory", "memory"),
+        ("bad-reply", "bad_reply"),
+    ];
+    for (mode, kind) in kinds {
         let s = TestServer::start(&format!(
             "{ACCEPT}{}",
             plugin(
                 "mb",
                 &common::guest("misbehave"),
-                "timeout = \"300ms\"\nmemory = \"16MiB\"",
+                "timeout = \"300ms\"\nmemory = \"16MiB\"\ncapabilities = []",
                 &format!("mode = \"{mode}\"")
             )
         ))
@@ -56,6 +63,10 @@ async fn misbehaving_guests_cost_one_reply_each() {
         c.cmd("NOOP", "250").await;
         bystander.await.unwrap();
         assert_eq!(faults(&s), 2, "{mode}");
+        assert_eq!(s.server.metrics.faults_of("mb", kind), 2, "{mode}");
+        // Its connect hook asked for kv, which it is not granted (twice: both sessions):
+        // refused and counted, and the hook went on.
+        assert_eq!(s.server.metrics.faults_of("mb", "capability"), 2, "{mode}");
     }
 }
 
@@ -280,6 +291,9 @@ async fn bundled_spam_score_with_a_dnsbl() {
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
     // Both zones were asked (later answers may come from the resolver's cache).
     assert!(dns.queries.load(Ordering::SeqCst) >= 2);
+    // Two lookups a message, each timed.
+    let calls = r#"wasmtp_plugin_host_call_seconds_count{plugin="spam",call="dns"}"#;
+    assert_eq!(s.metric(calls), 4.0);
 }
 
 #[tokio::test]

@@ -258,7 +258,7 @@ async fn lmtp_route_gets_one_outcome_per_recipient() {
     );
     sink.wait_for(1).await;
     // "a" was delivered, "b" deferred by the LMTP server: the message stays queued for "b".
-    common::eventually("b deferred", || s.server.metrics.deferrals_total.get() == 1).await;
+    common::eventually("b deferred", || s.server.metrics.deferrals() == 1).await;
     assert_eq!(s.server.metrics.deliveries_total.get(), 1);
     let ids = s.spool_ids();
     assert_eq!(ids.len(), 1);

@@ -73,6 +73,9 @@ async fn gtube_is_refused_and_clean_mail_passes_with_the_spam_fields() {
     assert!(text.contains("\r\nX-Spam-Score: "), "{text}");
     // The sender's own X-Spam-Score is not passed on.
     assert!(!text.contains("X-Spam-Score: -100.00"), "{text}");
+    // Each scan one HTTP call, timed by plugin and capability.
+    let calls = r#"wasmtp_plugin_host_call_seconds_count{plugin="rspamd",call="http"}"#;
+    assert_eq!(s.metric(calls), 2.0);
 
     // The test patterns for `add header` and `rewrite subject` (enable_test_patterns).
     let text = delivered(&s, &sink, "marked", 'Y', 2).await;
@@ -107,6 +110,11 @@ async fn a_url_outside_http_allow_is_refused_to_the_guest() {
     let (_rspamd, _sink, s) = start("http_allow = [\"http://127.0.0.1:1/\"]").await;
     let reply = send(&s, &message("gtube", &with_pattern(GTUBE))).await;
     assert_eq!(reply, "451 4.3.0 spam scanner unavailable");
+    // Counted as a capability fault, and never timed as a call made.
+    let refused = r#"wasmtp_plugin_faults_total{plugin="rspamd",kind="capability"}"#;
+    assert_eq!(s.metric(refused), 1.0);
+    let calls = r#"wasmtp_plugin_host_call_seconds_count{plugin="rspamd",call="http"}"#;
+    assert_eq!(s.metric(calls), 0.0);
 }
 
 /// The JavaScript example (`examples/js-plugin/rspamd.js`, fetch() through the capability)
@@ -136,6 +144,9 @@ async fn the_javascript_example_asks_rspamd_with_fetch() {
     assert!(text.contains("\r\nX-Spam: Yes\r\n"), "{text}");
     assert!(text.contains("\r\nX-Spam-Score: "), "{text}");
     assert!(!text.contains("X-Spam-Score: -100.00"), "{text}");
+    // fetch() through the same capability: each scan one HTTP call, timed.
+    let calls = r#"wasmtp_plugin_host_call_seconds_count{plugin="js-rspamd",call="http"}"#;
+    assert_eq!(s.metric(calls), 2.0);
 
     // Outside http_allow: the fetch fails in the guest, which answers per on_error.
     let denied = js_gateway(&url, "http://127.0.0.1:1/", &sink).await;

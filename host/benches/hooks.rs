@@ -4,7 +4,8 @@
 //!   again and again (what every command after the first costs);
 //! - instantiate+call: a new session each time (what the first hook of a session costs).
 //!
-//! Prints the median and the 99th percentile of batches, per call.
+//! Prints the median and the 99th percentile of batches, per call. `HOOKS_ROUNDS=N` runs N
+//! times as many (for `perf record`, so the calls outweigh the one compile).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,10 +64,14 @@ fn main() {
         };
 
         const BATCH: u32 = 100;
+        let rounds: usize = std::env::var("HOOKS_ROUNDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
         let mut session = set.session();
         session.run(&info, mail()).await; // instantiate once
         let mut reused = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..200 * rounds {
             let start = Instant::now();
             for _ in 0..BATCH {
                 std::hint::black_box(session.run(&info, mail()).await);
@@ -74,7 +79,7 @@ fn main() {
             reused.push(start.elapsed() / BATCH);
         }
         let mut fresh = Vec::new();
-        for _ in 0..300 {
+        for _ in 0..300 * rounds {
             let start = Instant::now();
             let mut s = set.session();
             std::hint::black_box(s.run(&info, mail()).await);

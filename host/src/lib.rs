@@ -19,6 +19,7 @@ pub mod plugin;
 pub mod proto;
 pub mod queue;
 pub mod resources;
+pub mod scaffold;
 pub mod server;
 pub mod session;
 pub mod spool;

@@ -85,6 +85,9 @@ enum QueueCommand {
 enum PluginCommand {
     /// Run a plugin's hooks offline, as a session would, and print each verdict and change
     Test(wasmtp::plugin::offline::OfflineTest),
+    /// Write a new plugin project (Rust, JavaScript, Python or C) that builds with the
+    /// command it prints and passes `plugin test` as it is
+    New(wasmtp::scaffold::New),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(cli.config),
         Command::CheckConfig => check_config(cli.config),
+        Command::Plugin(PluginCommand::New(new)) => report(wasmtp::scaffold::run(&new)),
         Command::Plugin(PluginCommand::Test(test)) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             report(runtime.block_on(wasmtp::plugin::offline::run(&test)))

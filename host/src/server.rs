@@ -125,6 +125,7 @@ impl Server {
                 source,
             })?;
         let metrics = Arc::new(Metrics::default());
+        spool.observe(metrics.clone());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kv = Kv::open(&config.kv, &config.spool.path).map_err(|source| ServerError::Kv {
             path: config.spool.path.clone(),

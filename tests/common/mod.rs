@@ -41,11 +41,20 @@ impl TestServer {
     }
 
     pub fn deferrals(&self) -> u64 {
-        self.server.metrics.deferrals_total.get()
+        self.server.metrics.deferrals()
     }
 
     pub fn deliveries(&self) -> u64 {
         self.server.metrics.deliveries_total.get()
+    }
+
+    /// The value of one sample of the server's exposition, `name{labels}` as written
+    /// there (labels in their family's order); 0 when it has none.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.server.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
     }
 
     /// Connects, says EHLO and sends one message; asserts it was queued.

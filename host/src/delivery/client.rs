@@ -46,6 +46,8 @@ pub struct ClientSettings {
     pub reuse_limit: u32,
     pub reuse_idle: Duration,
     pub reuse_keep: usize,
+    /// Counts the connections that carry a transaction, new or reused.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ClientSettings {
@@ -147,15 +149,16 @@ impl SmtpTransport {
     pub(super) async fn run(&self, msg: &Outgoing<'_>) -> Result<Vec<DeliveryOutcome>, Answer> {
         let key = self.hop.pool_key();
         let settings = &self.settings;
-        let mut session = loop {
+        let (mut session, reused) = loop {
             let Some(mut idle) = settings.pool.take(&key, settings.reuse_idle) else {
-                break self.connect().await?;
+                break (self.connect().await?, false);
             };
             // One that hung up while it waited is dropped: the next, or a new connection.
             if idle.reset().await {
-                break idle;
+                break (idle, true);
             }
         };
+        settings.metrics.delivery_connection(reused);
         match self.transaction(&mut session.conn, &session.ext, msg).await {
             Ok(result) => {
                 let dsn = session.ext.has("DSN");

@@ -49,6 +49,23 @@ impl Answer {
     pub fn stored(&self) -> StoredReply {
         StoredReply::new(&self.reply, self.remote.as_deref())
     }
+
+    /// The reason class of a deferral with this answer (`metrics::Deferral`): the next
+    /// hop's own 4xx, else ours by its enhanced status code (RFC 3463 3.5: X.4.3 a
+    /// directory server failure, X.4.7 delivery time expired, X.4.x another network or
+    /// routing failure; X.7.x security).
+    pub fn deferral_reason(&self) -> &'static str {
+        if self.remote.is_some() {
+            return "reply";
+        }
+        match self.reply.enhanced.map(|e| (e.1, e.2)) {
+            Some((4, 3)) => "dns",
+            Some((4, 7)) => "expired",
+            Some((4, _)) => "connection",
+            Some((7, _)) => "tls",
+            _ => "local",
+        }
+    }
 }
 
 impl std::fmt::Display for Answer {

@@ -6,6 +6,7 @@ use super::conn::Timeouts;
 use super::shared::Delivery;
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
 use crate::config::{Config, Route, Target, TlsPolicy};
+use crate::metrics::Outcome;
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, QueueState, RecipientStatus};
 use std::collections::BTreeMap;
@@ -89,6 +90,7 @@ pub(super) async fn attempt(
         reuse_limit: config.delivery.reuse_limit,
         reuse_idle: config.delivery.reuse_idle.0,
         reuse_keep: config.delivery.destination_concurrency,
+        metrics: d.metrics.clone(),
     });
     // Recipients go together when they share the next hop and how TLS is used to reach it.
     let mut groups: BTreeMap<(String, String), (Route, Vec<usize>)> = BTreeMap::new();
@@ -135,7 +137,7 @@ pub(super) async fn attempt(
             };
             state.recipients[i] = match outcome {
                 DeliveryOutcome::Delivered(a) | DeliveryOutcome::Relayed { answer: a, .. } => {
-                    d.metrics.attempt(&route_name, "delivered");
+                    d.metrics.attempt(&route_name, Outcome::Delivered);
                     tracing::info!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "delivered");
                     let status = RecipientStatus::Delivered(a.stored());
                     if let Some(kind) = report {
@@ -144,12 +146,13 @@ pub(super) async fn attempt(
                     status
                 }
                 DeliveryOutcome::Transient(a) => {
-                    d.metrics.attempt(&route_name, "deferred");
+                    d.metrics
+                        .attempt(&route_name, Outcome::Deferred(a.deferral_reason()));
                     tracing::warn!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "deferred");
                     RecipientStatus::Deferred(a.stored())
                 }
                 DeliveryOutcome::Permanent(a) => {
-                    d.metrics.attempt(&route_name, "failed");
+                    d.metrics.attempt(&route_name, Outcome::Failed);
                     tracing::warn!(id = %envelope.id, %rcpt, route = %target, relay = a.remote.as_deref().unwrap_or(""), delay_s = delay, attempt, reply = %a, "failed permanently");
                     RecipientStatus::Failed(a.stored())
                 }

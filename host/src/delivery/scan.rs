@@ -70,7 +70,7 @@ pub(super) async fn scan(
         Ok(split) => split,
         Err(e) => {
             tracing::error!(id = %envelope.id, error = %e, "cannot read the message to scan");
-            let reply = Reply::dynamic(451, 4, 3, "cannot read the message to scan");
+            let reply = Reply::dynamic(451, 3, 0, "cannot read the message to scan");
             defer(d, state, &reply);
             return Scanned::Deferred;
         }
@@ -163,7 +163,7 @@ pub(super) async fn scan(
                 defer(
                     d,
                     state,
-                    &Reply::dynamic(451, 4, 3, "cannot keep the new body"),
+                    &Reply::dynamic(451, 3, 0, "cannot keep the new body"),
                 );
                 return Scanned::Deferred;
             }
@@ -228,7 +228,7 @@ pub(super) async fn scan(
         defer(
             d,
             state,
-            &Reply::dynamic(451, 4, 3, "cannot commit the scan"),
+            &Reply::dynamic(451, 3, 0, "cannot commit the scan"),
         );
         return Scanned::Deferred;
     }
@@ -294,7 +294,7 @@ fn session_info(envelope: &Envelope, pending: &PendingScan) -> SessionInfo {
 fn defer(d: &Delivery, state: &mut QueueState, reply: &Reply) {
     for i in state.pending().collect::<Vec<_>>() {
         state.recipients[i] = RecipientStatus::Deferred(StoredReply::new(reply, None));
-        d.metrics.deferrals_total.inc();
+        d.metrics.deferral("scan");
     }
 }
 

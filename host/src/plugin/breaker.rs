@@ -5,11 +5,15 @@
 //! makes new plugins, so SIGHUP closes every breaker.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Breaker {
     faults: u32,
     cooldown: Duration,
+    /// Set (under the lock) while `state` is not the default: a plugin with no recent
+    /// fault is called and counted without taking the lock.
+    marked: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -36,11 +40,15 @@ impl Breaker {
         Breaker {
             faults,
             cooldown,
+            marked: AtomicBool::new(false),
             state: Mutex::default(),
         }
     }
 
     pub fn gate(&self) -> Gate {
+        if !self.marked.load(Ordering::Acquire) {
+            return Gate::Call;
+        }
         let mut s = self.state.lock().expect("breaker lock");
         match s.open_until {
             None => Gate::Call,
@@ -55,11 +63,17 @@ impl Breaker {
     /// A call at `hook` went through: that hook's run of faults ends, and a breaker
     /// that was tried closes.
     pub fn success(&self, hook: &'static str) {
+        if !self.marked.load(Ordering::Acquire) {
+            return;
+        }
         let mut s = self.state.lock().expect("breaker lock");
         if s.trying {
             *s = State::default();
         } else {
             s.in_a_row.remove(hook);
+        }
+        if s.in_a_row.is_empty() && s.open_until.is_none() {
+            self.marked.store(false, Ordering::Release);
         }
     }
 
@@ -70,6 +84,7 @@ impl Breaker {
             return false;
         }
         let mut s = self.state.lock().expect("breaker lock");
+        self.marked.store(true, Ordering::Release);
         let in_a_row = s.in_a_row.entry(hook).or_default();
         *in_a_row += 1;
         let full = *in_a_row >= self.faults;

@@ -14,10 +14,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Its kind in metrics: `trap`, `deadline`, `no_answer`, `failed`, `config`,
-    /// `bad_reply`, `bad_change`, or `host`.
+    /// Its kind in metrics: `trap`, `deadline`, `memory`, `capability`, `no_answer`,
+    /// `failed`, `config`, `bad_reply`, `bad_change`, or `host`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Fault::Guest(GuestFault::Memory) => "memory",
+            Fault::Guest(GuestFault::Capability(_)) => "capability",
             Fault::Guest(GuestFault::NoAnswer(_)) => "no_answer",
             Fault::Guest(GuestFault::Deadline(_)) => "deadline",
             Fault::Guest(GuestFault::Trap(_)) => "trap",
@@ -47,6 +49,12 @@ pub enum GuestFault {
     Deadline(Duration),
     #[error("trapped: {0}")]
     Trap(wasmtime::Trap),
+    /// It asked for more memory than its `memory` limit.
+    #[error("ran out of its memory limit")]
+    Memory,
+    /// It called what its config does not grant (the 0.2.0 `kv`, whose WIT has no error).
+    #[error("{0}")]
+    Capability(NotGranted),
     #[error("failed: {0:#}")]
     Failed(wasmtime::Error),
     /// `init` returned an error for the plugin's `[plugin.config]`.
@@ -73,12 +81,29 @@ pub enum HostFault {
     Table(#[from] wasmtime::component::ResourceTableError),
 }
 
+/// A call of a capability the plugin was not granted, for a host call to fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "plugin {plugin} called {capability} without the {capability} capability (capabilities = [\"{capability}\"])"
+)]
+pub struct NotGranted {
+    pub plugin: std::sync::Arc<str>,
+    pub capability: super::Capability,
+}
+
 impl Fault {
-    /// Classifies an error from a guest call: a trap (the epoch interrupt is the deadline),
-    /// or another failure.
-    pub fn from_call(e: wasmtime::Error, timeout: Duration) -> Fault {
+    /// Classifies an error from a guest call: refused memory (`out_of_memory`: the store's
+    /// limiter refused a growth during the call), a capability not granted, a trap (the
+    /// epoch interrupt is the deadline), or another failure.
+    pub fn from_call(e: wasmtime::Error, timeout: Duration, out_of_memory: bool) -> Fault {
         if let Some(pool) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
             return HostFault::PoolFull(pool.to_string()).into();
+        }
+        if out_of_memory {
+            return GuestFault::Memory.into();
+        }
+        if let Some(denied) = e.downcast_ref::<NotGranted>() {
+            return GuestFault::Capability(denied.clone()).into();
         }
         match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => GuestFault::Deadline(timeout),

@@ -58,18 +58,18 @@ impl Grants {
         Ok(grants)
     }
 
+    pub fn has(&self, c: Capability) -> bool {
+        match c {
+            Capability::Dns => self.dns.is_some(),
+            Capability::Kv => self.kv.is_some(),
+            Capability::Http => self.http.is_some(),
+        }
+    }
+
     /// The names of what is granted, for the load log line.
     pub fn names(&self) -> String {
-        let held = [
-            (Capability::Dns, self.dns.is_some()),
-            (Capability::Kv, self.kv.is_some()),
-            (Capability::Http, self.http.is_some()),
-        ];
-        let names: Vec<&str> = held
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(c, _)| c.name())
-            .collect();
+        let held = Capability::ALL.into_iter().filter(|&c| self.has(c));
+        let names: Vec<&str> = held.map(Capability::name).collect();
         if names.is_empty() {
             "none".into()
         } else {

@@ -8,13 +8,16 @@
 
 use super::bindings::types::Level;
 use super::bindings::wasmtp::plugin::{config, dns, kv, log, store, types};
+use super::capability::Capability;
+use super::fault::NotGranted;
 use super::grants::Grants;
 use super::kv::{Kv, KvError};
+use super::limits::Limits;
+use super::meter::{Alive, Meter};
+use super::output::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -78,12 +81,15 @@ pub struct PluginShared {
     pub grants: Grants,
     pub on_error: crate::config::OnError,
     pub log: LogBudget,
+    pub meter: Arc<Meter>,
 }
 
 pub struct HostState {
     pub shared: Arc<PluginShared>,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: Limits,
+    /// Counted in `wasmtp_plugin_instances` while the store lives.
+    _alive: Alive,
     /// When the call in progress must end (the epoch callback traps past it).
     pub deadline: Instant,
     /// The `edit` calls of the hook in progress; `None` between hooks.
@@ -91,15 +97,14 @@ pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: super::http::Hooks,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-    logged: (usize, usize),
+    stdout: Output,
+    stderr: Output,
 }
 
 impl HostState {
     pub fn new(shared: Arc<PluginShared>, memory: usize) -> HostState {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stdout = Output::new(OUTPUT_CAPACITY);
+        let stderr = Output::new(OUTPUT_CAPACITY);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -110,43 +115,33 @@ impl HostState {
         let http_hooks = super::http::Hooks {
             grant: shared.grants.http(),
             deadline: Instant::now(),
+            meter: shared.meter.clone(),
         };
         HostState {
+            _alive: shared.meter.instance(),
             shared,
             table: ResourceTable::new(),
             deadline: Instant::now(),
             edit: None,
-            limits: wasmtime::StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limits::new(memory),
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks,
             stdout,
             stderr,
-            logged: (0, 0),
         }
     }
 
     /// Sends what the guest printed since last time to the log.
     pub fn flush_output(&mut self) {
-        for (pipe, seen, stream) in [
-            (&self.stdout, &mut self.logged.0, "stdout"),
-            (&self.stderr, &mut self.logged.1, "stderr"),
-        ] {
-            let all = pipe.contents();
-            if all.len() > *seen {
-                for line in String::from_utf8_lossy(&all[*seen..])
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                {
-                    self.shared.write_log(Level::Info, stream, line);
-                }
-                *seen = all.len();
+        for (pipe, stream) in [(&self.stdout, "stdout"), (&self.stderr, "stderr")] {
+            let written = pipe.take();
+            if written.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&written);
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                self.shared.write_log(Level::Info, stream, line);
             }
         }
     }
@@ -191,14 +186,23 @@ impl PluginShared {
         }
     }
 
-    /// The store for the 0.2.0 `kv` interface: not granted, a trap.
+    /// The store for the 0.2.0 `kv` interface: not granted, a trap (a `capability`
+    /// fault).
     fn kv(&self) -> wasmtime::Result<Kv> {
         self.grants.kv().cloned().ok_or_else(|| {
-            wasmtime::Error::msg(format!(
-                "plugin {} called kv without the kv capability (capabilities = [\"kv\"])",
-                self.name
-            ))
+            wasmtime::Error::new(NotGranted {
+                plugin: self.name.clone(),
+                capability: Capability::Kv,
+            })
         })
+    }
+
+    /// Awaits a host call of `capability`, timed in `wasmtp_plugin_host_call_seconds`.
+    async fn timed<T>(&self, capability: Capability, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.meter.host_call(capability, started.elapsed());
+        out
     }
 
     /// What a failed 0.2.0 `kv` call does: over the quota, the write is dropped and
@@ -286,7 +290,11 @@ fn ttl(seconds: Option<u64>) -> Option<Duration> {
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let shared = self.shared.clone();
-        match shared.kv()?.get(&shared.name, &key).await {
+        let kv = shared.kv()?;
+        match shared
+            .timed(Capability::Kv, kv.get(&shared.name, &key))
+            .await
+        {
             Ok(v) => Ok(v),
             Err(e) => shared.kv_failed(e).map(|_| None),
         }
@@ -299,7 +307,8 @@ impl kv::Host for HostState {
     ) -> wasmtime::Result<()> {
         let shared = self.shared.clone();
         let kv = shared.kv()?;
-        match kv.set(&shared.name, &key, value, ttl(ttl_seconds)).await {
+        let set = kv.set(&shared.name, &key, value, ttl(ttl_seconds));
+        match shared.timed(Capability::Kv, set).await {
             Ok(()) => Ok(()),
             Err(e) => shared.kv_failed(e).map(|_| ()),
         }
@@ -312,17 +321,19 @@ impl kv::Host for HostState {
     ) -> wasmtime::Result<i64> {
         let shared = self.shared.clone();
         let kv = shared.kv()?;
-        match kv
-            .increment(&shared.name, &key, delta, ttl(ttl_seconds))
-            .await
-        {
+        let increment = kv.increment(&shared.name, &key, delta, ttl(ttl_seconds));
+        match shared.timed(Capability::Kv, increment).await {
             Ok(n) => Ok(n),
             Err(e) => shared.kv_failed(e).map(|n| n.unwrap_or(delta)),
         }
     }
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         let shared = self.shared.clone();
-        match shared.kv()?.delete(&shared.name, &key).await {
+        let kv = shared.kv()?;
+        match shared
+            .timed(Capability::Kv, kv.delete(&shared.name, &key))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) => shared.kv_failed(e).map(|_| ()),
         }
@@ -332,11 +343,14 @@ impl kv::Host for HostState {
 type Stored<T> = wasmtime::Result<Result<T, store::KvError>>;
 
 impl HostState {
-    /// The plugin's name and store for `store`; `denied` without the grant.
+    /// The plugin's name and store for `store`; `denied` without the grant (counted as
+    /// a `capability` fault).
     fn store(&self) -> Result<(Arc<PluginShared>, Kv), store::KvError> {
-        let kv = self.shared.grants.kv().cloned();
-        kv.map(|kv| (self.shared.clone(), kv))
-            .ok_or(store::KvError::Denied)
+        let Some(kv) = self.shared.grants.kv().cloned() else {
+            self.shared.meter.refused();
+            return Err(store::KvError::Denied);
+        };
+        Ok((self.shared.clone(), kv))
     }
 }
 
@@ -345,7 +359,8 @@ impl store::Host for HostState {
         let s = self.store();
         Ok(async {
             let (shared, kv) = s?;
-            kv.get(&shared.name, &key)
+            shared
+                .timed(Capability::Kv, kv.get(&shared.name, &key))
                 .await
                 .map_err(|e| shared.store_error(e))
         }
@@ -355,7 +370,11 @@ impl store::Host for HostState {
         let s = self.store();
         Ok(async {
             let (shared, kv) = s?;
-            kv.set(&shared.name, &key, value, ttl(ttl_seconds))
+            shared
+                .timed(
+                    Capability::Kv,
+                    kv.set(&shared.name, &key, value, ttl(ttl_seconds)),
+                )
                 .await
                 .map_err(|e| shared.store_error(e))
         }
@@ -370,7 +389,11 @@ impl store::Host for HostState {
         let s = self.store();
         Ok(async {
             let (shared, kv) = s?;
-            kv.increment(&shared.name, &key, delta, ttl(ttl_seconds))
+            shared
+                .timed(
+                    Capability::Kv,
+                    kv.increment(&shared.name, &key, delta, ttl(ttl_seconds)),
+                )
                 .await
                 .map_err(|e| shared.store_error(e))
         }
@@ -380,7 +403,8 @@ impl store::Host for HostState {
         let s = self.store();
         Ok(async {
             let (shared, kv) = s?;
-            kv.delete(&shared.name, &key)
+            shared
+                .timed(Capability::Kv, kv.delete(&shared.name, &key))
                 .await
                 .map_err(|e| shared.store_error(e))
         }
@@ -400,14 +424,24 @@ fn ips(v: Vec<std::net::IpAddr>) -> Vec<String> {
     v.into_iter().map(|ip| ip.to_string()).collect()
 }
 
-impl HostState {
-    /// The resolver (a cheap clone), or the error a plugin sees without one or without
-    /// the grant.
-    fn resolver(&self) -> Result<crate::dns::Dns, dns::DnsError> {
-        self.shared
-            .grants
-            .resolver()
-            .map_err(|e| dns::DnsError::Failure(e.into()))
+impl PluginShared {
+    /// `call` on the resolver, timed; the error a plugin sees without a resolver or
+    /// without the grant (then counted as a `capability` fault).
+    async fn lookup<T>(
+        self: Arc<Self>,
+        call: impl AsyncFnOnce(crate::dns::Dns) -> Result<T, dns::DnsError>,
+    ) -> Lookup<T> {
+        let shared = self;
+        let dns = match shared.grants.resolver() {
+            Ok(dns) => dns,
+            Err(e) => {
+                if !shared.grants.has(Capability::Dns) {
+                    shared.meter.refused();
+                }
+                return Ok(Err(dns::DnsError::Failure(e.into())));
+            }
+        };
+        Ok(shared.timed(Capability::Dns, call(dns)).await)
     }
 }
 
@@ -420,43 +454,51 @@ type Lookup<T> = wasmtime::Result<Result<T, dns::DnsError>>;
 
 impl dns::Host for HostState {
     async fn lookup_a(&mut self, name: String) -> Lookup<Vec<String>> {
-        let r = self.resolver();
-        Ok(async { Ok(ips(r?.a(&name).await.map_err(dns_error)?)) }.await)
+        self.shared
+            .clone()
+            .lookup(async |r| Ok(ips(r.a(&name).await.map_err(dns_error)?)))
+            .await
     }
     async fn lookup_aaaa(&mut self, name: String) -> Lookup<Vec<String>> {
-        let r = self.resolver();
-        Ok(async { Ok(ips(r?.aaaa(&name).await.map_err(dns_error)?)) }.await)
+        self.shared
+            .clone()
+            .lookup(async |r| Ok(ips(r.aaaa(&name).await.map_err(dns_error)?)))
+            .await
     }
     async fn lookup_mx(&mut self, name: String) -> Lookup<Vec<dns::Mx>> {
-        let r = self.resolver();
-        Ok(async {
-            let mx = r?.mx(&name).await.map_err(dns_error)?;
-            Ok(mx
-                .into_iter()
-                .map(|(preference, exchange)| dns::Mx {
-                    preference,
-                    exchange,
-                })
-                .collect())
-        }
-        .await)
+        self.shared
+            .clone()
+            .lookup(async |r| {
+                let mx = r.mx(&name).await.map_err(dns_error)?;
+                Ok(mx
+                    .into_iter()
+                    .map(|(preference, exchange)| dns::Mx {
+                        preference,
+                        exchange,
+                    })
+                    .collect())
+            })
+            .await
     }
     async fn lookup_txt(&mut self, name: String) -> Lookup<Vec<String>> {
-        let r = self.resolver();
-        Ok(async { r?.txt(&name).await.map_err(dns_error) }.await)
+        self.shared
+            .clone()
+            .lookup(async |r| r.txt(&name).await.map_err(dns_error))
+            .await
     }
     async fn lookup_ptr(&mut self, ip: String) -> Lookup<Vec<String>> {
-        let r = self.resolver();
-        Ok(async { r?.ptr(parse_ip(&ip)?).await.map_err(dns_error) }.await)
+        self.shared
+            .clone()
+            .lookup(async |r| r.ptr(parse_ip(&ip)?).await.map_err(dns_error))
+            .await
     }
     async fn dnsbl(&mut self, ip: String, zone: String) -> Lookup<Vec<String>> {
-        let r = self.resolver();
-        Ok(async {
-            Ok(ips(r?
-                .dnsbl(parse_ip(&ip)?, &zone)
-                .await
-                .map_err(dns_error)?))
-        }
-        .await)
+        self.shared
+            .clone()
+            .lookup(async |r| {
+                let found = r.dnsbl(parse_ip(&ip)?, &zone).await;
+                Ok(ips(found.map_err(dns_error)?))
+            })
+            .await
     }
 }

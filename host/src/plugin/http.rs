@@ -208,11 +208,13 @@ impl HttpGrant {
     }
 }
 
-/// The wasi:http hooks of one instance: its plugin's grant (`None`: not granted) and the
-/// deadline of the call in progress.
+/// The wasi:http hooks of one instance: its plugin's grant (`None`: not granted), the
+/// deadline of the call in progress, and its plugin's metrics (a refused request is a
+/// `capability` fault; each sent one is timed to its response's head).
 pub struct Hooks {
     pub grant: Option<Arc<HttpGrant>>,
     pub deadline: Instant,
+    pub meter: Arc<super::meter::Meter>,
 }
 
 type Sent = Box<
@@ -236,14 +238,18 @@ impl WasiHttpHooks for Hooks {
     ) -> Sent {
         let grant = self.grant.clone();
         let deadline = self.deadline;
+        let meter = self.meter.clone();
         Box::new(async move {
             let Some(grant) = grant else {
+                meter.refused();
                 return Err(Error::HttpRequestDenied);
             };
             if !grant.allows(request.uri()) {
+                meter.refused();
                 grant.warn_denied(request.uri());
                 return Err(Error::HttpRequestDenied);
             }
+            let started = Instant::now();
             // What is left of the hook's deadline, less a tenth (at most 100 ms) so that the
             // guest can still answer after a request that timed out.
             let left = deadline.saturating_duration_since(Instant::now());
@@ -256,8 +262,9 @@ impl WasiHttpHooks for Hooks {
                     (c, f) => c.or(f),
                 },
             );
-            let response = tokio::time::timeout(wait, grant.client.request(request))
-                .await
+            let response = tokio::time::timeout(wait, grant.client.request(request)).await;
+            meter.host_call(super::Capability::Http, started.elapsed());
+            let response = response
                 .map_err(|_| Error::ConnectionReadTimeout)?
                 .map_err(client_error)?;
             let between = within(options.between_bytes_timeout);

@@ -26,7 +26,10 @@ mod hooks;
 mod host;
 mod http;
 pub mod kv;
+mod limits;
 mod message;
+mod meter;
+mod output;
 pub use message::Message;
 pub mod offline;
 mod session;
@@ -306,6 +309,7 @@ impl PluginSet {
             grants,
             on_error: p.on_error,
             log: Default::default(),
+            meter: Arc::new(meter::Meter::new(self.metrics.clone(), &p.name, p.shadow)),
         };
         let mut loaded = Loaded {
             shared: Arc::new(shared),
@@ -355,7 +359,8 @@ impl PluginSet {
             }
         });
         let config_json = &p.shared.config_json;
-        let (bindings, hooks) = session::guarded(&mut store, p.timeout, async |store| {
+        let started = Instant::now();
+        let (bindings, hooks) = session::guarded(&mut store, started, p.timeout, async |store| {
             let bindings = p.pre.instantiate_async(&mut *store).await?;
             let hooks = bindings
                 .wasmtp_plugin_hooks()

@@ -12,25 +12,38 @@ use super::{Instance, PluginSet, SessionInfo, engine};
 use crate::config::OnError;
 use crate::proto::replies;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::Store;
 
-/// Runs one guest call under its deadline: at each epoch tick the guest yields, and traps
-/// once past the deadline (see `PluginSet::instantiate`); a tokio timer (a little later)
-/// ends one that waits in a host call; what the guest printed goes to the log whatever
-/// happened.
+/// Runs one guest call, begun at `started`, under its deadline: at each epoch tick the
+/// guest yields, and traps once past the deadline (see `PluginSet::instantiate`); a tokio
+/// timer (a little later) ends one that waits in a host call; what the guest printed goes
+/// to the log whatever happened. Most calls end at their first poll: the timer is only
+/// set for one that does not (registering it costs more than the rest of a short call).
 pub(super) async fn guarded<T>(
     store: &mut Store<HostState>,
+    started: Instant,
     timeout: Duration,
     call: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<T>,
 ) -> Result<T, Fault> {
-    store.data_mut().deadline = std::time::Instant::now() + timeout;
+    let state = store.data_mut();
+    state.deadline = started + timeout;
+    state.limits.refused = false;
     store.set_epoch_deadline(1);
-    let result = tokio::time::timeout(timeout + engine::EPOCH_TICK * 10, call(store)).await;
+    let result = {
+        let mut call = std::pin::pin!(call(store));
+        match futures::poll!(call.as_mut()) {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => {
+                let end = started + timeout + engine::EPOCH_TICK * 10;
+                tokio::time::timeout_at(end.into(), call).await
+            }
+        }
+    };
     store.data_mut().flush_output();
     match result {
         Err(_) => Err(GuestFault::NoAnswer(timeout).into()),
-        Ok(Err(e)) => Err(Fault::from_call(e, timeout)),
+        Ok(Err(e)) => Err(Fault::from_call(e, timeout, store.data().limits.refused)),
         Ok(Ok(v)) => Ok(v),
     }
 }
@@ -119,10 +132,10 @@ impl PluginSession {
                     None => continue,
                 }
             }
-            let started = std::time::Instant::now();
-            let decision = match self.call(i, session, &call).await {
-                Ok((verdict, edits)) => validate(verdict.into())
-                    .map(|d| with_reply(d, edits.reply))
+            let started = Instant::now();
+            let decision = match self.call(i, session, &call, started).await {
+                Ok((verdict, reply)) => validate(verdict.into())
+                    .map(|d| with_reply(d, reply))
                     .map_err(Fault::from),
                 Err(fault) => Err(fault),
             };
@@ -159,8 +172,8 @@ impl PluginSession {
                     None => continue,
                 }
             }
-            let started = std::time::Instant::now();
-            let result = self.call_data(i, call).await;
+            let started = Instant::now();
+            let result = self.call_data(i, call, started).await;
             let shadow = self.set.plugins[i].shadow;
             let mut changes = 0;
             let decision = result.and_then(|(r, edits)| {
@@ -226,12 +239,16 @@ impl PluginSession {
         i: usize,
         session: &SessionInfo,
         call: &Call<'_>,
-    ) -> Result<(Verdict, Edits), Fault> {
+        started: Instant,
+    ) -> Result<(Verdict, Option<Vec<String>>), Fault> {
         let timeout = self.set.plugins[i].timeout;
+        // A new instance's call gets its whole timeout after the instantiation.
+        let fresh = self.instances[i].is_none();
         let Instance { store, bindings } = self.instance(i).await?;
+        let started = if fresh { Instant::now() } else { started };
         let hooks = bindings.wasmtp_plugin_hooks();
         open_edits(store, None);
-        let verdict = guarded(store, timeout, async |store| match call {
+        let verdict = guarded(store, started, timeout, async |store| match call {
             Call::Connect => hooks.call_on_connect(store, session).await,
             Call::Helo { name, extended } => {
                 hooks.call_on_helo(store, session, name, *extended).await
@@ -260,13 +277,15 @@ impl PluginSession {
             Call::Expn(arg) => hooks.call_on_expn(store, session, arg).await,
         })
         .await;
-        Ok((verdict?, take_edits(store)))
+        // Outside the data hook only the reply's text can have been asked for.
+        Ok((verdict?, take_edits(store).reply))
     }
 
     async fn call_data(
         &mut self,
         i: usize,
         call: &DataCall<'_>,
+        started: Instant,
     ) -> Result<(DataResult, Edits), Fault> {
         let set = self.set.clone();
         let p = &set.plugins[i];
@@ -276,7 +295,9 @@ impl PluginSession {
             None => None,
         };
         let timeout = p.timeout;
+        let fresh = self.instances[i].is_none();
         let Instance { store, bindings } = self.instance(i).await?;
+        let started = if fresh { Instant::now() } else { started };
         let handle = store
             .data_mut()
             .table
@@ -285,7 +306,7 @@ impl PluginSession {
         let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
         let hooks = bindings.wasmtp_plugin_hooks();
         open_edits(store, Some(call.target.clone()));
-        let result = guarded(store, timeout, async |store| {
+        let result = guarded(store, started, timeout, async |store| {
             hooks
                 .call_on_data(
                     store,
@@ -309,16 +330,16 @@ impl PluginSession {
         &self,
         i: usize,
         hook: Hook,
-        started: std::time::Instant,
+        started: Instant,
         verdict: Option<&Decision>,
         changes: usize,
     ) {
         let p = &self.set.plugins[i];
-        let (m, name) = (&self.set.metrics, &*p.shared.name);
-        m.plugin_call(name, hook.name(), started.elapsed());
+        let (meter, name) = (&p.shared.meter, &*p.shared.name);
+        meter.call(hook, started.elapsed());
         if let Some(d) = verdict {
             p.breaker.success(hook.name());
-            m.plugin_verdict(name, hook.name(), d.kind(), p.shadow);
+            meter.verdict(hook, d);
             if p.shadow {
                 tracing::info!(
                     plugin = name,
@@ -335,9 +356,9 @@ impl PluginSession {
     fn fault(&mut self, i: usize, hook: Hook, fault: Fault) -> Option<Decision> {
         let p = &self.set.plugins[i];
         self.instances[i] = None;
-        self.set.metrics.plugin_fault(&p.shared.name, fault.kind());
+        p.shared.meter.fault(fault.kind());
         if p.breaker.fault(hook.name()) {
-            self.set.metrics.plugin_breaker_opened(&p.shared.name);
+            p.shared.meter.breaker_opened();
             tracing::warn!(
                 plugin = %p.shared.name,
                 cooldown_ms = u64::try_from(p.breaker_cooldown.as_millis()).unwrap_or(u64::MAX),

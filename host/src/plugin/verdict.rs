@@ -22,16 +22,31 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The names of the kinds in metrics and logs, in `index` order.
+    pub const KINDS: [&'static str; 6] = [
+        "continue",
+        "accept",
+        "refuse",
+        "disconnect",
+        "quarantine",
+        "discard",
+    ];
+
+    /// Where its kind is in `KINDS`.
+    pub fn index(&self) -> usize {
+        match self {
+            Decision::Continue => 0,
+            Decision::Accept => 1,
+            Decision::Refuse(_) => 2,
+            Decision::Disconnect(_) => 3,
+            Decision::Quarantine(_) => 4,
+            Decision::Discard => 5,
+        }
+    }
+
     /// Its name in metrics and logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Decision::Continue => "continue",
-            Decision::Accept => "accept",
-            Decision::Refuse(_) => "refuse",
-            Decision::Disconnect(_) => "disconnect",
-            Decision::Quarantine(_) => "quarantine",
-            Decision::Discard => "discard",
-        }
+        Self::KINDS[self.index()]
     }
 }
 

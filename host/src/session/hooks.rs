@@ -6,6 +6,7 @@ use crate::plugin::{Call, Decision, PluginParam, SessionInfo, TlsInfo};
 use crate::proto::{RcptParams, Reply};
 
 impl Session {
+    /// What the plugins are told of this session.
     pub(super) fn plugin_info(&self) -> SessionInfo {
         SessionInfo {
             client_ip: self.peer.ip().to_string(),
@@ -22,11 +23,20 @@ impl Session {
         if !self.wants(call.hook()) {
             return Decision::Continue;
         }
-        let info = self.plugin_info();
+        // Built at the first hook, then again only when HELO, TLS or AUTH changed it.
+        let current = |i: &SessionInfo| {
+            i.helo.as_deref() == self.helo.as_ref().map(|h| h.name.as_str())
+                && i.tls.as_ref().map(|t| t.description.as_str()) == self.tls.as_deref()
+                && i.auth_user == self.auth_user
+        };
+        if !self.info.as_ref().is_some_and(current) {
+            self.info = Some(self.plugin_info());
+        }
+        let info = self.info.as_ref().expect("just made");
         match self.plugins.as_mut() {
             // Boxed: a plugin call's future is large, and would otherwise be part of every
             // session's future, idle or not.
-            Some(p) => Box::pin(p.run(&info, call)).await,
+            Some(p) => Box::pin(p.run(info, call)).await,
             None => Decision::Continue,
         }
     }

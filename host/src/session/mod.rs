@@ -97,6 +97,8 @@ pub struct Session {
     auth_failures: u32,
     /// This session's plugin instances (none without `[[plugin]]`).
     plugins: Option<crate::plugin::PluginSession>,
+    /// What the plugins were last told of the session (`hooks::policy`).
+    info: Option<crate::plugin::SessionInfo>,
     /// Set by a plugin's disconnect verdict: close after the pending reply.
     closing: bool,
 }
@@ -177,6 +179,7 @@ impl Session {
             .map(|p| p.session());
         Session {
             plugins,
+            info: None,
             closing: false,
             ctx,
             mode,

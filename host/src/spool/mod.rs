@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 use tokio::sync::oneshot;
+pub use writer::SyncObserver;
 use writer::{Answer, Request, Writer};
 
 /// A queue id: time in microseconds, process id and a counter, in upper-case hex.
@@ -129,6 +130,8 @@ pub struct Spool {
     open: Arc<AtomicUsize>,
     /// The writer thread; `None` for a spool attached read-only.
     writer: Option<mpsc::Sender<Request>>,
+    /// Told of the writer's syncs.
+    observer: writer::Observer,
 }
 
 /// How soon a change must be durable.
@@ -190,12 +193,14 @@ impl Spool {
         }
         let index = Arc::new(Mutex::new(index));
         let open = Arc::new(AtomicUsize::new(0));
+        let observer = writer::Observer::default();
         let mut writer = Writer::new(
             log_dir,
             index.clone(),
             open.clone(),
             segment_size,
             maintains,
+            observer.clone(),
         );
         let migrated = legacy::import(&root, &mut writer)?;
         let (tx, rx) = mpsc::channel();
@@ -207,6 +212,7 @@ impl Spool {
             index,
             open,
             writer: Some(tx),
+            observer,
         };
         let (count, segments) = {
             let index = spool.index.lock().unwrap();
@@ -240,6 +246,7 @@ impl Spool {
             index: Arc::new(Mutex::new(index)),
             open: Default::default(),
             writer: None,
+            observer: Default::default(),
         })
     }
 
@@ -258,6 +265,11 @@ impl Spool {
     /// Requests from `wasmtp queue` to a running server (flush, release).
     pub fn control_dir(&self) -> PathBuf {
         self.root.join("control")
+    }
+
+    /// Tells `observer` of every sync from here on (the first observer set stays).
+    pub fn observe(&self, observer: Arc<dyn SyncObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// Counts a new mail transaction as open until the guard is dropped.

@@ -62,6 +62,15 @@ impl Answer {
     }
 }
 
+/// Told of each sync the writer makes (the server's metrics).
+pub trait SyncObserver: Send + Sync {
+    /// One fsync: how long it took, and how many records it made durable.
+    fn synced(&self, took: Duration, records: usize);
+}
+
+/// Where the writer reports its syncs, once someone listens (`Spool::observe`).
+pub(super) type Observer = Arc<std::sync::OnceLock<Arc<dyn SyncObserver>>>;
+
 /// Where a part was written.
 pub(super) struct PartWritten {
     pub span: Span,
@@ -85,6 +94,9 @@ pub(super) struct Writer {
     active: Option<Active>,
     /// Records written since the last sync.
     dirty: bool,
+    /// How many.
+    unsynced_records: usize,
+    observer: Observer,
     /// Transactions open in sessions (`super::OpenTransaction`).
     open: Arc<AtomicUsize>,
     /// The number of the next segment.
@@ -103,6 +115,7 @@ impl Writer {
         open: Arc<AtomicUsize>,
         segment_size: u64,
         maintains: bool,
+        observer: Observer,
     ) -> Writer {
         Writer {
             dir,
@@ -110,6 +123,8 @@ impl Writer {
             segment_size,
             active: None,
             dirty: false,
+            unsynced_records: 0,
+            observer,
             open,
             next_seq: 1,
             unsynced_since: None,
@@ -286,6 +301,7 @@ impl Writer {
                     self.unsynced_since = Some(Instant::now());
                 }
                 self.dirty |= at > start;
+                self.unsynced_records += found.len();
                 self.index
                     .lock()
                     .unwrap()
@@ -331,6 +347,7 @@ impl Writer {
             }
         }
         self.dirty = false;
+        self.unsynced_records = 0;
         self.unsynced_since = None;
     }
 
@@ -344,8 +361,13 @@ impl Writer {
         if !self.dirty {
             return Ok(());
         }
+        let started = Instant::now();
         match active.file.sync_data() {
             Ok(()) => {
+                if let Some(observer) = self.observer.get() {
+                    observer.synced(started.elapsed(), self.unsynced_records);
+                }
+                self.unsynced_records = 0;
                 active.synced = self.index.lock().unwrap().segments[&active.seq].len;
                 self.dirty = false;
                 self.unsynced_since = None;
