@@ -20,6 +20,8 @@ pub struct Meter {
     calls: [OnceLock<Histogram>; HOOKS],
     verdicts: [[OnceLock<Counter>; Decision::KINDS.len()]; HOOKS],
     host_calls: [OnceLock<Histogram>; Capability::ALL.len()],
+    /// Refused capability calls: a guest may make them in a loop.
+    refused: OnceLock<Counter>,
     instances: Gauge,
 }
 
@@ -44,6 +46,7 @@ impl Meter {
             calls: Default::default(),
             verdicts: Default::default(),
             host_calls: Default::default(),
+            refused: OnceLock::new(),
             instances,
         }
     }
@@ -79,18 +82,21 @@ impl Meter {
             .inc();
     }
 
-    /// A call that failed, of `kind` (rare: looked up each time).
+    /// A call that failed, of `kind` (rare: an instance is dropped after each, so looked
+    /// up each time).
     pub fn fault(&self, kind: &'static str) {
-        self.count_fault(kind);
+        self.fault_counter(kind).inc();
         self.metrics.failed_calls.inc();
     }
 
     /// A capability call refused for want of a grant; the guest is told, and may go on.
     pub fn refused(&self) {
-        self.count_fault("capability");
+        self.refused
+            .get_or_init(|| self.fault_counter("capability"))
+            .inc();
     }
 
-    fn count_fault(&self, kind: &'static str) {
+    fn fault_counter(&self, kind: &'static str) -> Counter {
         let labels = PluginFault {
             plugin: self.plugin.clone(),
             kind,
@@ -98,7 +104,7 @@ impl Meter {
         self.metrics
             .plugin_faults_total
             .get_or_create(&labels)
-            .inc();
+            .clone()
     }
 
     pub fn breaker_opened(&self) {
