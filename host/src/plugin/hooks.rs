@@ -32,16 +32,23 @@ impl Hook {
     }
 }
 
+impl Hook {
+    /// Where it is in `Hook::ALL`.
+    pub fn index(self) -> usize {
+        Hook::ALL
+            .iter()
+            .position(|&h| h == self)
+            .expect("every hook is in Hook::ALL")
+    }
+}
+
 /// The hooks one plugin wants; it is called for these only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HookSet(u16);
 
 impl HookSet {
     fn bit(hook: Hook) -> u16 {
-        1 << Hook::ALL
-            .iter()
-            .position(|&h| h == hook)
-            .expect("every hook is in Hook::ALL")
+        1 << hook.index()
     }
 
     pub fn contains(self, hook: Hook) -> bool {

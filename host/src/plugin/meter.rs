@@ -1,9 +1,7 @@
 //! One plugin's metric handles, made once (at load, or at a handle's first use) so that a
 //! hook call bumps atomics only: no label set allocated, no family lock taken, per call.
 
-use super::bindings::types::Hook;
 use super::capability::Capability;
-use super::verdict::Decision;
 use crate::metrics::{HostCall, Metrics, Plugin, PluginCall, PluginFault, PluginVerdict};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,26 +9,29 @@ use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-const HOOKS: usize = Hook::ALL.len();
+/// How many hooks and verdict kinds there are (`Hook::ALL`, `Decision::KINDS`; checked
+/// where the labels are made, in `session`).
+pub const HOOKS: usize = 8;
+pub const VERDICTS: usize = 6;
+
+/// A hook or a verdict kind as counted: its place in `Hook::ALL` or `Decision::KINDS`, and
+/// its name.
+#[derive(Clone, Copy)]
+pub struct Label {
+    pub index: usize,
+    pub name: &'static str,
+}
 
 pub struct Meter {
     metrics: Arc<Metrics>,
     plugin: String,
     shadow: bool,
     calls: [OnceLock<Histogram>; HOOKS],
-    verdicts: [[OnceLock<Counter>; Decision::KINDS.len()]; HOOKS],
+    verdicts: [[OnceLock<Counter>; VERDICTS]; HOOKS],
     host_calls: [OnceLock<Histogram>; Capability::ALL.len()],
     /// Refused capability calls: a guest may make them in a loop.
     refused: OnceLock<Counter>,
     instances: Gauge,
-}
-
-/// Where `hook` is in `Hook::ALL`.
-fn index(hook: Hook) -> usize {
-    Hook::ALL
-        .iter()
-        .position(|&h| h == hook)
-        .expect("every hook is in Hook::ALL")
 }
 
 impl Meter {
@@ -52,12 +53,12 @@ impl Meter {
     }
 
     /// One call at `hook` and how long it took.
-    pub fn call(&self, hook: Hook, took: Duration) {
-        self.calls[index(hook)]
+    pub fn call(&self, hook: Label, took: Duration) {
+        self.calls[hook.index]
             .get_or_init(|| {
                 let labels = PluginCall {
                     plugin: self.plugin.clone(),
-                    hook: hook.name(),
+                    hook: hook.name,
                 };
                 self.metrics.plugin_calls.get_or_create(&labels).clone()
             })
@@ -65,13 +66,13 @@ impl Meter {
     }
 
     /// The verdict of a call at `hook` (`shadow`: counted, not applied).
-    pub fn verdict(&self, hook: Hook, decision: &Decision) {
-        self.verdicts[index(hook)][decision.index()]
+    pub fn verdict(&self, hook: Label, verdict: Label) {
+        self.verdicts[hook.index][verdict.index]
             .get_or_init(|| {
                 let labels = PluginVerdict {
                     plugin: self.plugin.clone(),
-                    hook: hook.name(),
-                    verdict: decision.kind(),
+                    hook: hook.name,
+                    verdict: verdict.name,
                     shadow: self.shadow,
                 };
                 self.metrics

@@ -7,6 +7,7 @@ use super::edits::{EditTarget, Edits};
 use super::fault::{Fault, GuestFault};
 use super::hooks::Call;
 use super::host::HostState;
+use super::meter::{self, Label};
 use super::verdict::{DataOutcome, Decision, validate, validate_changes};
 use super::{Instance, PluginSet, SessionInfo, engine};
 use crate::config::OnError;
@@ -14,6 +15,8 @@ use crate::proto::replies;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
+
+const _: () = assert!(Hook::ALL.len() == meter::HOOKS && Decision::KINDS.len() == meter::VERDICTS);
 
 /// Runs one guest call, begun at `started`, under its deadline: at each epoch tick the
 /// guest yields, and traps once past the deadline (see `PluginSet::instantiate`); a tokio
@@ -336,10 +339,18 @@ impl PluginSession {
     ) {
         let p = &self.set.plugins[i];
         let (meter, name) = (&p.shared.meter, &*p.shared.name);
-        meter.call(hook, started.elapsed());
+        let label = Label {
+            index: hook.index(),
+            name: hook.name(),
+        };
+        meter.call(label, started.elapsed());
         if let Some(d) = verdict {
             p.breaker.success(hook.name());
-            meter.verdict(hook, d);
+            let kind = Label {
+                index: d.index(),
+                name: d.kind(),
+            };
+            meter.verdict(label, kind);
             if p.shadow {
                 tracing::info!(
                     plugin = name,
