@@ -17,7 +17,8 @@ fn check_config_fails(path: &std::path::Path) -> String {
 }
 
 /// A plugin built for wasmtp:plugin@0.1.0 is named as such, with the way out; a DKIM key
-/// that is missing or not a key, and a zero verification timeout, are each a problem.
+/// that is missing or not a key, a required route's missing trust anchors, `proxy_from`
+/// without `proxy_protocol`, and a zero verification timeout, are each a problem.
 #[test]
 fn check_config_names_old_plugins_and_bad_dkim_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +34,10 @@ fn check_config_names_old_plugins_and_bad_dkim_keys() {
     std::fs::write(
         &config,
         format!(
-            "[[listen]]\naddress = \"127.0.0.1:0\"\n[authentication]\ntimeout = \"0s\"\n\
+            "[[listen]]\naddress = \"127.0.0.1:0\"\nproxy_from = [\"10.0.0.0/8\"]\n\
+             [authentication]\ntimeout = \"0s\"\n\
+             [[route]]\ndomain = \"partner.test\"\nto = \"smtp:mx.partner.test:25\"\n\
+             tls = \"required\"\nca = \"{0}/no-such-ca.pem\"\n\
              [[dkim]]\ndomain = \"example.test\"\nselector = \"s1\"\nprivate_key = \"{0}/missing.pem\"\n\
              [[dkim]]\ndomain = \"example.test\"\nselector = \"s2\"\nprivate_key = \"{0}/notakey.pem\"\n\
              [[plugin]]\nname = \"old\"\npath = \"{0}/old.wasm\"\n",
@@ -43,10 +47,16 @@ fn check_config_names_old_plugins_and_bad_dkim_keys() {
     .unwrap();
     let err = check_config_fails(&config);
     assert!(err.contains("authentication.timeout"), "{err}");
+    assert!(
+        err.contains("listen[0].proxy_from: set without proxy_protocol"),
+        "{err}"
+    );
     let config_text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        config_text.replace("timeout = \"0s\"", "timeout = \"5s\""),
+        config_text
+            .replace("timeout = \"0s\"", "timeout = \"5s\"")
+            .replace("proxy_from = [\"10.0.0.0/8\"]\n", ""),
     )
     .unwrap();
     let err = check_config_fails(&config);
@@ -56,6 +66,8 @@ fn check_config_names_old_plugins_and_bad_dkim_keys() {
         "dkim[0].private_key",
         "dkim[1].private_key",
         "no private key",
+        "route[0].ca",
+        "no-such-ca.pem",
     ] {
         assert!(err.contains(expected), "{expected} missing from {err}");
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: installs the wasm32-wasip2 target, Debian's dkimpy, rspamd and
-# redis-server, builds the JavaScript, Python and C example plugins once (examples/build.sh),
+# Runs every test: installs the wasm32-wasip2 target, Debian's dkimpy, rspamd, redis-server and
+# haproxy, builds the JavaScript, Python and C example plugins once (examples/build.sh),
 # then the whole Cargo workspace's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,13 @@ need() {
     fi
   fi
 }
-# The outside DKIM and ARC signer and verifier, dkimpy with PyNaCl and authres; the real Rspamd and Redis the
-# tests start their own instances of.
+# The outside DKIM and ARC signer and verifier, dkimpy with PyNaCl and authres; the real Rspamd, Redis and
+# HAProxy the tests start their own instances of.
 need '/usr/bin/python3 -c "import dkim, nacl, authres"' "tests/mailauth.rs, tests/dkim.rs and tests/arc_seal.rs" python3-dkim python3-nacl python3-authres openssl
 need '/usr/bin/python3 -c "import prometheus_client"' tests/metrics.rs python3-prometheus-client
 need 'command -v rspamd' tests/rspamd.rs rspamd
 need 'command -v redis-server' tests/redis.rs redis-server
+need 'command -v haproxy' tests/proxy.rs haproxy
 # Every platform's crates, so the nested wasm32 plugin build (host/build.rs) finds them.
 cargo fetch --locked
 examples/build.sh

@@ -17,6 +17,7 @@ pub mod mailauth;
 pub mod metrics;
 pub mod plugin;
 pub mod proto;
+pub mod proxy;
 pub mod queue;
 pub mod resources;
 pub mod scaffold;

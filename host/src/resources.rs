@@ -20,12 +20,17 @@ pub struct Resources {
     /// `None` when `authentication.verify` is off.
     pub verifier: Option<Arc<Verifier>>,
     pub signers: Arc<Signers>,
+    /// The client configs of `tls = "required"` routes.
+    pub route_tls: Arc<tls::RouteTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// A `tls = "required"` route whose trust anchors cannot be loaded.
+    #[error("route[{0}].ca: {1}")]
+    RouteCa(usize, TlsError),
     #[error(transparent)]
     Plugins(#[from] plugin::LoadError),
     #[error(transparent)]
@@ -71,6 +76,11 @@ impl Resources {
             errors.extend(e.into_iter().map(ResourceError::from));
             Signers::default()
         });
+        let route_tls = tls::RouteTls::load(&config.route).unwrap_or_else(|e| {
+            let bad = e.into_iter().map(|(i, e)| ResourceError::RouteCa(i, e));
+            errors.extend(bad);
+            tls::RouteTls::default()
+        });
         let verify = config.authentication.verify;
         let dns = if config.plugin.is_empty() && !verify {
             None
@@ -113,6 +123,7 @@ impl Resources {
                 plugins,
                 verifier,
                 signers: Arc::new(signers),
+                route_tls: Arc::new(route_tls),
             })
         } else {
             Err(ResourceErrors(errors))

@@ -1,7 +1,7 @@
 //! Listeners, connection limits, TLS handshakes and graceful shutdown.
 
 use crate::clients::{Clients, Connection};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Network};
 use crate::delivery::{self, QueueHandle};
 use crate::metrics::Metrics;
 use crate::plugin::kv::Kv;
@@ -76,7 +76,7 @@ struct Fixed {
     kv: Kv,
     clients: Arc<Clients>,
     /// What the scan after the queue runs with: the current plugins and keys.
-    scanners: watch::Sender<Option<Arc<delivery::Scanners>>>,
+    loaded: watch::Sender<Option<Arc<delivery::Loaded>>>,
     /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
     _spool_lock: SpoolLock,
 }
@@ -84,12 +84,12 @@ struct Fixed {
 impl Fixed {
     /// Messages waiting for their scan after the queue get the plugins of `ctx` (those
     /// recovered at start wait for this).
-    fn publish_scanners(&self, ctx: &Context) {
-        self.scanners
-            .send_replace(Some(Arc::new(delivery::Scanners {
-                plugins: ctx.plugins.clone(),
-                signers: ctx.signers.clone(),
-            })));
+    fn publish_loaded(&self, ctx: &Context) {
+        self.loaded.send_replace(Some(Arc::new(delivery::Loaded {
+            plugins: ctx.plugins.clone(),
+            signers: ctx.signers.clone(),
+            route_tls: ctx.route_tls.clone(),
+        })));
     }
 }
 
@@ -100,6 +100,7 @@ async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerEr
         plugins,
         verifier,
         signers,
+        route_tls,
     } = Resources::load(&config, fixed.kv.clone(), fixed.metrics.clone()).await?;
     Ok(Context {
         config,
@@ -112,6 +113,7 @@ async fn context(config: Arc<Config>, fixed: &Fixed) -> Result<Context, ServerEr
         plugins,
         verifier,
         signers,
+        route_tls,
     })
 }
 
@@ -134,7 +136,7 @@ impl Server {
         let mut listeners = Vec::new();
         for (i, l) in config.listen.iter().enumerate() {
             let (listener, addr) = bind(format!("listen[{i}].address"), l.address).await?;
-            listeners.push((listener, addr, l.mode));
+            listeners.push((listener, addr, (l.mode, l.proxy())));
         }
         let mut tasks = Vec::new();
         let metrics_addr = match &config.metrics {
@@ -151,14 +153,14 @@ impl Server {
             None => None,
         };
         let (config_tx, config_rx) = watch::channel(config.clone());
-        let (scanners, scanners_rx) = watch::channel(None);
+        let (loaded, loaded_rx) = watch::channel(None);
         let (queue, queue_task) = delivery::start(
             config_rx,
             spool.clone(),
             metrics.clone(),
             shutdown.clone(),
             listeners.iter().map(|(_, addr, _)| *addr).collect(),
-            scanners_rx,
+            loaded_rx,
         )
         .map_err(ServerError::Queue)?;
         let fixed = Fixed {
@@ -168,22 +170,23 @@ impl Server {
             metrics: metrics.clone(),
             kv: kv.clone(),
             clients: Arc::new(Clients::default()),
-            scanners,
+            loaded,
             _spool_lock: spool_lock,
         };
         let ctx = context(config.clone(), &fixed).await?;
-        fixed.publish_scanners(&ctx);
+        fixed.publish_loaded(&ctx);
         let kv_task = tokio::spawn(flush_kv(kv, shutdown.clone()));
         let (current, current_rx) = watch::channel(Arc::new(ctx));
         let max_sessions = u32::try_from(config.limits.connections).unwrap_or(u32::MAX >> 3);
         let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let mut listen_addrs = Vec::new();
-        for (listener, addr, mode) in listeners {
-            tracing::info!(%addr, ?mode, "listening");
+        for (listener, addr, door) in listeners {
+            let proxy_protocol = door.1.is_some();
+            tracing::info!(%addr, mode = door.0.as_str(), proxy_protocol, "listening");
             listen_addrs.push(addr);
             tasks.push(tokio::spawn(accept_loop(
                 (listener, addr.to_string()),
-                mode,
+                door,
                 current_rx.clone(),
                 shutdown.clone(),
                 sessions.clone(),
@@ -228,7 +231,7 @@ impl Server {
         }
         let ctx = context(Arc::new(config), &self.fixed).await?;
         self.config_tx.send_replace(ctx.config.clone());
-        self.fixed.publish_scanners(&ctx);
+        self.fixed.publish_loaded(&ctx);
         self.current.send_replace(Arc::new(ctx));
         Ok(())
     }
@@ -347,20 +350,23 @@ impl Drop for Open {
     }
 }
 
-/// Takes `listener`'s connections (`name`: its address, the metrics' label).
+/// Takes `listener`'s connections (`name`: its address, the metrics' label) in `mode`;
+/// with `proxy` (`proxy_protocol = true`), only from those peers, each with its PROXY header
+/// read first (in the connection's own task, holding a slot of `limits.connections`).
 async fn accept_loop(
     (listener, name): (TcpListener, String),
-    mode: Mode,
+    (mode, proxy): (Mode, Option<Vec<Network>>),
     current: watch::Receiver<Arc<Context>>,
     mut shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
 ) {
+    let name: Arc<str> = name.into();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let (tcp, peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -371,36 +377,69 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let ctx = current.borrow().clone();
-        let per_ip = ctx.config.limits.connections_per_ip;
-        let refusal = match sessions.clone().try_acquire_owned() {
-            Err(_) => replies::TOO_MANY_CONNECTIONS,
-            Ok(permit) => match ctx.clients.connect(peer.ip(), per_ip) {
-                Some(client) => {
-                    ctx.metrics.connection(&name, true);
-                    let open = Open::new(ctx.metrics.clone(), &name);
-                    let slots = (permit, client, open);
-                    // Every line of the session carries its id and client.
-                    let span = tracing::info_span!(
-                        "session",
-                        session = %session_id(),
-                        client = %peer,
-                    );
-                    let session = serve_connection(ctx, mode, tcp, peer, slots);
-                    tokio::spawn(tracing::Instrument::instrument(session, span));
-                    continue;
-                }
-                None => replies::TOO_MANY_FROM_CLIENT,
-            },
-        };
-        ctx.metrics.connection(&name, false);
+        if let Some(trusted) = &proxy
+            && !trusted.iter().any(|n| n.contains(peer.ip()))
+        {
+            // Not our balancer: closed without a word.
+            tracing::debug!(%peer, "a peer outside proxy_from: connection closed");
+            ctx.metrics.connection(&name, false);
+            continue;
+        }
+        let permit = sessions.clone().try_acquire_owned().ok();
+        let (name, proxied) = (name.clone(), proxy.is_some());
         tokio::spawn(async move {
-            let mut tcp = tcp;
-            let mut out = Vec::new();
-            refusal.write_to(&mut out);
-            // A client that does not read cannot keep this task.
-            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.write_all(&out)).await;
+            let client = match proxied {
+                false => peer,
+                true => match crate::proxy::read(&mut tcp).await {
+                    Ok(client) => client.unwrap_or(peer),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection closed");
+                        ctx.metrics.connection(&name, false);
+                        return;
+                    }
+                },
+            };
+            admit(ctx, &name, mode, tcp, client, permit).await;
         });
     }
+}
+
+/// A connection from `client` (the peer, or whom its PROXY header named): with a slot of
+/// `limits.connections` (`permit`) and one of the client's `limits.connections_per_ip`, its
+/// session; else the refusal, written without waiting long for the client to read it.
+async fn admit(
+    ctx: Arc<Context>,
+    name: &str,
+    mode: Mode,
+    mut tcp: TcpStream,
+    client: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let per_ip = ctx.config.limits.connections_per_ip;
+    let refusal = match permit {
+        None => replies::TOO_MANY_CONNECTIONS,
+        Some(permit) => match ctx.clients.connect(client.ip(), per_ip) {
+            Some(slot) => {
+                ctx.metrics.connection(name, true);
+                let open = Open::new(ctx.metrics.clone(), name);
+                // Every line of the session carries its id and client.
+                let span = tracing::info_span!(
+                    "session",
+                    session = %session_id(),
+                    client = %client,
+                );
+                let session = serve_connection(ctx, mode, tcp, client, (permit, slot, open));
+                tracing::Instrument::instrument(session, span).await;
+                return;
+            }
+            None => replies::TOO_MANY_FROM_CLIENT,
+        },
+    };
+    ctx.metrics.connection(name, false);
+    let mut out = Vec::new();
+    refusal.write_to(&mut out);
+    // A client that does not read cannot keep this task.
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.write_all(&out)).await;
 }
 
 async fn serve_connection(

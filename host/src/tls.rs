@@ -104,6 +104,42 @@ pub fn delivery_client_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
+/// The client configs of the routes with `tls = "required"`, by their trust anchors (`ca`,
+/// or Mozilla's roots for none): built once per config load, so a delivery attempt reads
+/// no file.
+#[derive(Default)]
+pub struct RouteTls(std::collections::HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>);
+
+impl RouteTls {
+    /// Every `tls = "required"` route's config; each one that cannot be made, named by its
+    /// key path.
+    pub fn load(routes: &[crate::config::Route]) -> Result<RouteTls, Vec<(usize, TlsError)>> {
+        let mut built = RouteTls::default();
+        let mut errors = Vec::new();
+        let required = routes.iter().enumerate();
+        let required = required.filter(|(_, r)| r.tls == crate::config::TlsPolicy::Required);
+        for (i, route) in required {
+            if built.0.contains_key(&route.ca) {
+                continue;
+            }
+            match verifying_client_config(route.ca.as_deref()) {
+                Ok(config) => drop(built.0.insert(route.ca.clone(), config)),
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(built)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The config for the trust anchors `ca` (loaded with every required route's).
+    pub fn get(&self, ca: &Option<PathBuf>) -> Option<Arc<rustls::ClientConfig>> {
+        self.0.get(ca).cloned()
+    }
+}
+
 /// Client config for `tls = "required"`: the chain is verified against the trust anchors in
 /// `ca` (PEM), or against Mozilla's roots without one.
 pub fn verifying_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod dns;
+pub mod haproxy;
 pub mod redis;
 pub mod rspamd;
 pub mod sink;
@@ -138,15 +139,20 @@ impl Client {
     /// From a socket bound to `local` (a loopback address: 127.0.0.2, say), so that the
     /// server sees that client address; checks the greeting.
     pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(local, 0)).unwrap();
-        let tcp = socket.connect(addr).await.unwrap();
-        let mut c = Client {
-            stream: BufReader::new(Box::new(tcp)),
-        };
+        let mut c = Client::connect_raw_from(addr, local).await;
         let greeting = c.reply().await;
         assert!(greeting.starts_with("220 "), "greeting: {greeting}");
         c
+    }
+
+    /// `connect_from` without reading the greeting.
+    pub async fn connect_raw_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        Client {
+            stream: BufReader::new(Box::new(tcp)),
+        }
     }
 
     pub async fn connect_raw(addr: SocketAddr) -> Client {
@@ -159,6 +165,17 @@ impl Client {
     /// Implicit TLS (port 465 style); checks the greeting.
     pub async fn connect_tls(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
+        Client::greeted_over_tls(tcp).await
+    }
+
+    /// `connect_tls` from a socket bound to `local` (a loopback address).
+    pub async fn connect_tls_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        Client::greeted_over_tls(socket.connect(addr).await.unwrap()).await
+    }
+
+    async fn greeted_over_tls(tcp: TcpStream) -> Client {
         let tls = tls_connect(tcp).await;
         let mut c = Client {
             stream: BufReader::new(Box::new(tls)),
@@ -309,13 +326,23 @@ pub fn example(name: &str) -> String {
 /// The `wasmtp` binary built by Cargo for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmtp");
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one this test process was given
+/// before: tests run in parallel, and between one's choosing a port and its server's binding
+/// it the kernel could hand the same port to another.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Runs `wasmtp queue ARGS --config FILE`: (exit status, stdout, stderr). Asynchronous, so

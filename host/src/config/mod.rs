@@ -70,6 +70,25 @@ pub struct Listen {
     pub address: SocketAddr,
     #[serde(default)]
     pub mode: Mode,
+    /// A PROXY protocol header (HAProxy's v1 or v2) comes first and names the client.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The peers that may send it (`proxy_from()`: loopback when unset).
+    #[serde(default)]
+    pub proxy_from: Option<Vec<Network>>,
+}
+
+impl Listen {
+    /// With `proxy_protocol`, the peers that may send the header.
+    pub fn proxy(&self) -> Option<Vec<Network>> {
+        let loopback = || {
+            ["127.0.0.0/8", "::1/128"]
+                .map(|n| Network(n.parse().expect("a network")))
+                .to_vec()
+        };
+        self.proxy_protocol
+            .then(|| self.proxy_from.clone().unwrap_or_else(loopback))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -82,6 +101,17 @@ pub enum Mode {
     Submission,
     /// Port 465 (RFC 8314): implicit TLS, then AUTH.
     Submissions,
+}
+
+impl Mode {
+    /// As configured (`mx`, `submission`, `submissions`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Mx => "mx",
+            Mode::Submission => "submission",
+            Mode::Submissions => "submissions",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,7 +262,7 @@ pub struct Route {
     pub ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     None,
@@ -353,10 +383,15 @@ impl Config {
             p.push("listen: at least one [[listen]] is required".into());
         }
         for (i, l) in self.listen.iter().enumerate() {
+            if l.proxy_from.is_some() && !l.proxy_protocol {
+                p.push(format!(
+                    "listen[{i}].proxy_from: set without proxy_protocol = true (no header is read)"
+                ));
+            }
             if l.mode != Mode::Mx && self.tls.is_none() {
                 p.push(format!(
                     "listen[{i}].mode: {:?} needs [tls] (AUTH is only offered under TLS)",
-                    l.mode
+                    l.mode.as_str()
                 ));
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub use wasmtp_units::{parse_duration, parse_size};
 
 /// Where a route sends mail.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Target {
     /// MX lookup of the recipient domain (RFC 5321 5.1).

@@ -25,11 +25,12 @@ pub enum TlsMode {
     Off,
     /// STARTTLS when offered, certificate not checked (RFC 7435).
     Opportunistic,
-    /// STARTTLS or no delivery; the certificate verified with this config, whose trust
-    /// anchors `anchors` names (connections are reused only under the same ones).
+    /// STARTTLS or no delivery; the certificate verified with this config, made for the
+    /// trust anchors `anchors` (a route's `ca`; `None`: Mozilla's roots). Connections are
+    /// reused only under the same ones.
     Required {
         config: Arc<rustls::ClientConfig>,
-        anchors: String,
+        anchors: Option<std::path::PathBuf>,
     },
 }
 
@@ -75,15 +76,37 @@ pub struct Hop {
     pub protocol: Protocol,
 }
 
+/// What a reused connection must share with the hop it is taken for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    protocol: Protocol,
+    host: String,
+    port: u16,
+    tls_name: String,
+    tls: TlsKey,
+}
+
+/// How a pooled connection uses TLS: a required one under which trust anchors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TlsKey {
+    Off,
+    Opportunistic,
+    Required(Option<std::path::PathBuf>),
+}
+
 impl Hop {
-    /// What a reused connection must share with this hop.
-    fn pool_key(&self) -> String {
-        let tls = match &self.tls {
-            TlsMode::Off => "off",
-            TlsMode::Opportunistic => "opportunistic",
-            TlsMode::Required { anchors, .. } => anchors,
-        };
-        format!("{:?} {self} {} {tls}", self.protocol, self.tls_name)
+    fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            protocol: self.protocol,
+            host: self.host.clone(),
+            port: self.port,
+            tls_name: self.tls_name.clone(),
+            tls: match &self.tls {
+                TlsMode::Off => TlsKey::Off,
+                TlsMode::Opportunistic => TlsKey::Opportunistic,
+                TlsMode::Required { anchors, .. } => TlsKey::Required(anchors.clone()),
+            },
+        }
     }
 }
 

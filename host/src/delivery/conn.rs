@@ -36,7 +36,7 @@ impl Timeouts {
 const DATA_BLOCK: usize = 64 * 1024;
 
 /// Which dialect the next hop speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Smtp,
     /// RFC 2033: LHLO, and one reply per recipient after the data.

@@ -20,7 +20,7 @@ use crate::proto::Reply;
 use crate::spool::{Content, Envelope, StoredReply};
 pub use maildir::mailbox_name;
 pub use queue::start;
-pub use scan::Scanners;
+pub use shared::Loaded;
 pub use shared::QueueHandle;
 use std::future::Future;
 use std::pin::Pin;

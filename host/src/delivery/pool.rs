@@ -4,6 +4,7 @@
 //! 4.1.1.5). A session serves at most `delivery.reuse_limit` messages and waits at most
 //! `delivery.reuse_idle`; then it is closed with QUIT.
 
+use super::client::PoolKey;
 use super::conn::{Client, Extensions};
 use std::collections::HashMap;
 use std::io;
@@ -102,13 +103,13 @@ fn close(mut session: Session) {
 
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<Session>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Session>>>,
 }
 
 impl Pool {
     /// The most recently used idle session to `key` that has not waited longer than
     /// `max_idle`; older ones are closed.
-    pub fn take(&self, key: &str, max_idle: Duration) -> Option<Session> {
+    pub fn take(&self, key: &PoolKey, max_idle: Duration) -> Option<Session> {
         let mut idle = self.idle.lock().unwrap();
         let sessions = idle.get_mut(key)?;
         while let Some(s) = sessions.pop() {
@@ -124,7 +125,7 @@ impl Pool {
     /// Keeps a session whose transaction ended cleanly for the next message, unless it
     /// carried `limit` already, `keep` of them wait for this hop, or the hop sent something
     /// nobody asked for (it would answer the next command).
-    pub fn put(&self, key: String, mut session: Session, limit: u32, keep: usize) {
+    pub fn put(&self, key: PoolKey, mut session: Session, limit: u32, keep: usize) {
         session.used += 1;
         if session.used >= limit || !session.conn.is_idle() {
             return close(session);

@@ -21,7 +21,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     own_addrs: Vec<std::net::SocketAddr>,
-    scanners: watch::Receiver<Option<Arc<super::Scanners>>>,
+    loaded: watch::Receiver<Option<Arc<super::Loaded>>>,
 ) -> std::io::Result<(QueueHandle, tokio::task::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let concurrency = config.borrow().delivery.concurrency;
@@ -41,7 +41,7 @@ pub fn start(
         destinations: Default::default(),
         resolver: Default::default(),
         pool: Default::default(),
-        scanners,
+        loaded,
     });
     let task = tokio::spawn(async move {
         let mut tasks = Tasks::default();

@@ -3,16 +3,18 @@
 
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::Timeouts;
-use super::shared::Delivery;
+use super::shared::{Delivery, Destination};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Outcome;
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, QueueState, RecipientStatus};
+use crate::tls::RouteTls;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A route that cannot be used now (its `ca` file is unreadable): every recipient deferred.
+/// A route that cannot be used now (its trust anchors are not loaded): every recipient
+/// deferred.
 struct Unavailable(Reply);
 
 impl Transport for Unavailable {
@@ -22,16 +24,22 @@ impl Transport for Unavailable {
     }
 }
 
-fn tls_mode(route: &Route) -> Result<TlsMode, Reply> {
+/// How `route` uses TLS, with the client config loaded for its trust anchors (missing only
+/// for a moment after a reload that added the route).
+fn tls_mode(route: &Route, loaded: &RouteTls) -> Result<TlsMode, Reply> {
     Ok(match route.tls {
         TlsPolicy::None => TlsMode::Off,
         TlsPolicy::Opportunistic => TlsMode::Opportunistic,
-        TlsPolicy::Required => crate::tls::verifying_client_config(route.ca.as_deref())
-            .map(|config| TlsMode::Required {
+        TlsPolicy::Required => match loaded.get(&route.ca) {
+            Some(config) => TlsMode::Required {
                 config,
-                anchors: format!("{:?}", route.ca),
-            })
-            .map_err(|e| Reply::dynamic(451, 7, 5, format!("TLS required: {e}")))?,
+                anchors: route.ca.clone(),
+            },
+            None => {
+                let why = "TLS required: the route's trust anchors are not loaded yet";
+                return Err(Reply::dynamic(451, 7, 5, why));
+            }
+        },
     })
 }
 
@@ -42,8 +50,9 @@ fn transport_for(
     route: &Route,
     domain: &str,
     settings: &Arc<ClientSettings>,
+    loaded: &RouteTls,
 ) -> Box<dyn Transport> {
-    let tls = match tls_mode(route) {
+    let tls = match tls_mode(route, loaded) {
         Ok(tls) => tls,
         Err(reply) => return Box::new(Unavailable(reply)),
     };
@@ -81,6 +90,9 @@ pub(super) async fn attempt(
     state: &mut QueueState,
 ) -> Vec<(usize, RecipientStatus, bounce::Kind)> {
     let mut successes = Vec::new();
+    let Some(loaded) = d.loaded().await else {
+        return successes;
+    };
     let config = d.config.borrow().clone();
     let settings = Arc::new(ClientSettings {
         hostname: config.hostname.clone(),
@@ -93,22 +105,22 @@ pub(super) async fn attempt(
         metrics: d.metrics.clone(),
     });
     // Recipients go together when they share the next hop and how TLS is used to reach it.
-    let mut groups: BTreeMap<(String, String), (Route, Vec<usize>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Destination, (Route, Vec<usize>)> = BTreeMap::new();
     for i in state.pending() {
         let route = config.route_for(&envelope.recipients[i].address.domain);
-        // One connection per next hop; MX routes group per domain.
-        let destination = match &route.to {
-            Target::Mx => format!("mx:{}", envelope.recipients[i].address.domain_lower()),
-            other => format!("{other:?}"),
+        let destination = Destination {
+            to: route.to.clone(),
+            domain: (route.to == Target::Mx).then(|| envelope.recipients[i].address.domain_lower()),
+            tls: route.tls,
+            ca: route.ca.clone(),
         };
-        let tls = format!("{:?} {:?}", route.tls, route.ca);
         groups
-            .entry((destination, tls))
+            .entry(destination)
             .or_insert((route, Vec::new()))
             .1
             .push(i);
     }
-    for ((destination, _), (route, recipients)) in groups {
+    for (destination, (route, recipients)) in groups {
         // The destination's slot first, then a global one: an attempt waiting for a busy
         // destination holds nothing that other destinations need.
         let _destination = d.destination_permit(&destination, &config).await;
@@ -116,7 +128,7 @@ pub(super) async fn attempt(
             return successes;
         };
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
-        let transport = transport_for(d, &config, &route, &domain, &settings);
+        let transport = transport_for(d, &config, &route, &domain, &settings, &loaded.route_tls);
         let target = &route.to;
         let outgoing = Outgoing {
             envelope,

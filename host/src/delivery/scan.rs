@@ -7,24 +7,13 @@
 
 use super::bounce;
 use super::shared::Delivery;
-use crate::mailauth::Signers;
-use crate::plugin::{
-    AuthResults, DataOutcome, Decision, PluginSet, SessionInfo, SpfResults, TlsInfo,
-};
+use crate::plugin::{AuthResults, DataOutcome, Decision, SessionInfo, SpfResults, TlsInfo};
 use crate::proto::Reply;
 use crate::proto::header::{self, HEADER_MAX};
 use crate::spool::{
     Content, Durability, Envelope, PendingScan, QueueState, RecipientStatus, StoredReply,
 };
 use bytes::Bytes;
-use std::sync::Arc;
-
-/// What the scan needs of the current config: its plugins (`None`: no `[[plugin]]`) and
-/// DKIM keys. The server publishes them once loaded, and again on each reload.
-pub struct Scanners {
-    pub plugins: Option<Arc<PluginSet>>,
-    pub signers: Arc<Signers>,
-}
 
 /// What became of the message.
 pub(super) enum Scanned {
@@ -51,18 +40,11 @@ pub(super) async fn scan(
     let Some(pending) = state.scan.clone() else {
         return Scanned::Deliver;
     };
-    let mut scanners = d.scanners.clone();
-    let mut shutdown = d.shutdown.clone();
-    // Recovered at start: the plugins may not be loaded yet.
-    let scanners = tokio::select! {
-        s = scanners.wait_for(Option::is_some) => match s {
-            Ok(s) => s.clone().expect("waited for"),
-            Err(_) => return Scanned::Stopped,
-        },
-        _ = shutdown.wait_for(|s| *s) => return Scanned::Stopped,
+    let Some(loaded) = d.loaded().await else {
+        return Scanned::Stopped;
     };
     // A slot before the header is read: messages waiting for a busy scanner hold none.
-    let _slot = match &scanners.plugins {
+    let _slot = match &loaded.plugins {
         Some(plugins) => plugins.scan_slot().await,
         None => None,
     };
@@ -80,7 +62,7 @@ pub(super) async fn scan(
         tracing::warn!(id = %envelope.id, error = %e, "stored authentication results unreadable; the scan sees none");
         AuthResults::only_spf(SpfResults::none())
     });
-    let outcome = match scanners.plugins.as_ref().filter(|p| p.wants_data(true)) {
+    let outcome = match loaded.plugins.as_ref().filter(|p| p.wants_data(true)) {
         Some(plugins) => {
             let info = session_info(envelope, &pending);
             let sender = crate::changes::sender_record(&envelope.sender, &envelope.params);
@@ -190,7 +172,7 @@ pub(super) async fn scan(
         if pending.sign {
             let config = d.config.borrow().clone();
             let user = envelope.auth_user.clone();
-            let signature = scanners
+            let signature = loaded
                 .signers
                 .sign_for(&config, user, head.as_bytes(), &header, &body)
                 .await;
@@ -202,7 +184,7 @@ pub(super) async fn scan(
         if pending.seal {
             let hostname = d.config.borrow().hostname.clone();
             let ours = [head.as_bytes(), &header].concat();
-            let set = scanners
+            let set = loaded
                 .signers
                 .seal(&hostname, &auth, &ours, &[], &body)
                 .await;

@@ -1,7 +1,7 @@
 //! What the queue and every message task share: the current config, the spool, the
 //! concurrency permits, the flush signal, and the way back into the queue.
 
-use crate::config::Config;
+use crate::config::{Config, Target, TlsPolicy};
 use crate::control::Answer;
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolId};
@@ -63,6 +63,26 @@ impl QueueHandle {
     }
 }
 
+/// Where a group of recipients goes, and how TLS reaches it: one connection and one slot of
+/// `delivery.destination_concurrency` each; an MX route's recipients go by domain.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Destination {
+    pub to: Target,
+    /// An MX route's recipient domain (lower case); `None` for a fixed next hop.
+    pub domain: Option<String>,
+    pub tls: TlsPolicy,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// What delivery takes of the current config's loaded parts: the after-queue scan's plugins
+/// (`None`: no `[[plugin]]`) and DKIM keys, and the routes' TLS client configs. The server
+/// publishes them once loaded, and again on each reload.
+pub struct Loaded {
+    pub plugins: Option<Arc<crate::plugin::PluginSet>>,
+    pub signers: Arc<crate::mailauth::Signers>,
+    pub route_tls: Arc<crate::tls::RouteTls>,
+}
+
 pub(super) struct Delivery {
     /// The current config; SIGHUP replaces it (routes, retries) for the next attempt.
     pub(super) config: watch::Receiver<Arc<Config>>,
@@ -78,16 +98,27 @@ pub(super) struct Delivery {
     /// Where our listeners are bound: a next hop there is a loop.
     pub(super) own_addrs: Vec<SocketAddr>,
     /// One semaphore per destination in use (`delivery.destination_concurrency`).
-    pub(super) destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(super) destinations: Mutex<HashMap<Destination, Arc<Semaphore>>>,
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
     /// Idle connections to next hops, for the next message to the same hop.
     pub(super) pool: Arc<super::pool::Pool>,
     /// The plugins and keys of the scan after the queue; `None` until the server has
     /// loaded them.
-    pub(super) scanners: watch::Receiver<Option<Arc<super::Scanners>>>,
+    pub(super) loaded: watch::Receiver<Option<Arc<super::Loaded>>>,
 }
 
 impl Delivery {
+    /// The loaded parts of the current config, once the server has published them (a
+    /// message recovered at start may come first); `None` when the server stops meanwhile.
+    pub(super) async fn loaded(&self) -> Option<Arc<Loaded>> {
+        let mut loaded = self.loaded.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            s = loaded.wait_for(Option::is_some) => s.ok().and_then(|s| s.clone()),
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+
     pub(super) fn resolver(
         &self,
         config: &Config,
@@ -107,22 +138,22 @@ impl Delivery {
 /// A slot of one destination; the destination's entry goes when its last user does.
 pub(super) struct DestinationPermit<'a> {
     delivery: &'a Delivery,
-    key: &'a str,
+    key: &'a Destination,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Delivery {
-    /// Waits for a slot of `destination` (a next hop, or `mx:DOMAIN`).
+    /// Waits for a slot of `destination`.
     pub(super) async fn destination_permit<'a>(
         &'a self,
-        destination: &'a str,
+        destination: &'a Destination,
         config: &Config,
     ) -> DestinationPermit<'a> {
         let semaphore = self
             .destinations
             .lock()
             .expect("destinations lock")
-            .entry(destination.to_string())
+            .entry(destination.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(config.delivery.destination_concurrency)))
             .clone();
         let permit = semaphore.acquire_owned().await.expect("never closed");

@@ -25,4 +25,6 @@ pub struct Context {
     pub verifier: Option<Arc<crate::mailauth::Verifier>>,
     /// The `[[dkim]]` keys that sign our users' mail.
     pub signers: Arc<crate::mailauth::Signers>,
+    /// The client configs of `tls = "required"` routes, for delivery.
+    pub route_tls: Arc<crate::tls::RouteTls>,
 }

@@ -11,7 +11,7 @@ impl Session {
         SessionInfo {
             client_ip: self.peer.ip().to_string(),
             client_port: self.peer.port(),
-            listener: format!("{:?}", self.mode).to_lowercase(),
+            listener: self.mode.as_str().into(),
             tls: self.tls.clone().map(|description| TlsInfo { description }),
             auth_user: self.auth_user.clone(),
             helo: self.helo.as_ref().map(|h| h.name.clone()),

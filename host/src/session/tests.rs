@@ -46,6 +46,7 @@ impl Harness {
             plugins: None,
             verifier: None,
             signers: Default::default(),
+            route_tls: Default::default(),
         });
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {
