@@ -8,7 +8,7 @@
 pub use super::conn::Protocol;
 use super::conn::{Client, Extensions, Timeouts, within};
 use super::convert::Outbound;
-use super::pool::{Pool, Session, Stream};
+use super::pool::{Pool, PoolKey, Session, Stream, TlsKey};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
@@ -74,24 +74,6 @@ pub struct Hop {
     pub tls_name: String,
     pub tls: TlsMode,
     pub protocol: Protocol,
-}
-
-/// What a reused connection must share with the hop it is taken for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PoolKey {
-    protocol: Protocol,
-    host: String,
-    port: u16,
-    tls_name: String,
-    tls: TlsKey,
-}
-
-/// How a pooled connection uses TLS: a required one under which trust anchors.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum TlsKey {
-    Off,
-    Opportunistic,
-    Required(Option<std::path::PathBuf>),
 }
 
 impl Hop {

@@ -4,8 +4,7 @@
 //! 4.1.1.5). A session serves at most `delivery.reuse_limit` messages and waits at most
 //! `delivery.reuse_idle`; then it is closed with QUIT.
 
-use super::client::PoolKey;
-use super::conn::{Client, Extensions};
+use super::conn::{Client, Extensions, Protocol};
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
@@ -59,6 +58,24 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// What a reused connection must share with the hop it is taken for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub tls_name: String,
+    pub tls: TlsKey,
+}
+
+/// How a pooled connection uses TLS: a required one under which trust anchors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TlsKey {
+    Off,
+    Opportunistic,
+    Required(Option<std::path::PathBuf>),
 }
 
 /// A session with a next hop, greeted and past EHLO (and STARTTLS).
