@@ -75,15 +75,16 @@ struct Fixed {
     metrics: Arc<Metrics>,
     kv: Kv,
     clients: Arc<Clients>,
-    /// What the scan after the queue runs with: the current plugins and keys.
+    /// What delivery takes of the current load: the after-queue plugins and keys, the
+    /// routes' TLS client configs.
     loaded: watch::Sender<Option<Arc<delivery::Loaded>>>,
     /// One server per spool; `wasmtp queue` sees it is held and asks instead of writing.
     _spool_lock: SpoolLock,
 }
 
 impl Fixed {
-    /// Messages waiting for their scan after the queue get the plugins of `ctx` (those
-    /// recovered at start wait for this).
+    /// Delivery gets what `ctx` loaded: the scan after the queue its plugins and keys, a
+    /// route its TLS client config (messages recovered at start wait for this).
     fn publish_loaded(&self, ctx: &Context) {
         self.loaded.send_replace(Some(Arc::new(delivery::Loaded {
             plugins: ctx.plugins.clone(),
