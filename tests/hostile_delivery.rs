@@ -3,6 +3,7 @@
 //! and messages that loop, and DSN parameters that try to inject header fields.
 
 mod common;
+use common::ca::TestCa;
 use common::sink::{Sink, SinkOptions};
 use common::{Client, TestServer};
 use std::time::Duration;
@@ -82,36 +83,12 @@ async fn a_tarpit_after_starttls_times_out_and_cannot_take_every_slot() {
     assert!(list.contains("timed out"), "{list}");
 }
 
-/// A CA and a certificate for `localhost` signed by it; returns the CA's PEM path and the
-/// leaf's server config.
-fn ca_and_leaf(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::sync::Arc<rustls::ServerConfig>) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
-    let config = wasmtp::tls::load_server_config(&wasmtp::config::Tls {
-        certificate: dir.join("leaf.pem"),
-        private_key: dir.join("leaf.key"),
-    })
-    .unwrap();
-    (ca_path, config)
-}
-
 #[tokio::test]
 async fn required_tls_verifies_the_chain_and_the_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, tls) = ca_and_leaf(dir.path());
+    let ca = TestCa::new(dir.path());
+    let tls = ca.server(&["localhost"]);
+    let ca = ca.pem;
     let sink = Sink::start(SinkOptions {
         tls: Some(tls),
         ..Default::default()
@@ -231,7 +208,7 @@ async fn dsn_parameters_cannot_inject_header_fields() {
 #[tokio::test]
 async fn recipients_at_one_hop_keep_their_own_routes_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, tls) = ca_and_leaf(dir.path());
+    let tls = TestCa::new(dir.path()).server(&["localhost"]);
     let sink = Sink::start(SinkOptions {
         tls: Some(tls),
         ..Default::default()

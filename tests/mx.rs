@@ -261,3 +261,38 @@ async fn a_failing_mx_lookup_defers() {
         "{state:?}"
     );
 }
+
+#[tokio::test]
+async fn domains_on_one_mx_host_share_its_destination_concurrency() {
+    // A slow next hop: each message's data is answered after 300 ms.
+    let sink = Sink::start(SinkOptions {
+        hold: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let domains: Vec<String> = (0..8).map(|i| format!("hosted{i}.test")).collect();
+    // Names are not case-sensitive (RFC 4343): half of the domains spell the host otherwise.
+    let mx: Vec<(String, u16, &str)> = domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let host = ["mx.shared.test.", "MX.Shared.test."][i % 2];
+            (format!("{d}."), 10, host)
+        })
+        .collect();
+    let mx: Vec<(&str, u16, &str)> = mx.iter().map(|(d, p, e)| (d.as_str(), *p, *e)).collect();
+    let dns =
+        TestDns::start_with_mx(&[("mx.shared.test.", "127.0.0.1".parse().unwrap())], &mx).await;
+    let s = server_with(&dns, sink.addr.port(), "", "destination_concurrency = 2\n").await;
+    let mut c = Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    for d in &domains {
+        let reply = c
+            .send_mail("a@b.test", &[&format!("u@{d}")], "Subject: shared\r\n\r\nx")
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    sink.wait_for(8).await;
+    // Eight recipient domains, one MX host: two transactions at a time, not eight.
+    assert_eq!(sink.peak_transactions(), 2);
+}

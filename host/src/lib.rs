@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod dns;
 pub mod mailauth;
 pub mod metrics;
+pub mod mta_sts;
 pub mod plugin;
 pub mod proto;
 pub mod proxy;

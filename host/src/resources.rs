@@ -76,11 +76,12 @@ impl Resources {
             errors.extend(e.into_iter().map(ResourceError::from));
             Signers::default()
         });
-        let route_tls = tls::RouteTls::load(&config.route).unwrap_or_else(|e| {
-            let bad = e.into_iter().map(|(i, e)| ResourceError::RouteCa(i, e));
-            errors.extend(bad);
-            tls::RouteTls::default()
-        });
+        let route_tls =
+            tls::RouteTls::load(&config.route, config.delivery.mta_sts).unwrap_or_else(|e| {
+                let bad = e.into_iter().map(|(i, e)| ResourceError::RouteCa(i, e));
+                errors.extend(bad);
+                tls::RouteTls::default()
+            });
         let verify = config.authentication.verify;
         let dns = if config.plugin.is_empty() && !verify {
             None

@@ -104,26 +104,40 @@ pub fn delivery_client_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-/// The client configs of the routes with `tls = "required"`, by their trust anchors (`ca`,
-/// or Mozilla's roots for none): built once per config load, so a delivery attempt reads
-/// no file.
+/// Trust anchors as a client config (for handshakes that must verify) and as a verifier
+/// (for a chain checked after a handshake that did not, MTA-STS `testing`).
+#[derive(Clone)]
+pub struct Anchors {
+    pub config: Arc<rustls::ClientConfig>,
+    pub verifier: Arc<dyn ServerCertVerifier>,
+}
+
+/// The trust anchors of the routes that verify certificates, by their `ca` (`None`:
+/// Mozilla's roots): `tls = "required"` routes, and MX routes while `delivery.mta_sts` is
+/// on. Built once per config load, so a delivery attempt reads no file.
 #[derive(Default)]
-pub struct RouteTls(std::collections::HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>);
+pub struct RouteTls(std::collections::HashMap<Option<PathBuf>, Anchors>);
 
 impl RouteTls {
-    /// Every `tls = "required"` route's config; each one that cannot be made, named by its
-    /// key path.
-    pub fn load(routes: &[crate::config::Route]) -> Result<RouteTls, Vec<(usize, TlsError)>> {
+    /// Every verifying route's anchors; each one that cannot be made, named by its route's
+    /// index.
+    pub fn load(
+        routes: &[crate::config::Route],
+        mta_sts: bool,
+    ) -> Result<RouteTls, Vec<(usize, TlsError)>> {
+        use crate::config::{Target, TlsPolicy};
         let mut built = RouteTls::default();
         let mut errors = Vec::new();
-        let required = routes.iter().enumerate();
-        let required = required.filter(|(_, r)| r.tls == crate::config::TlsPolicy::Required);
-        for (i, route) in required {
+        let verifying = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tls == TlsPolicy::Required || (mta_sts && r.to == Target::Mx));
+        for (i, route) in verifying {
             if built.0.contains_key(&route.ca) {
                 continue;
             }
-            match verifying_client_config(route.ca.as_deref()) {
-                Ok(config) => drop(built.0.insert(route.ca.clone(), config)),
+            match anchors(route.ca.as_deref()) {
+                Ok(anchors) => drop(built.0.insert(route.ca.clone(), anchors)),
                 Err(e) => errors.push((i, e)),
             }
         }
@@ -134,16 +148,20 @@ impl RouteTls {
         }
     }
 
-    /// The config for the trust anchors `ca` (loaded with every required route's).
-    pub fn get(&self, ca: &Option<PathBuf>) -> Option<Arc<rustls::ClientConfig>> {
+    /// The anchors `ca` (loaded with every verifying route's).
+    pub fn get(&self, ca: &Option<PathBuf>) -> Option<Anchors> {
         self.0.get(ca).cloned()
     }
 }
 
-/// Client config for `tls = "required"`: the chain is verified against the trust anchors in
-/// `ca` (PEM), or against Mozilla's roots without one.
+/// Trust anchors for verifying routes: the certificates in `ca` (PEM), or Mozilla's roots
+/// without one.
 pub fn verifying_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    Ok(anchors(ca)?.config)
+}
+
+fn anchors(ca: Option<&Path>) -> Result<Anchors, TlsError> {
+    static SYSTEM: OnceLock<Anchors> = OnceLock::new();
     let Some(ca) = ca else {
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -170,13 +188,21 @@ pub fn verifying_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientCo
     Ok(verifying(roots))
 }
 
-fn verifying(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+fn verifying(roots: rustls::RootCertStore) -> Anchors {
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .expect("a root store with certificates");
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
-    Arc::new(config)
+    Anchors {
+        config: Arc::new(config),
+        verifier,
+    }
 }
 
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! refuse or defer recipients by rule, offer STARTTLS, and omit extensions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -46,11 +47,39 @@ pub struct SinkOptions {
     pub no_smtputf8: bool,
     /// Offer CHUNKING (RFC 3030) and take BDAT.
     pub chunking: bool,
+    /// How long to wait before the reply to each message's data (a slow next hop).
+    pub hold: Duration,
+}
+
+/// Transactions open at once (from MAIL to the reply to the data, or RSET, or hang-up), and
+/// the most there were.
+#[derive(Default)]
+pub struct Busy {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// One open transaction, counted in `Busy` until dropped.
+struct Open(Arc<Busy>);
+
+impl Open {
+    fn new(busy: &Arc<Busy>) -> Open {
+        let now = busy.now.fetch_add(1, Ordering::SeqCst) + 1;
+        busy.peak.fetch_max(now, Ordering::SeqCst);
+        Open(busy.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Sink {
     pub addr: SocketAddr,
     pub messages: Arc<Mutex<Vec<SinkMessage>>>,
+    busy: Arc<Busy>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,16 +110,20 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let store = messages.clone();
+        let busy = Arc::new(Busy::default());
+        let counted = busy.clone();
         let task = tokio::spawn(async move {
             for connection in 1.. {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let (store, options) = (store.clone(), options.clone());
+                let busy = counted.clone();
                 tokio::spawn(async move {
                     let on = On {
                         options: &options,
                         store: &store,
+                        busy: &busy,
                         connection,
                     };
                     if let Some(tcp) = session(tcp, &on, false).await
@@ -105,8 +138,14 @@ impl Sink {
         Sink {
             addr,
             messages,
+            busy,
             task,
         }
+    }
+
+    /// The most transactions that were open at once.
+    pub fn peak_transactions(&self) -> usize {
+        self.busy.peak.load(Ordering::SeqCst)
     }
 
     pub fn count(&self) -> usize {
@@ -155,6 +194,7 @@ impl Sink {
 struct On<'a> {
     options: &'a SinkOptions,
     store: &'a Mutex<Vec<SinkMessage>>,
+    busy: &'a Arc<Busy>,
     connection: usize,
 }
 
@@ -175,6 +215,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             .ok()?;
     }
     let mut mail = None;
+    let mut open = None;
     let mut rcpts = Vec::new();
     loop {
         let mut line = String::new();
@@ -217,6 +258,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 return Some(s.into_inner());
             }
             "MAIL" => {
+                open.get_or_insert_with(|| Open::new(on.busy));
                 mail = Some(line.clone());
                 rcpts.clear();
                 "250 ok".into()
@@ -252,6 +294,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     resets,
                     chunked: false,
                 });
+                tokio::time::sleep(options.hold).await;
+                open = None;
                 if options.hang_up_after_message {
                     let _ = s.get_mut().write_all(b"250 2.0.0 queued at sink\r\n").await;
                     return None;
@@ -288,6 +332,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         resets,
                         chunked: true,
                     });
+                    tokio::time::sleep(options.hold).await;
+                    open = None;
                     "250 2.0.0 queued at sink".into()
                 } else {
                     format!("250 2.0.0 {size} octets")
@@ -295,6 +341,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             "RSET" => {
                 resets += 1;
+                open = None;
                 mail = None;
                 rcpts.clear();
                 "250 ok".into()

@@ -9,6 +9,11 @@ use std::time::Duration;
 pub struct Delivery {
     /// Port for MX delivery (tests point it at a high port).
     pub smtp_port: u16,
+    /// MTA-STS (RFC 8461) for MX delivery: domains with a policy get validated TLS to the
+    /// MX hosts it names (`enforce`), or reports of what would fail (`testing`).
+    pub mta_sts: bool,
+    /// The policy servers' HTTPS port (443; tests point it at a high port, as `smtp_port`).
+    pub mta_sts_port: u16,
     /// Intervals between attempts; the last repeats.
     pub retry: Vec<Dur>,
     /// Then the sender gets a failure report.
@@ -17,7 +22,7 @@ pub struct Delivery {
     pub delay_warning: Dur,
     /// Deliveries in flight at once.
     pub concurrency: usize,
-    /// Deliveries in flight to one destination (a next-hop host, or an MX domain) at once,
+    /// Deliveries in flight to one destination (a next-hop host, or an MX host) at once,
     /// within `concurrency`, so that one slow destination cannot take every slot (Postfix's
     /// default_destination_concurrency_limit).
     pub destination_concurrency: usize,
@@ -53,6 +58,8 @@ impl Default for Delivery {
     fn default() -> Self {
         Delivery {
             smtp_port: 25,
+            mta_sts: true,
+            mta_sts_port: 443,
             retry: [60, 300, 900, 3600, 14400].into_iter().map(secs).collect(),
             max_age: secs(5 * 86400),
             delay_warning: secs(4 * 3600),

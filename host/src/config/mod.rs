@@ -450,9 +450,11 @@ impl Config {
                     r.domain
                 ));
             }
-            if r.ca.is_some() && r.tls != TlsPolicy::Required {
+            let verifies =
+                r.tls == TlsPolicy::Required || (r.to == Target::Mx && self.delivery.mta_sts);
+            if r.ca.is_some() && !verifies {
                 p.push(format!(
-                    "route[{i}].ca: only used with tls = \"required\" (opportunistic TLS does not verify)"
+                    "route[{i}].ca: only used with tls = \"required\", or by MX routes for MTA-STS (opportunistic TLS does not verify)"
                 ));
             }
         }

@@ -32,6 +32,13 @@ pub enum TlsMode {
         config: Arc<rustls::ClientConfig>,
         anchors: Option<std::path::PathBuf>,
     },
+    /// As `Opportunistic`, and the certificate checked with `verifier` after the handshake,
+    /// for a domain whose MTA-STS policy is in `testing` mode: what would fail is logged
+    /// and counted, and the mail goes on.
+    Testing {
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        anchors: Option<std::path::PathBuf>,
+    },
 }
 
 /// What the connections of the delivery engine share.
@@ -87,6 +94,7 @@ impl Hop {
                 TlsMode::Off => TlsKey::Off,
                 TlsMode::Opportunistic => TlsKey::Opportunistic,
                 TlsMode::Required { anchors, .. } => TlsKey::Required(anchors.clone()),
+                TlsMode::Testing { anchors, .. } => TlsKey::Testing(anchors.clone()),
             },
         }
     }
@@ -121,6 +129,24 @@ fn in_the_clear(required: bool, why: impl FnOnce() -> String) -> Result<(), Repl
     }
 }
 
+/// Checks the chain a server showed against `verifier`, for the name `name`.
+fn verify_chain(
+    verifier: &dyn rustls::client::danger::ServerCertVerifier,
+    tls: &rustls::ClientConnection,
+    name: &str,
+) -> Result<(), String> {
+    let Some((end_entity, intermediates)) = tls.peer_certificates().and_then(|c| c.split_first())
+    else {
+        return Err("no certificate".into());
+    };
+    let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+    let now = rustls::pki_types::UnixTime::now();
+    verifier
+        .verify_server_cert(end_entity, intermediates, &name, &[], now)
+        .map(drop)
+        .map_err(|e| format!("certificate: {e}"))
+}
+
 /// Is this the reply of a hop that turned out to be ourselves?
 pub fn is_loop(reply: &Reply) -> bool {
     reply.code == 554 && reply.enhanced == Some(crate::proto::EnhancedCode(5, 4, 6))
@@ -138,6 +164,22 @@ impl SmtpTransport {
 
     fn transient(&self, what: &str, e: impl fmt::Display) -> Reply {
         Reply::dynamic(451, 4, 4, format!("{what} {}: {e}", self.hop))
+    }
+
+    /// With an MTA-STS policy in `testing` mode: what enforcing it would have made of this
+    /// connection's TLS, logged and counted (RFC 8461 5).
+    fn testing_result(&self, result: impl FnOnce() -> Result<(), String>) {
+        if !matches!(self.hop.tls, TlsMode::Testing { .. }) {
+            return;
+        }
+        let metrics = &self.settings.metrics;
+        match result() {
+            Ok(()) => metrics.mta_sts("testing", "valid"),
+            Err(why) => {
+                metrics.mta_sts("testing", "tls_failed");
+                tracing::warn!(hop = %self.hop, mx = %self.hop.tls_name, %why, "MTA-STS testing: enforcing the policy would defer this delivery");
+            }
+        }
     }
 
     /// A reply the hop gave, named by the hop's host name (the MX name for MX delivery).
@@ -239,12 +281,15 @@ impl SmtpTransport {
             .map_err(|r| self.theirs(r))?;
         let config = match &hop.tls {
             TlsMode::Off => None,
-            TlsMode::Opportunistic => Some(crate::tls::delivery_client_config()),
+            TlsMode::Opportunistic | TlsMode::Testing { .. } => {
+                Some(crate::tls::delivery_client_config())
+            }
             TlsMode::Required { config, .. } => Some(config.clone()),
         };
         let required = matches!(hop.tls, TlsMode::Required { .. });
         let Some(config) = config.filter(|_| ext.has("STARTTLS")) else {
             in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
+            self.testing_result(|| Err(format!("{hop} does not offer STARTTLS")));
             return Ok(Session::new(conn, ext));
         };
         conn.send(b"STARTTLS\r\n")
@@ -256,6 +301,7 @@ impl SmtpTransport {
             .map_err(|e| self.transient("STARTTLS to", e))?;
         if reply.code != 220 {
             in_the_clear(required, || format!("STARTTLS refused: {reply}"))?;
+            self.testing_result(|| Err(format!("STARTTLS refused: {reply}")));
             return Ok(Session::new(conn, ext));
         }
         let name = rustls::pki_types::ServerName::try_from(hop.tls_name.clone());
@@ -286,6 +332,10 @@ impl SmtpTransport {
                 reply
             }
         })?;
+        if let TlsMode::Testing { verifier, .. } = &hop.tls {
+            let checked = verify_chain(verifier.as_ref(), tls.get_ref().1, &hop.tls_name);
+            self.testing_result(|| checked);
+        }
         let mut conn = Client::new(Stream::Tls(Box::new(tls)), t);
         let ext = conn
             .hello(&self.settings.hostname, hop.protocol)

@@ -15,6 +15,7 @@ mod retry;
 mod route;
 mod scan;
 mod shared;
+mod slots;
 
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, StoredReply};

@@ -4,12 +4,19 @@
 //! one answers; a temporary failure moves on to the next, a permanent one ends the attempt.
 //! Hosts of equal preference are tried in random order. A lookup that fails (SERVFAIL, a
 //! timeout) defers; only "no such domain" and a null MX are permanent.
-//! Lookups use the server's resolver (`[dns] nameservers`).
+//! Lookups use the server's resolver (`[dns] nameservers`). A domain with an MTA-STS policy
+//! (RFC 8461) in `enforce` mode is delivered to only over TLS validated for an MX host the
+//! policy names; others are skipped, and failures defer with 4.7.5. In `testing` mode what
+//! would fail is logged and counted. Lookups take a global delivery
+//! slot; each MX host tried takes one of its own (`delivery.destination_concurrency`), so
+//! many domains hosted on one MX host share its slots.
 
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode, is_loop};
+use super::slots::{SlotKey, Slots};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::Config;
 use crate::dns::{Dns, DnsError, ResolverError};
+use crate::mta_sts::{Fetcher, Mode, Policies, Policy};
 use crate::proto::Reply;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +30,20 @@ pub struct MxTransport {
     address_limit: usize,
     /// The delivery's shared resolver, or why there is none.
     dns: Result<Dns, ResolverError>,
+    slots: Arc<Slots>,
+    /// Attempts at once to one MX host.
+    host_limit: usize,
+    /// MTA-STS, when `delivery.mta_sts` is on.
+    sts: Option<Sts>,
+}
+
+/// What MTA-STS needs: the policies seen, how to fetch them, and the trust anchors (the
+/// route's `ca`, else Mozilla's roots) for the policy servers and the MX hosts.
+pub struct Sts {
+    pub policies: Arc<Policies>,
+    pub fetcher: Fetcher,
+    pub anchors: crate::tls::Anchors,
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Where to go: MX hosts in order, or why there is nowhere.
@@ -38,6 +59,8 @@ impl MxTransport {
         tls: TlsMode,
         settings: Arc<ClientSettings>,
         dns: Result<Dns, ResolverError>,
+        slots: Arc<Slots>,
+        sts: Option<Sts>,
     ) -> MxTransport {
         MxTransport {
             domain: domain.to_string(),
@@ -46,7 +69,38 @@ impl MxTransport {
             settings,
             address_limit: config.delivery.mx_address_limit,
             dns,
+            slots,
+            host_limit: config.delivery.destination_concurrency,
+            sts,
         }
+    }
+
+    /// How TLS reaches `host` under `policy`; `None`: the policy does not name it, and
+    /// enforces (the host is skipped).
+    fn tls_for(&self, policy: Option<&Policy>, host: &str) -> Option<TlsMode> {
+        let (Some(policy), Some(sts)) = (policy, &self.sts) else {
+            return Some(self.tls.clone());
+        };
+        let mode = policy.mode.as_str();
+        if !policy.allows(host) {
+            self.settings.metrics.mta_sts(mode, "mx_mismatch");
+            tracing::warn!(domain = %self.domain, %host, mode, "MX host not named by the domain's MTA-STS policy");
+            if policy.mode == Mode::Enforce {
+                return None;
+            }
+        }
+        Some(match (policy.mode, &self.tls) {
+            (Mode::Enforce, _) => TlsMode::Required {
+                config: sts.anchors.config.clone(),
+                anchors: sts.ca.clone(),
+            },
+            // A route that verifies anyway keeps doing so.
+            (_, TlsMode::Required { .. }) => self.tls.clone(),
+            _ => TlsMode::Testing {
+                verifier: sts.anchors.verifier.clone(),
+                anchors: sts.ca.clone(),
+            },
+        })
     }
 
     async fn hosts(&self, dns: &Dns) -> Hosts {
@@ -102,14 +156,27 @@ impl MxTransport {
                 return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}")).into());
             }
         };
+        let global = self.slots.global().await;
         let hosts = match self.hosts(dns).await {
             Hosts::Found(h) => h,
             Hosts::Refused(reply) => return every(reply.into()),
         };
+        let policy = match &self.sts {
+            Some(sts) => sts.policies.policy(&sts.fetcher, &self.domain).await,
+            None => None,
+        };
+        let enforced = policy.as_ref().is_some_and(|p| p.mode == Mode::Enforce);
         let mut last = None;
+        let mut skipped = false;
         let mut nowhere = true;
         let mut tried = 0;
+        drop(global);
         for host in &hosts {
+            let Some(tls) = self.tls_for(policy.as_deref(), host) else {
+                skipped = true;
+                continue;
+            };
+            let global = self.slots.global().await;
             let addresses = match self.addresses(dns, host).await {
                 Ok(a) => a,
                 Err(missing) => {
@@ -117,7 +184,14 @@ impl MxTransport {
                     continue;
                 }
             };
+            drop(global);
             nowhere = false;
+            if tried == self.address_limit {
+                break;
+            }
+            let _slot = (self.slots)
+                .take(SlotKey::MxHost(host.to_lowercase()), self.host_limit)
+                .await;
             for ip in addresses {
                 // Postfix's smtp_mx_address_limit: a domain with many MX addresses that all
                 // hang cannot hold a delivery slot for all of their timeouts.
@@ -130,12 +204,30 @@ impl MxTransport {
                         host: ip.to_string(),
                         port: self.port,
                         tls_name: host.clone(),
-                        tls: self.tls.clone(),
+                        tls: tls.clone(),
                         protocol: Protocol::Smtp,
                     },
                     self.settings.clone(),
                 );
-                match hop.run(msg).await {
+                let result = hop.run(msg).await;
+                let result = match (enforced, result) {
+                    // Our own TLS failure (no STARTTLS, a certificate that does not validate).
+                    (true, Err(answer))
+                        if answer.remote.is_none()
+                            && answer.reply.enhanced.is_some_and(|e| e.1 == 7) =>
+                    {
+                        self.settings.metrics.mta_sts("enforce", "tls_failed");
+                        let why =
+                            format!("MTA-STS policy of {}: {}", self.domain, answer.reply.text);
+                        Err(Reply::dynamic(451, 7, 5, why).into())
+                    }
+                    (true, Ok(outcomes)) => {
+                        self.settings.metrics.mta_sts("enforce", "valid");
+                        Ok(outcomes)
+                    }
+                    (_, result) => result,
+                };
+                match result {
                     Ok(outcomes) => return outcomes,
                     // We are one of the domain's MX hosts: only better ones may be tried
                     // (RFC 5321 5.1). With none of them reachable that is a deferral, not a
@@ -164,7 +256,10 @@ impl MxTransport {
             }
         }
         every(last.unwrap_or_else(|| {
-            Answer::from(if nowhere {
+            Answer::from(if skipped {
+                let why = format!("{}: no MX host named by its MTA-STS policy", self.domain);
+                Reply::dynamic(451, 7, 5, why)
+            } else if nowhere {
                 Reply::dynamic(
                     550,
                     1,

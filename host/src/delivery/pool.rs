@@ -70,12 +70,13 @@ pub struct PoolKey {
     pub tls: TlsKey,
 }
 
-/// How a pooled connection uses TLS: a required one under which trust anchors.
+/// How a pooled connection uses TLS: a verified or checked one under which trust anchors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TlsKey {
     Off,
     Opportunistic,
     Required(Option<std::path::PathBuf>),
+    Testing(Option<std::path::PathBuf>),
 }
 
 /// A session with a next hop, greeted and past EHLO (and STARTTLS).

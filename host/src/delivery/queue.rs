@@ -11,7 +11,7 @@ use crate::spool::{Spool, SpoolId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Starts the queue: recovers every spooled message, then serves new ones.
@@ -30,7 +30,7 @@ pub fn start(
         tracing::info!(count = recovered.len(), "recovered spooled messages");
     }
     let delivery = Arc::new(Delivery {
-        permits: Semaphore::new(concurrency),
+        slots: Arc::new(super::slots::Slots::new(concurrency)),
         config,
         spool,
         metrics,
@@ -38,9 +38,9 @@ pub fn start(
         shutdown,
         queue: QueueHandle::new(tx.clone()),
         own_addrs,
-        destinations: Default::default(),
         resolver: Default::default(),
         pool: Default::default(),
+        mta_sts: Default::default(),
         loaded,
     });
     let task = tokio::spawn(async move {

@@ -4,6 +4,7 @@
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::Timeouts;
 use super::shared::{Delivery, Destination};
+use super::slots::SlotKey;
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Outcome;
@@ -31,8 +32,8 @@ fn tls_mode(route: &Route, loaded: &RouteTls) -> Result<TlsMode, Reply> {
         TlsPolicy::None => TlsMode::Off,
         TlsPolicy::Opportunistic => TlsMode::Opportunistic,
         TlsPolicy::Required => match loaded.get(&route.ca) {
-            Some(config) => TlsMode::Required {
-                config,
+            Some(anchors) => TlsMode::Required {
+                config: anchors.config,
                 anchors: route.ca.clone(),
             },
             None => {
@@ -70,13 +71,33 @@ fn transport_for(
         Target::Smtp(host, port) => hop(host, *port, Protocol::Smtp),
         Target::Lmtp(host, port) => hop(host, *port, Protocol::Lmtp),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
-        Target::Mx => Box::new(mx::MxTransport::new(
-            config,
-            domain,
-            tls,
-            settings.clone(),
-            d.resolver(config),
-        )),
+        Target::Mx => {
+            let dns = d.resolver(config);
+            // RFC 8461 for MX routes, with the route's trust anchors.
+            let sts = match (&dns, loaded.get(&route.ca)) {
+                (Ok(dns), Some(anchors)) if config.delivery.mta_sts => Some(mx::Sts {
+                    policies: d.mta_sts.clone(),
+                    fetcher: crate::mta_sts::Fetcher {
+                        dns: dns.clone(),
+                        port: config.delivery.mta_sts_port,
+                        tls: anchors.config.clone(),
+                    },
+                    anchors,
+                    ca: route.ca.clone(),
+                }),
+                _ => None,
+            };
+            let slots = d.slots.clone();
+            Box::new(mx::MxTransport::new(
+                config,
+                domain,
+                tls,
+                settings.clone(),
+                dns,
+                slots,
+                sts,
+            ))
+        }
     }
 }
 
@@ -121,11 +142,14 @@ pub(super) async fn attempt(
             .push(i);
     }
     for (destination, (route, recipients)) in groups {
-        // The destination's slot first, then a global one: an attempt waiting for a busy
-        // destination holds nothing that other destinations need.
-        let _destination = d.destination_permit(&destination, &config).await;
-        let Ok(_global) = d.permits.acquire().await else {
-            return successes;
+        // A fixed next hop's slot for the whole group; an MX route takes one per MX host
+        // it tries, so domains hosted together share their host's slots.
+        let _slot = match route.to {
+            Target::Mx => None,
+            _ => {
+                let limit = config.delivery.destination_concurrency;
+                Some(d.slots.take(SlotKey::Route(destination), limit).await)
+            }
         };
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
         let transport = transport_for(d, &config, &route, &domain, &settings, &loaded.route_tls);

@@ -1,15 +1,14 @@
 //! What the queue and every message task share: the current config, the spool, the
-//! concurrency permits, the flush signal, and the way back into the queue.
+//! delivery slots, the flush signal, and the way back into the queue.
 
 use crate::config::{Config, Target, TlsPolicy};
 use crate::control::Answer;
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolId};
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(super) enum QueueEvent {
     Submit(SpoolId),
@@ -63,8 +62,8 @@ impl QueueHandle {
     }
 }
 
-/// Where a group of recipients goes, and how TLS reaches it: one connection and one slot of
-/// `delivery.destination_concurrency` each; an MX route's recipients go by domain.
+/// Where a group of recipients goes, and how TLS reaches it: one connection each; an MX
+/// route's recipients go by domain (one lookup each), and take their slots per MX host.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct Destination {
     pub to: Target,
@@ -88,7 +87,8 @@ pub(super) struct Delivery {
     pub(super) config: watch::Receiver<Arc<Config>>,
     pub(super) spool: Spool,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) permits: Semaphore,
+    /// `delivery.concurrency` in all, `delivery.destination_concurrency` per destination.
+    pub(super) slots: Arc<super::slots::Slots>,
     pub(super) flush: broadcast::Sender<Flush>,
     pub(super) shutdown: watch::Receiver<bool>,
     /// For delivery status reports, which are queued like any message.
@@ -97,9 +97,9 @@ pub(super) struct Delivery {
     /// a reload changes `[dns] nameservers`, so its cache lives across deliveries.
     /// Where our listeners are bound: a next hop there is a loop.
     pub(super) own_addrs: Vec<SocketAddr>,
-    /// One semaphore per destination in use (`delivery.destination_concurrency`).
-    pub(super) destinations: Mutex<HashMap<Destination, Arc<Semaphore>>>,
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
+    /// The MTA-STS policies seen, kept across deliveries for their `max_age`.
+    pub(super) mta_sts: Arc<crate::mta_sts::Policies>,
     /// Idle connections to next hops, for the next message to the same hop.
     pub(super) pool: Arc<super::pool::Pool>,
     /// The plugins and keys of the scan after the queue; `None` until the server has
@@ -131,51 +131,6 @@ impl Delivery {
                 *cached = Some((config.dns.nameservers.clone(), dns.clone()));
                 Ok(dns)
             }
-        }
-    }
-}
-
-/// A slot of one destination; the destination's entry goes when its last user does.
-pub(super) struct DestinationPermit<'a> {
-    delivery: &'a Delivery,
-    key: &'a Destination,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Delivery {
-    /// Waits for a slot of `destination`.
-    pub(super) async fn destination_permit<'a>(
-        &'a self,
-        destination: &'a Destination,
-        config: &Config,
-    ) -> DestinationPermit<'a> {
-        let semaphore = self
-            .destinations
-            .lock()
-            .expect("destinations lock")
-            .entry(destination.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(config.delivery.destination_concurrency)))
-            .clone();
-        let permit = semaphore.acquire_owned().await.expect("never closed");
-        DestinationPermit {
-            delivery: self,
-            key: destination,
-            permit: Some(permit),
-        }
-    }
-}
-
-impl Drop for DestinationPermit<'_> {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        let mut map = self
-            .delivery
-            .destinations
-            .lock()
-            .expect("destinations lock");
-        // Nobody else holds or waits for it (clones are only made under this lock).
-        if map.get(self.key).is_some_and(|s| Arc::strong_count(s) == 1) {
-            map.remove(self.key);
         }
     }
 }

@@ -31,6 +31,15 @@ pub struct AuthResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MtaSts {
+    /// The policy's mode: `enforce`, `testing`.
+    pub mode: &'static str,
+    /// `valid` (TLS validated to a host the policy names), `mx_mismatch` (a host it does
+    /// not name), `tls_failed` (no TLS, or a certificate that does not validate).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginCall {
     pub plugin: String,
     pub hook: &'static str,

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub recipients_refused_total: Counter,
     pub message_size: Histogram,
     pub auth_results_total: Family<AuthResult, Counter>,
+    pub mta_sts_total: Family<MtaSts, Counter>,
     pub deliveries_total: Counter,
     pub deferrals_total: Family<Deferral, Counter>,
     pub failures_total: Counter,
@@ -77,6 +78,7 @@ impl Default for Metrics {
             recipients_refused_total: Counter::default(),
             message_size: octets(),
             auth_results_total: Family::default(),
+            mta_sts_total: Family::default(),
             deliveries_total: Counter::default(),
             deferrals_total: Family::default(),
             failures_total: Counter::default(),
@@ -133,6 +135,11 @@ impl Metrics {
             "auth_results",
             "Sender authentication results of received messages, by method and result",
             self.auth_results_total.clone(),
+        );
+        r.register(
+            "mta_sts",
+            "MX connections under an MTA-STS policy, by the policy's mode and result",
+            self.mta_sts_total.clone(),
         );
         r.register(
             "deliveries",
@@ -267,6 +274,12 @@ impl Metrics {
     pub fn auth_result(&self, method: &'static str, result: &'static str) {
         let labels = AuthResult { method, result };
         self.auth_results_total.get_or_create(&labels).inc();
+    }
+
+    /// A connection to an MX host under an MTA-STS policy (see `MtaSts`).
+    pub fn mta_sts(&self, mode: &'static str, result: &'static str) {
+        let labels = MtaSts { mode, result };
+        self.mta_sts_total.get_or_create(&labels).inc();
     }
 
     /// A recipient's outcome in a delivery attempt by `route`; a deferral's `reason` class
