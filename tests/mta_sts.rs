@@ -2,89 +2,17 @@
 //! started by the test, with a CA made in the test as the route's trust anchors: an
 //! `enforce` policy delivers only over TLS validated for an MX host it names, defers a
 //! certificate for another name and an MX host it does not name (4.7.5); `testing` delivers
-//! and counts what would fail; a policy is fetched once and kept.
+//! and counts what would fail; `TLS-Required: No` (RFC 8689 5) sets a policy aside; a policy
+//! is fetched once and kept.
 
 mod common;
 use common::TestServer;
 use common::ca::TestCa;
 use common::dns::Zone;
+use common::policy::{PolicyServer, policy};
 use common::sink::{Sink, SinkOptions};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An HTTPS server that answers `GET /.well-known/mta-sts.txt` with the policy of the
-/// domain its Host field names (`mta-sts.DOMAIN`), 404 otherwise; counts the requests.
-struct PolicyServer {
-    port: u16,
-    fetches: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PolicyServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl PolicyServer {
-    async fn start(tls: Arc<rustls::ServerConfig>, policies: HashMap<String, String>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let (count, policies) = (fetches.clone(), Arc::new(policies));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (tls, count, policies) = (tls.clone(), count.clone(), policies.clone());
-                tokio::spawn(async move {
-                    let Ok(mut s) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await else {
-                        return;
-                    };
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                        if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let domain = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("host: "))
-                        .and_then(|h| h.split(':').next())
-                        .and_then(|h| h.strip_prefix("mta-sts."))
-                        .unwrap_or("");
-                    let path_ok = head.starts_with("get /.well-known/mta-sts.txt ");
-                    let answer = match policies.get(domain).filter(|_| path_ok) {
-                        Some(body) => format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        ),
-                        None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
-                    };
-                    let _ = s.write_all(answer.as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        PolicyServer {
-            port,
-            fetches,
-            task,
-        }
-    }
-}
-
-fn policy(mode: &str, mx: &[&str]) -> String {
-    let mx: String = mx.iter().map(|m| format!("mx: {m}\r\n")).collect();
-    format!("version: STSv1\r\nmode: {mode}\r\n{mx}max_age: 86400\r\n")
-}
+use std::sync::atomic::Ordering;
 
 fn queue_list(s: &TestServer) -> String {
     wasmtp::queue::list(&s.spool(), false).unwrap()
@@ -154,13 +82,20 @@ async fn enforce_delivers_only_over_validated_tls_to_the_hosts_a_policy_names() 
     ] {
         s.send_one(&[&format!("u@{d}.test")], d).await;
     }
-    // enforce (twice), testing and nopolicy get through, each over TLS.
-    let got = sink.wait_for(4).await;
+    // RFC 8689 5: `TLS-Required: No` sets the policy aside (the certificate's name is
+    // wrong, and the mail goes anyway).
+    let mut c = common::Client::connect(s.addr()).await;
+    c.cmd("EHLO c", "250").await;
+    let body = "TLS-Required: No\r\nSubject: optional\r\n\r\nx";
+    let reply = c.send_mail("a@b.test", &["v@wrongname.test"], body).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // enforce (twice), testing, nopolicy and the optional one get through, each over TLS.
+    let got = sink.wait_for(5).await;
     for m in &got {
         assert!(m.tls, "{}", m.text());
     }
     let subjects: Vec<String> = got.iter().map(|m| m.text()).collect();
-    for d in ["enforce", "testing", "nopolicy"] {
+    for d in ["enforce", "testing", "nopolicy", "optional"] {
         let subject = format!("Subject: {d}\r\n");
         assert!(
             subjects.iter().any(|t| t.contains(&subject)),
@@ -171,6 +106,7 @@ async fn enforce_delivers_only_over_validated_tls_to_the_hosts_a_policy_names() 
     common::eventually("two deferrals", || s.deferrals() >= 2).await;
     let list = queue_list(&s);
     assert!(list.contains("u@wrongname.test"), "{list}");
+    assert!(!list.contains("v@wrongname.test"), "{list}");
     assert!(list.contains("u@unlisted.test"), "{list}");
     assert!(
         list.contains("4.7.5 MTA-STS policy of wrongname.test"),

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod ca;
 pub mod dns;
 pub mod haproxy;
+pub mod policy;
 pub mod redis;
 pub mod rspamd;
 pub mod sink;

@@ -47,6 +47,8 @@ pub struct SinkOptions {
     pub no_smtputf8: bool,
     /// Offer CHUNKING (RFC 3030) and take BDAT.
     pub chunking: bool,
+    /// Offer REQUIRETLS (RFC 8689) once TLS is up.
+    pub requiretls: bool,
     /// How long to wait before the reply to each message's data (a slow next hop).
     pub hold: Duration,
 }
@@ -240,6 +242,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 ext.push("250-SIZE 100000000");
                 if options.chunking {
                     ext.push("250-CHUNKING");
+                }
+                if options.requiretls && tls {
+                    ext.push("250-REQUIRETLS");
                 }
                 for (name, off) in [
                     ("250-8BITMIME", options.no_8bitmime),

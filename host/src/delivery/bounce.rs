@@ -229,6 +229,8 @@ pub async fn send(
                 .iter()
                 .any(|&b| b >= 0x80)
                 .then_some(crate::proto::params::Body::EightBitMime),
+            // RFC 8689 5: a report on a REQUIRETLS message is protected as the message was.
+            requiretls: envelope.params.requiretls,
             ..MailParams::default()
         },
         recipients: vec![Recipient {
@@ -238,6 +240,7 @@ pub async fn send(
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         helo: hostname.to_string(),
         auth_user: None,
+        tls_optional: false,
     };
     spool
         .store(&report, &Content::from(message), None, None)

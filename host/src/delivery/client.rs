@@ -10,8 +10,8 @@ use super::conn::{Client, Extensions, Timeouts, within};
 use super::convert::Outbound;
 use super::pool::{Pool, PoolKey, Session, Stream, TlsKey};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
-use crate::proto::Reply;
 use crate::proto::params::{Body, Keyword};
+use crate::proto::{Extension, Reply};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -129,6 +129,17 @@ fn in_the_clear(required: bool, why: impl FnOnce() -> String) -> Result<(), Repl
     }
 }
 
+/// A REQUIRETLS message that cannot go this way (RFC 8689 5: X.7.30, REQUIRETLS support
+/// required).
+pub fn requiretls_refused(why: &str) -> Reply {
+    Reply::dynamic(550, 7, 30, format!("REQUIRETLS: {why}"))
+}
+
+/// Is this our refusal of a way for a REQUIRETLS message (another MX host may do)?
+pub fn is_requiretls_refusal(answer: &Answer) -> bool {
+    answer.remote.is_none() && answer.reply.enhanced == Some(crate::proto::EnhancedCode(5, 7, 30))
+}
+
 /// Checks the chain a server showed against `verifier`, for the name `name`.
 fn verify_chain(
     verifier: &dyn rustls::client::danger::ServerCertVerifier,
@@ -208,7 +219,7 @@ impl SmtpTransport {
         settings.metrics.delivery_connection(reused);
         match self.transaction(&mut session.conn, &session.ext, msg).await {
             Ok(result) => {
-                let dsn = session.ext.has("DSN");
+                let dsn = session.ext.has(Extension::Dsn);
                 settings
                     .pool
                     .put(key, session, settings.reuse_limit, settings.reuse_keep);
@@ -287,7 +298,7 @@ impl SmtpTransport {
             TlsMode::Required { config, .. } => Some(config.clone()),
         };
         let required = matches!(hop.tls, TlsMode::Required { .. });
-        let Some(config) = config.filter(|_| ext.has("STARTTLS")) else {
+        let Some(config) = config.filter(|_| ext.has(Extension::StartTls)) else {
             in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
             self.testing_result(|| Err(format!("{hop} does not offer STARTTLS")));
             return Ok(Session::new(conn, ext));
@@ -355,7 +366,7 @@ impl SmtpTransport {
     ) -> io::Result<Result<Vec<DeliveryOutcome>, Answer>> {
         let env = msg.envelope;
         let utf8 = env.params.smtputf8;
-        if utf8 && !ext.has("SMTPUTF8") {
+        if utf8 && !ext.has(Extension::SmtpUtf8) {
             // RFC 6531 3.4: never send an SMTPUTF8 message to a server that lacks it.
             return Ok(Err(Reply::dynamic(
                 553,
@@ -365,9 +376,27 @@ impl SmtpTransport {
             )
             .into()));
         }
+        // RFC 8689 4.2.1: a REQUIRETLS message goes only over TLS whose certificate was
+        // validated, to a hop that offers REQUIRETLS.
+        if env.params.requiretls {
+            let validated = matches!(self.hop.tls, TlsMode::Required { .. });
+            if !validated || !ext.has(Extension::RequireTls) {
+                return Ok(Err(requiretls_refused(&format!(
+                    "{} {}",
+                    self.hop,
+                    if validated {
+                        "does not offer REQUIRETLS"
+                    } else {
+                        "is not reached over validated TLS"
+                    }
+                ))
+                .into()));
+            }
+        }
         // RFC 6152 3: 8-bit content to a hop without 8BITMIME is converted to 7 bit, or
         // refused for good where it cannot be (RFC 3463 X.6.3).
-        let content = match Outbound::for_hop(msg.content, ext.has("8BITMIME")).await? {
+        let content = match Outbound::for_hop(msg.content, ext.has(Extension::EightBitMime)).await?
+        {
             Ok(content) => content,
             Err(why) => {
                 return Ok(Err(Reply::dynamic(
@@ -382,7 +411,7 @@ impl SmtpTransport {
                 .into()));
             }
         };
-        let dsn = ext.has("DSN");
+        let dsn = ext.has(Extension::Dsn);
         let mut mail = format!(
             "MAIL FROM:<{}>",
             env.sender
@@ -390,13 +419,15 @@ impl SmtpTransport {
                 .map(|s| s.to_string())
                 .unwrap_or_default()
         );
-        if ext.has("SIZE") {
+        if ext.has(Extension::Size) {
             mail.push_str(&format!(" SIZE={}", content.len()));
         }
         for param in env.params.to_wire() {
             let pass_on = match param.keyword {
-                Keyword::Body => env.params.body == Some(Body::EightBitMime) && ext.has("8BITMIME"),
-                Keyword::SmtpUtf8 => true,
+                Keyword::Body => {
+                    env.params.body == Some(Body::EightBitMime) && ext.has(Extension::EightBitMime)
+                }
+                Keyword::SmtpUtf8 | Keyword::RequireTls => true,
                 Keyword::Ret | Keyword::Envid => dsn,
                 // SIZE is the size we send (above); AUTH= is the client's claim to us.
                 _ => false,
@@ -422,10 +453,10 @@ impl SmtpTransport {
             })
             .collect();
 
-        let pipelining = ext.has("PIPELINING");
+        let pipelining = ext.has(Extension::Pipelining);
         // RFC 3030: the content goes in one BDAT ... LAST chunk, as it is (no dot-stuffing),
         // to an SMTP hop that offers CHUNKING.
-        let chunking = ext.has("CHUNKING") && self.hop.protocol == Protocol::Smtp;
+        let chunking = ext.has(Extension::Chunking) && self.hop.protocol == Protocol::Smtp;
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; rcpts.len()];
         let mail_reply;
         let mut accepted = Vec::new();

@@ -3,7 +3,7 @@
 
 use super::convert::Outbound;
 use crate::config::Delivery;
-use crate::proto::Reply;
+use crate::proto::{Extension, Reply};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,11 +47,11 @@ pub enum Protocol {
 pub struct Extensions(Vec<String>);
 
 impl Extensions {
-    pub fn has(&self, keyword: &str) -> bool {
+    pub fn has(&self, extension: Extension) -> bool {
         self.0.iter().any(|l| {
             l.split_ascii_whitespace()
                 .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+                .is_some_and(|k| k.eq_ignore_ascii_case(extension.keyword()))
         })
     }
 }

@@ -11,7 +11,8 @@
 //! slot; each MX host tried takes one of its own (`delivery.destination_concurrency`), so
 //! many domains hosted on one MX host share its slots.
 
-use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode, is_loop};
+use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
+use super::client::{is_loop, is_requiretls_refusal, requiretls_refused};
 use super::slots::{SlotKey, Slots};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::Config;
@@ -75,9 +76,10 @@ impl MxTransport {
         }
     }
 
-    /// How TLS reaches `host` under `policy`; `None`: the policy does not name it, and
-    /// enforces (the host is skipped).
-    fn tls_for(&self, policy: Option<&Policy>, host: &str) -> Option<TlsMode> {
+    /// How TLS reaches `host` under `policy`, enforced (`enforce`: the policy's mode, or a
+    /// REQUIRETLS message) or not; `None`: an enforced policy does not name it (the host is
+    /// skipped).
+    fn tls_for(&self, policy: Option<&Policy>, enforce: bool, host: &str) -> Option<TlsMode> {
         let (Some(policy), Some(sts)) = (policy, &self.sts) else {
             return Some(self.tls.clone());
         };
@@ -85,12 +87,12 @@ impl MxTransport {
         if !policy.allows(host) {
             self.settings.metrics.mta_sts(mode, "mx_mismatch");
             tracing::warn!(domain = %self.domain, %host, mode, "MX host not named by the domain's MTA-STS policy");
-            if policy.mode == Mode::Enforce {
+            if enforce {
                 return None;
             }
         }
-        Some(match (policy.mode, &self.tls) {
-            (Mode::Enforce, _) => TlsMode::Required {
+        Some(match (enforce, &self.tls) {
+            (true, _) => TlsMode::Required {
                 config: sts.anchors.config.clone(),
                 anchors: sts.ca.clone(),
             },
@@ -162,17 +164,32 @@ impl MxTransport {
             Hosts::Refused(reply) => return every(reply.into()),
         };
         let policy = match &self.sts {
-            Some(sts) => sts.policies.policy(&sts.fetcher, &self.domain).await,
-            None => None,
+            Some(sts) if !msg.envelope.tls_optional => {
+                sts.policies.policy(&sts.fetcher, &self.domain).await
+            }
+            _ => None,
         };
-        let enforced = policy.as_ref().is_some_and(|p| p.mode == Mode::Enforce);
+        // RFC 8689 4.2.1: a REQUIRETLS message needs the MX hosts validated by MTA-STS (we
+        // have no DNSSEC), and then is delivered as under an enforced policy.
+        let requiretls = msg.envelope.params.requiretls;
+        if requiretls && policy.is_none() {
+            let why = format!(
+                "{} has no MTA-STS policy to validate its MX hosts",
+                self.domain
+            );
+            return every(requiretls_refused(&why).into());
+        }
+        let enforced = policy
+            .as_ref()
+            .is_some_and(|p| p.mode == Mode::Enforce || requiretls);
+        let mode = policy.as_ref().map_or("none", |p| p.mode.as_str());
         let mut last = None;
         let mut skipped = false;
         let mut nowhere = true;
         let mut tried = 0;
         drop(global);
         for host in &hosts {
-            let Some(tls) = self.tls_for(policy.as_deref(), host) else {
+            let Some(tls) = self.tls_for(policy.as_deref(), enforced, host) else {
                 skipped = true;
                 continue;
             };
@@ -214,15 +231,16 @@ impl MxTransport {
                     // Our own TLS failure (no STARTTLS, a certificate that does not validate).
                     (true, Err(answer))
                         if answer.remote.is_none()
+                            && answer.reply.is_transient()
                             && answer.reply.enhanced.is_some_and(|e| e.1 == 7) =>
                     {
-                        self.settings.metrics.mta_sts("enforce", "tls_failed");
+                        self.settings.metrics.mta_sts(mode, "tls_failed");
                         let why =
                             format!("MTA-STS policy of {}: {}", self.domain, answer.reply.text);
                         Err(Reply::dynamic(451, 7, 5, why).into())
                     }
                     (true, Ok(outcomes)) => {
-                        self.settings.metrics.mta_sts("enforce", "valid");
+                        self.settings.metrics.mta_sts(mode, "valid");
                         Ok(outcomes)
                     }
                     (_, result) => result,
@@ -247,7 +265,10 @@ impl MxTransport {
                             None => answer,
                         });
                     }
-                    Err(answer) if answer.reply.is_transient() => {
+                    // A hop without REQUIRETLS: another MX host may have it.
+                    Err(answer)
+                        if answer.reply.is_transient() || is_requiretls_refusal(&answer) =>
+                    {
                         tracing::debug!(domain = %self.domain, %host, %ip, reply = %answer, "trying the next MX address");
                         last = Some(answer);
                     }

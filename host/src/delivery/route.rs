@@ -1,7 +1,7 @@
 //! One delivery attempt: pending recipients grouped by route (one connection per next hop,
 //! MX routes per domain), each group handed to its transport, outcomes recorded.
 
-use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
+use super::client::{self, ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::Timeouts;
 use super::shared::{Delivery, Destination};
 use super::slots::SlotKey;
@@ -14,8 +14,9 @@ use crate::tls::RouteTls;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A route that cannot be used now (its trust anchors are not loaded): every recipient
-/// deferred.
+/// A route that cannot be used now (its trust anchors are not loaded: deferred) or for
+/// this message (REQUIRETLS over a route that does not verify: failed): every recipient
+/// gets the reply.
 struct Unavailable(Reply);
 
 impl Transport for Unavailable {
@@ -49,7 +50,7 @@ fn transport_for(
     d: &Delivery,
     config: &Config,
     route: &Route,
-    domain: &str,
+    (domain, requiretls): (&str, bool),
     settings: &Arc<ClientSettings>,
     loaded: &RouteTls,
 ) -> Box<dyn Transport> {
@@ -57,6 +58,16 @@ fn transport_for(
         Ok(tls) => tls,
         Err(reply) => return Box::new(Unavailable(reply)),
     };
+    // RFC 8689 4.2.1: a fixed next hop takes a REQUIRETLS message only where the route
+    // verifies its certificate; a mailbox directory is the message's end.
+    let relays = matches!(route.to, Target::Smtp(..) | Target::Lmtp(..));
+    if requiretls && relays && !matches!(tls, TlsMode::Required { .. }) {
+        let why = format!(
+            "route {} does not verify TLS (tls = \"required\")",
+            route.to
+        );
+        return Box::new(Unavailable(client::requiretls_refused(&why)));
+    }
     let hop = |host: &str, port: u16, protocol| {
         let hop = Hop {
             host: host.to_string(),
@@ -152,7 +163,8 @@ pub(super) async fn attempt(
             }
         };
         let domain = envelope.recipients[recipients[0]].address.domain_lower();
-        let transport = transport_for(d, &config, &route, &domain, &settings, &loaded.route_tls);
+        let how = (domain.as_str(), envelope.params.requiretls);
+        let transport = transport_for(d, &config, &route, how, &settings, &loaded.route_tls);
         let target = &route.to;
         let outgoing = Outgoing {
             envelope,

@@ -19,6 +19,20 @@ impl Field<'_> {
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name.as_bytes())
     }
+
+    /// Its value in `message` (after the colon), with the surrounding white space and
+    /// line ends trimmed.
+    pub fn value<'m>(&self, message: &'m [u8]) -> &'m [u8] {
+        let field = &message[self.range.clone()];
+        let colon = memchr::memchr(b':', field).map_or(field.len(), |i| i + 1);
+        field[colon..].trim_ascii()
+    }
+}
+
+/// Does the header section ask that recipient-side TLS policies (MTA-STS, DANE) be
+/// ignored, with `TLS-Required: No` (RFC 8689 5)?
+pub fn tls_required_no(header: &[u8]) -> bool {
+    fields(header).any(|f| f.is("TLS-Required") && f.value(header).eq_ignore_ascii_case(b"no"))
 }
 
 /// The header fields of a message, in order, up to the empty line that ends the header
@@ -110,6 +124,17 @@ pub fn without(message: &[u8], mut drop: impl FnMut(&Field<'_>) -> bool) -> Opti
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_required_no_is_found_in_any_case_and_folding() {
+        assert!(tls_required_no(
+            b"Subject: x\r\nTLS-Required: No\r\n\r\nbody"
+        ));
+        assert!(tls_required_no(b"tls-required:\r\n\tno \r\n\r\n"));
+        assert!(!tls_required_no(b"TLS-Required: Yes\r\n\r\n"));
+        assert!(!tls_required_no(b"X-TLS-Required: No\r\n\r\n"));
+        assert!(!tls_required_no(b"Subject: x\r\n\r\nTLS-Required: No\r\n"));
+    }
+
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod extension;
 pub mod header;
 pub mod line;
 pub mod params;
@@ -12,5 +13,6 @@ pub mod reply;
 
 pub use address::Mailbox;
 pub use command::{Command, RcptPath};
+pub use extension::Extension;
 pub use params::{MailParams, RcptParams};
 pub use reply::{EnhancedCode, Reply};

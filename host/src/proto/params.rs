@@ -1,5 +1,6 @@
 //! ESMTP parameters of MAIL and RCPT and their wire form: SIZE (RFC 1870), BODY (RFC 6152),
-//! SMTPUTF8 (RFC 6531), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461), AUTH= (RFC 4954 5). Parsed
+//! SMTPUTF8 (RFC 6531), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461), AUTH= (RFC 4954 5),
+//! REQUIRETLS (RFC 8689 3). Parsed
 //! for the session; rendered back for plugins (as received) and for the delivery client.
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// AUTH= mailbox as xtext (RFC 4954 5); recorded, not trusted.
     pub auth: Option<String>,
+    /// REQUIRETLS (RFC 8689): relay only over TLS validated by MTA-STS or DANE (or a
+    /// route's own trust anchors), to hops that offer REQUIRETLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
 }
 
 /// NOTIFY values (RFC 3461 4.1).
@@ -88,6 +93,7 @@ pub enum Keyword {
     Auth,
     Notify,
     Orcpt,
+    RequireTls,
 }
 
 impl Keyword {
@@ -101,6 +107,7 @@ impl Keyword {
             Keyword::Auth => "AUTH",
             Keyword::Notify => "NOTIFY",
             Keyword::Orcpt => "ORCPT",
+            Keyword::RequireTls => "REQUIRETLS",
         }
     }
 }
@@ -174,6 +181,9 @@ impl MailParams {
                     });
                 }
                 ("SMTPUTF8", None) => p.smtputf8 = true,
+                ("REQUIRETLS", None) => p.requiretls = true,
+                // RFC 8689 3: a keyword without a value.
+                ("REQUIRETLS", Some(_)) => return Err(bad()),
                 ("RET", Some(v)) => {
                     if p.ret.is_some() {
                         return Err(dup());
@@ -230,6 +240,9 @@ impl MailParams {
         }
         if let Some(auth) = &self.auth {
             out.push(Param::new(Keyword::Auth, Some(auth.clone())));
+        }
+        if self.requiretls {
+            out.push(Param::new(Keyword::RequireTls, None));
         }
         out
     }
@@ -381,7 +394,7 @@ mod tests {
     fn wire_form_round_trips() {
         for line in [
             "SIZE=1000 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ+2B1 AUTH=<>",
-            "BODY=7BIT",
+            "BODY=7BIT REQUIRETLS",
             "",
         ] {
             let p = MailParams::parse(line).unwrap();

@@ -3,7 +3,7 @@
 use super::{Helo, Session};
 use crate::config::Mode;
 use crate::plugin::Call;
-use crate::proto::Reply;
+use crate::proto::{Extension, Reply};
 
 impl Session {
     /// Both reset any transaction (RFC 5321 4.1.4).
@@ -27,23 +27,33 @@ impl Session {
         if !extended {
             return Reply::plain(250, hostname.clone());
         }
-        let mut lines = vec![
-            format!("{hostname} greets {}", self.peer.ip()),
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.ctx.config.limits.message_size.0),
-            "8BITMIME".into(),
-            "SMTPUTF8".into(),
-            "ENHANCEDSTATUSCODES".into(),
+        let size = self.ctx.config.limits.message_size.0;
+        let mut offered = vec![
+            (Extension::Pipelining, None),
+            (Extension::Size, Some(size.to_string())),
+            (Extension::EightBitMime, None),
+            (Extension::SmtpUtf8, None),
+            (Extension::EnhancedStatusCodes, None),
         ];
         // RFC 3207 4.2: STARTTLS is not offered once TLS is up.
         if self.tls.is_none() && self.ctx.tls.is_some() && self.mode != Mode::Submissions {
-            lines.push("STARTTLS".into());
+            offered.push((Extension::StartTls, None));
         }
         // AUTH only on submission listeners and only under TLS (RFC 4954 4, RFC 8314).
         if self.auth_offered() && self.tls.is_some() && self.auth_user.is_none() {
-            lines.push("AUTH PLAIN LOGIN".into());
+            offered.push((Extension::Auth, Some("PLAIN LOGIN".into())));
         }
-        lines.extend(["CHUNKING", "DSN", "ETRN", "HELP"].map(String::from));
+        offered.extend([Extension::Chunking, Extension::Dsn, Extension::Etrn].map(|e| (e, None)));
+        // RFC 8689 4.1: REQUIRETLS only in a session that TLS protects.
+        if self.tls.is_some() {
+            offered.push((Extension::RequireTls, None));
+        }
+        offered.push((Extension::Help, None));
+        let mut lines = vec![format!("{hostname} greets {}", self.peer.ip())];
+        lines.extend(offered.into_iter().map(|(e, args)| match args {
+            Some(args) => format!("{} {args}", e.keyword()),
+            None => e.keyword().to_string(),
+        }));
         Reply::plain(250, lines.join("\n"))
     }
 

@@ -26,6 +26,10 @@ impl Session {
         if params.auth.is_some() && !self.auth_offered() {
             return crate::proto::command::ParseError::UnknownParam("AUTH".into()).reply();
         }
+        // RFC 8689 4.1: REQUIRETLS is offered only under TLS, so it is not known without.
+        if params.requiretls && self.tls.is_none() {
+            return crate::proto::command::ParseError::UnknownParam("REQUIRETLS".into()).reply();
+        }
         // RFC 6409 / SPEC: submission listeners take mail only from authenticated users
         // (or clients in relay.networks).
         if self.auth_offered()

@@ -66,6 +66,9 @@ impl Session {
         // held until the message is stored.
         let id = incoming.id().clone();
         let (body, incoming) = accepted.body.take().unwrap_or((body, incoming));
+        // RFC 8689 4.1: with REQUIRETLS on MAIL, TLS-Required is ignored.
+        let tls_optional =
+            !tx.params.requiretls && crate::proto::header::tls_required_no(&accepted.header);
         let envelope = Envelope {
             id,
             received_at: chrono::Utc::now().timestamp(),
@@ -79,6 +82,7 @@ impl Session {
                 .map(|h| h.name.clone())
                 .unwrap_or_default(),
             auth_user: self.auth_user.clone(),
+            tls_optional,
         };
         // Our signature covers the message as it leaves: after the scan's changes, when
         // plugins after the queue will scan it.

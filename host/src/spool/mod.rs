@@ -92,6 +92,10 @@ pub struct Envelope {
     pub client_ip: IpAddr,
     pub helo: String,
     pub auth_user: Option<String>,
+    /// The message said `TLS-Required: No` without REQUIRETLS (RFC 8689 5): delivery
+    /// ignores the recipient domains' TLS policies (MTA-STS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_optional: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

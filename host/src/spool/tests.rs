@@ -15,6 +15,7 @@ fn envelope() -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client".into(),
         auth_user: None,
+        tls_optional: false,
     }
 }
 
