@@ -487,7 +487,15 @@ async fn over_tls(
 ) -> Option<std::io::Result<Outcome>> {
     let (mut tls, description) = handshake(ctx, tcp).await?;
     session.tls_started(description);
-    Some(session.run(&mut tls, greeting).await)
+    Some(match session.run(&mut tls, greeting).await {
+        // RFC 2645: the roles turn; the grant delivers over this connection, then QUIT.
+        Ok(Outcome::Atrn(grant)) => {
+            let timeouts = crate::delivery::Timeouts::from_config(&ctx.config.delivery);
+            grant.serve(tls, &ctx.config.hostname, timeouts).await;
+            Ok(Outcome::Closed)
+        }
+        other => other,
+    })
 }
 
 async fn handshake(

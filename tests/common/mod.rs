@@ -232,6 +232,13 @@ impl Client {
         )
     }
 
+    /// The connection itself, for a test that turns it around (ATRN); nothing may be
+    /// buffered.
+    pub fn into_stream(self) -> Box<dyn Io> {
+        assert!(self.stream.buffer().is_empty(), "unread bytes");
+        self.stream.into_inner()
+    }
+
     /// STARTTLS: asserts 220, drops anything buffered, performs the handshake.
     pub async fn starttls(mut self) -> Client {
         self.cmd("STARTTLS", "220").await;

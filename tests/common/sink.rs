@@ -82,6 +82,7 @@ pub struct Sink {
     pub addr: SocketAddr,
     pub messages: Arc<Mutex<Vec<SinkMessage>>>,
     busy: Arc<Busy>,
+    options: SinkOptions,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -114,6 +115,7 @@ impl Sink {
         let store = messages.clone();
         let busy = Arc::new(Busy::default());
         let counted = busy.clone();
+        let kept = options.clone();
         let task = tokio::spawn(async move {
             for connection in 1.. {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -141,8 +143,25 @@ impl Sink {
             addr,
             messages,
             busy,
+            options: kept,
             task,
         }
+    }
+
+    /// Serves a connection it did not accept: one turned around by ATRN (RFC 2645), under
+    /// TLS already. Greets, then serves it as any session until QUIT or hang-up.
+    pub async fn serve_reversed<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) {
+        stream
+            .write_all(b"220 customer.test ESMTP\r\n")
+            .await
+            .unwrap();
+        let on = On {
+            options: &self.options,
+            store: &self.messages,
+            busy: &self.busy,
+            connection: 0,
+        };
+        session(stream, &on, true).await;
     }
 
     /// The most transactions that were open at once.

@@ -101,6 +101,9 @@ pub enum Mode {
     Submission,
     /// Port 465 (RFC 8314): implicit TLS, then AUTH.
     Submissions,
+    /// Port 366 (RFC 2645): STARTTLS, AUTH, then ATRN turns the connection around and the
+    /// mail queued for the user's `atrn_domains` is delivered over it. Takes no mail.
+    Odmr,
 }
 
 impl Mode {
@@ -110,6 +113,7 @@ impl Mode {
             Mode::Mx => "mx",
             Mode::Submission => "submission",
             Mode::Submissions => "submissions",
+            Mode::Odmr => "odmr",
         }
     }
 }
@@ -226,6 +230,9 @@ pub struct User {
     /// Default: the name where it is an address, else the name at each `accept.domains`.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Domains whose queued mail (routed `to = "odmr"`) this user may collect with ATRN.
+    #[serde(default)]
+    pub atrn_domains: Vec<String>,
 }
 
 impl User {
@@ -437,6 +444,17 @@ impl Config {
                     ));
                 }
             }
+            for (j, d) in u.atrn_domains.iter().enumerate() {
+                if !crate::proto::address::is_domain(d) {
+                    p.push(format!(
+                        "user[{i}].atrn_domains[{j}]: {d:?} is not a domain name"
+                    ));
+                } else if self.route_for(d).to != Target::Odmr {
+                    p.push(format!(
+                        "user[{i}].atrn_domains[{j}]: {d:?} is not routed to \"odmr\" (no mail would wait for ATRN)"
+                    ));
+                }
+            }
             if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
                 p.push(format!(
                     "user[{i}].password_hash: not a PHC hash ({e}); use `wasmtp hash-password`"
@@ -485,6 +503,16 @@ impl Config {
             .iter()
             .find(|u| u.name == user)
             .is_some_and(|u| u.owns(sender, &self.accept))
+    }
+
+    /// May the authenticated `user` collect `domain`'s mail with ATRN (RFC 2645)?
+    pub fn atrn_allowed(&self, user: &str, domain: &str) -> bool {
+        let listed = self.user.iter().find(|u| u.name == user).is_some_and(|u| {
+            u.atrn_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+        });
+        listed && self.route_for(domain).to == Target::Odmr
     }
 
     pub fn accepts_domain(&self, domain: &str) -> bool {

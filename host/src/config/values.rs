@@ -17,10 +17,12 @@ pub enum Target {
     Smtp(String, u16),
     Lmtp(String, u16),
     Maildir(PathBuf),
+    /// Kept until the domain's owner collects it with ATRN (RFC 2645).
+    Odmr,
 }
 
-/// As the config writes it: `mx`, `smtp:HOST:PORT`, `lmtp:HOST:PORT`, `maildir:PATH`
-/// (an IPv6 host in brackets).
+/// As the config writes it: `mx`, `smtp:HOST:PORT`, `lmtp:HOST:PORT`, `maildir:PATH`,
+/// `odmr` (an IPv6 host in brackets).
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let host = |h: &str| match h.contains(':') {
@@ -32,6 +34,7 @@ impl std::fmt::Display for Target {
             Target::Smtp(h, p) => write!(f, "smtp:{}:{p}", host(h)),
             Target::Lmtp(h, p) => write!(f, "lmtp:{}:{p}", host(h)),
             Target::Maildir(path) => write!(f, "maildir:{}", path.display()),
+            Target::Odmr => f.write_str("odmr"),
         }
     }
 }
@@ -54,6 +57,8 @@ impl TryFrom<String> for Target {
         };
         if s == "mx" {
             Ok(Target::Mx)
+        } else if s == "odmr" {
+            Ok(Target::Odmr)
         } else if let Some(rest) = s.strip_prefix("smtp:") {
             host_port(rest).map(|(h, p)| Target::Smtp(h, p))
         } else if let Some(rest) = s.strip_prefix("lmtp:") {
@@ -65,7 +70,7 @@ impl TryFrom<String> for Target {
             Ok(Target::Maildir(PathBuf::from(path)))
         } else {
             Err(format!(
-                "{s:?}: expected \"mx\", \"smtp:HOST:PORT\", \"lmtp:HOST:PORT\" or \"maildir:PATH\""
+                "{s:?}: expected \"mx\", \"smtp:HOST:PORT\", \"lmtp:HOST:PORT\", \"maildir:PATH\" or \"odmr\""
             ))
         }
     }

@@ -217,28 +217,40 @@ impl SmtpTransport {
             }
         };
         settings.metrics.delivery_connection(reused);
-        match self.transaction(&mut session.conn, &session.ext, msg).await {
+        match self.deliver_on(&mut session, msg).await {
             Ok(result) => {
-                let dsn = session.ext.has(Extension::Dsn);
                 settings
                     .pool
                     .put(key, session, settings.reuse_limit, settings.reuse_keep);
-                // SMTP hands the message on; LMTP delivers it (RFC 2033).
-                let relayed = self.hop.protocol == Protocol::Smtp;
-                result.map(|outcomes| {
-                    outcomes
-                        .into_iter()
-                        .map(|o| match o {
-                            DeliveryOutcome::Delivered(answer) if relayed => {
-                                DeliveryOutcome::Relayed { answer, dsn }
-                            }
-                            o => o,
-                        })
-                        .collect()
-                })
+                result
             }
             Err(e) => Err(self.transient("talking to", e).into()),
         }
+    }
+
+    /// One transaction on `session`; an I/O error leaves it unusable.
+    pub(super) async fn deliver_on(
+        &self,
+        session: &mut Session,
+        msg: &Outgoing<'_>,
+    ) -> io::Result<Result<Vec<DeliveryOutcome>, Answer>> {
+        let result = self
+            .transaction(&mut session.conn, &session.ext, msg)
+            .await?;
+        let dsn = session.ext.has(Extension::Dsn);
+        // SMTP hands the message on; LMTP delivers it (RFC 2033).
+        let relayed = self.hop.protocol == Protocol::Smtp;
+        Ok(result.map(|outcomes| {
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    DeliveryOutcome::Delivered(answer) if relayed => {
+                        DeliveryOutcome::Relayed { answer, dsn }
+                    }
+                    o => o,
+                })
+                .collect()
+        }))
     }
 
     /// A new session with the hop: connected, greeted, EHLO, STARTTLS per policy.

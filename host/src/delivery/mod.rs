@@ -9,6 +9,7 @@ mod conn;
 mod convert;
 mod maildir;
 mod mx;
+mod odmr;
 mod pool;
 mod queue;
 mod retry;
@@ -19,7 +20,9 @@ mod slots;
 
 use crate::proto::Reply;
 use crate::spool::{Content, Envelope, StoredReply};
+pub use conn::Timeouts;
 pub use maildir::mailbox_name;
+pub use odmr::Grant;
 pub use queue::start;
 pub use shared::Loaded;
 pub use shared::QueueHandle;

@@ -18,7 +18,13 @@ use tokio::net::TcpStream;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A connection a client opened to us and turned around with ATRN (RFC 2645).
+    Reversed(Box<dyn Reversible>),
 }
+
+/// What an ATRN connection can be: any stream our listeners serve.
+pub trait Reversible: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Reversible for T {}
 
 impl AsyncRead for Stream {
     fn poll_read(
@@ -29,6 +35,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Reversed(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -42,6 +49,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Reversed(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -49,6 +57,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Reversed(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -56,6 +65,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Reversed(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -29,14 +29,17 @@ pub fn start(
     if !recovered.is_empty() {
         tracing::info!(count = recovered.len(), "recovered spooled messages");
     }
+    let flush = broadcast::channel(64).0;
+    let odmr = Arc::new(super::odmr::Odmr::new(flush.clone()));
     let delivery = Arc::new(Delivery {
         slots: Arc::new(super::slots::Slots::new(concurrency)),
         config,
         spool,
         metrics,
-        flush: broadcast::channel(64).0,
+        flush,
         shutdown,
-        queue: QueueHandle::new(tx.clone()),
+        queue: QueueHandle::new(tx.clone(), odmr.clone()),
+        odmr: odmr.clone(),
         own_addrs,
         resolver: Default::default(),
         pool: Default::default(),
@@ -83,7 +86,7 @@ pub fn start(
         })
         .await;
     });
-    Ok((QueueHandle::new(tx), task))
+    Ok((QueueHandle::new(tx, odmr), task))
 }
 
 /// How often the control directory is read for `wasmtp queue` requests.

@@ -111,6 +111,8 @@ pub(super) async fn run_message(
         id: &id,
         received_at: envelope.received_at,
     };
+    // What an ATRN session needs to know of this message (RFC 2645).
+    let odmr = d.odmr.watch(&id);
     let mut flush = d.flush.subscribe();
     let mut shutdown = d.shutdown.clone();
     // Flushes asked for before this are answered by the attempt that started then.
@@ -120,6 +122,13 @@ pub(super) async fn run_message(
             .pending()
             .map(|i| envelope.recipients[i].address.domain_lower())
             .collect();
+        let config = d.config.borrow().clone();
+        let collected: Vec<String> = domains
+            .iter()
+            .filter(|d| config.route_for(d).to == crate::config::Target::Odmr)
+            .cloned()
+            .collect();
+        odmr.note(&collected, state.held, attempted_at);
         loop {
             tracked.phase(if state.held {
                 Phase::Held

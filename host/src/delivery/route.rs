@@ -5,7 +5,7 @@ use super::client::{self, ClientSettings, Hop, Protocol, SmtpTransport, TlsMode}
 use super::conn::Timeouts;
 use super::shared::{Delivery, Destination};
 use super::slots::SlotKey;
-use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx};
+use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx, odmr};
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Outcome;
 use crate::proto::Reply;
@@ -82,6 +82,11 @@ fn transport_for(
         Target::Smtp(host, port) => hop(host, *port, Protocol::Smtp),
         Target::Lmtp(host, port) => hop(host, *port, Protocol::Lmtp),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
+        // Over the link of the customer collecting the domain now, else it keeps waiting.
+        Target::Odmr => match odmr::OdmrTransport::for_domain(&d.odmr, domain, settings.clone()) {
+            Some(transport) => Box::new(transport),
+            None => Box::new(Unavailable(odmr::waiting())),
+        },
         Target::Mx => {
             let dns = d.resolver(config);
             // RFC 8461 for MX routes, with the route's trust anchors.
@@ -142,7 +147,9 @@ pub(super) async fn attempt(
         let route = config.route_for(&envelope.recipients[i].address.domain);
         let destination = Destination {
             to: route.to.clone(),
-            domain: (route.to == Target::Mx).then(|| envelope.recipients[i].address.domain_lower()),
+            // MX and ODMR routes go by domain: one lookup, or one customer's link, each.
+            domain: matches!(route.to, Target::Mx | Target::Odmr)
+                .then(|| envelope.recipients[i].address.domain_lower()),
             tls: route.tls,
             ca: route.ca.clone(),
         };

@@ -4,6 +4,7 @@
 use crate::config::{Config, Target, TlsPolicy};
 use crate::control::Answer;
 use crate::metrics::Metrics;
+use crate::proto::Reply;
 use crate::spool::{Spool, SpoolId};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,11 +45,21 @@ pub(super) enum Order {
 #[derive(Clone)]
 pub struct QueueHandle {
     events: mpsc::UnboundedSender<QueueEvent>,
+    odmr: Arc<super::odmr::Odmr>,
 }
 
 impl QueueHandle {
-    pub(super) fn new(events: mpsc::UnboundedSender<QueueEvent>) -> QueueHandle {
-        QueueHandle { events }
+    pub(super) fn new(
+        events: mpsc::UnboundedSender<QueueEvent>,
+        odmr: Arc<super::odmr::Odmr>,
+    ) -> QueueHandle {
+        QueueHandle { events, odmr }
+    }
+
+    /// ATRN (RFC 2645): reserves `domains` (lower case) for the authenticated `user`'s
+    /// session, or the reply that refuses it.
+    pub fn atrn(&self, domains: Vec<String>, user: &str) -> Result<super::odmr::Grant, Reply> {
+        self.odmr.reserve(domains, user)
     }
 
     /// A newly spooled message: deliver now.
@@ -98,6 +109,8 @@ pub(super) struct Delivery {
     /// Where our listeners are bound: a next hop there is a loop.
     pub(super) own_addrs: Vec<SocketAddr>,
     pub(super) resolver: std::sync::Mutex<Option<(Vec<std::net::SocketAddr>, crate::dns::Dns)>>,
+    /// Which messages wait for ATRN, and the links of the customers collecting now.
+    pub(super) odmr: Arc<super::odmr::Odmr>,
     /// The MTA-STS policies seen, kept across deliveries for their `max_age`.
     pub(super) mta_sts: Arc<crate::mta_sts::Policies>,
     /// Idle connections to next hops, for the next message to the same hop.

@@ -35,6 +35,8 @@ pub enum Command {
         initial: Option<String>,
     },
     Etrn(String),
+    /// RFC 2645: the domains to collect (none: all of the user's).
+    Atrn(Vec<String>),
     /// SEND, SOML, SAML, TURN: answered 502 5.5.1 (seed advice; RFC 5321 4.1.3 Appendix F).
     Obsolete,
 }
@@ -163,6 +165,18 @@ pub fn parse_command(line: &str) -> Result<Command, ParseError> {
         }
         "ETRN" if arg_trimmed.is_empty() => Err(ParseError::Syntax("ETRN domain")),
         "ETRN" => Ok(Command::Etrn(arg_trimmed.to_string())),
+        // RFC 2645 4.2.2: "ATRN" [SP domain *("," domain)].
+        "ATRN" if arg_trimmed.is_empty() => Ok(Command::Atrn(Vec::new())),
+        "ATRN" => {
+            let domains: Vec<String> = arg_trimmed
+                .split(',')
+                .map(|d| d.trim().to_string())
+                .collect();
+            if domains.iter().any(|d| !super::address::is_domain(d)) {
+                return Err(ParseError::Syntax("ATRN domain[,domain...]"));
+            }
+            Ok(Command::Atrn(domains))
+        }
         "SEND" | "SOML" | "SAML" | "TURN" => Ok(Command::Obsolete),
         _ => Err(ParseError::Unknown),
     }
@@ -252,6 +266,11 @@ mod tests {
             ("SAML", Command::Obsolete),
             ("turn", Command::Obsolete),
             ("ETRN example.test", Command::Etrn("example.test".into())),
+            ("ATRN", Command::Atrn(Vec::new())),
+            (
+                "atrn a.test,B.test",
+                Command::Atrn(vec!["a.test".into(), "B.test".into()]),
+            ),
             (
                 "BDAT 0 LAST",
                 Command::Bdat {

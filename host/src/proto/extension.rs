@@ -25,6 +25,8 @@ pub enum Extension {
     Etrn,
     /// RFC 8689.
     RequireTls,
+    /// RFC 2645.
+    Atrn,
     /// RFC 5321 4.1.1.8.
     Help,
 }
@@ -43,6 +45,7 @@ impl Extension {
             Extension::Dsn => "DSN",
             Extension::Etrn => "ETRN",
             Extension::RequireTls => "REQUIRETLS",
+            Extension::Atrn => "ATRN",
             Extension::Help => "HELP",
         }
     }

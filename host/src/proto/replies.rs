@@ -98,6 +98,13 @@ pub const AUTH_NEEDS_TLS: Reply = Reply::new(
     E(5, 7, 11),
     "Encryption required for requested authentication mechanism",
 );
+/// RFC 2645 4.2.2.
+pub const ATRN_OK: Reply = Reply::new(250, E(2, 0, 0), "OK, now reversing the connection");
+pub const ODMR_TAKES_NO_MAIL: Reply = Reply::new(
+    502,
+    E(5, 5, 1),
+    "This is an ODMR port (RFC 2645): AUTH, then ATRN; mail goes to the MX",
+);
 pub const AUTH_REQUIRED: Reply = Reply::new(530, E(5, 7, 0), "Authentication required");
 /// RFC 4954 / Postfix's reject_sender_login_mismatch: authenticated users send as
 /// themselves.

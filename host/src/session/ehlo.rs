@@ -44,6 +44,9 @@ impl Session {
             offered.push((Extension::Auth, Some("PLAIN LOGIN".into())));
         }
         offered.extend([Extension::Chunking, Extension::Dsn, Extension::Etrn].map(|e| (e, None)));
+        if self.mode == Mode::Odmr {
+            offered.push((Extension::Atrn, None));
+        }
         // RFC 8689 4.1: REQUIRETLS only in a session that TLS protects.
         if self.tls.is_some() {
             offered.push((Extension::RequireTls, None));

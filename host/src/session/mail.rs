@@ -13,6 +13,9 @@ impl Session {
         let Some(helo) = &self.helo else {
             return replies::HELO_FIRST;
         };
+        if self.mode == crate::config::Mode::Odmr {
+            return replies::ODMR_TAKES_NO_MAIL;
+        }
         if self.tx.is_some() {
             return replies::NESTED_MAIL;
         }

@@ -31,12 +31,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 /// How a session run ended.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Closed,
     /// The client asked for STARTTLS and got 220: the caller does the handshake and runs the
     /// session again on the TLS stream. Bytes buffered so far are dropped with the run.
     StartTls,
+    /// The client sent ATRN and got 250 (RFC 2645): the caller hands the stream to the
+    /// grant, which delivers the domains' mail over it.
+    Atrn(crate::delivery::Grant),
 }
 
 /// What the dispatcher asks the I/O loop to do next.
@@ -45,6 +47,7 @@ enum Next {
     Data,
     Bdat { size: u64, last: bool },
     StartTls,
+    Atrn(crate::delivery::Grant),
     Close,
 }
 
@@ -290,6 +293,10 @@ impl Session {
                     conn.flush().await?;
                     return Ok(Outcome::StartTls);
                 }
+                Next::Atrn(grant) => {
+                    conn.flush().await?;
+                    return Ok(Outcome::Atrn(grant));
+                }
                 Next::Data => {
                     conn.flush().await?;
                     let data = self.receive_data(&mut conn).instrument(transaction_span());
@@ -392,6 +399,13 @@ impl Session {
             },
             Command::Auth { mechanism, initial } => self.handle_auth(mechanism, initial).await,
             Command::Etrn(domain) => self.handle_etrn(domain),
+            Command::Atrn(domains) => match self.check_atrn(domains) {
+                Ok(grant) => {
+                    replies::ATRN_OK.write_to(out);
+                    return Next::Atrn(grant);
+                }
+                Err(reply) => reply,
+            },
             Command::Obsolete => replies::NOT_IMPLEMENTED,
         };
         self.reply(out, reply);
@@ -432,6 +446,43 @@ impl Session {
         }
         self.ctx.queue.flush(Some(domain));
         replies::ETRN_OK
+    }
+}
+
+impl Session {
+    /// RFC 2645 4.2: ATRN on an `odmr` listener, from an authenticated user, for domains
+    /// the user may collect (all of the user's without a list).
+    fn check_atrn(&mut self, domains: Vec<String>) -> Result<crate::delivery::Grant, Reply> {
+        if self.mode != Mode::Odmr {
+            return Err(replies::NOT_IMPLEMENTED);
+        }
+        let Some(user) = self.auth_user.clone() else {
+            return Err(replies::AUTH_REQUIRED);
+        };
+        if self.tx.is_some() {
+            return Err(replies::BAD_SEQUENCE);
+        }
+        let config = &self.ctx.config;
+        let domains = if domains.is_empty() {
+            let own = config.user.iter().find(|u| u.name == user);
+            own.map(|u| u.atrn_domains.clone()).unwrap_or_default()
+        } else {
+            domains
+        };
+        let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        if domains.is_empty() {
+            return Err(Reply::dynamic(
+                450,
+                7,
+                1,
+                "ATRN request refused: no domains to collect",
+            ));
+        }
+        if let Some(d) = domains.iter().find(|d| !config.atrn_allowed(&user, d)) {
+            let why = format!("ATRN request refused: {user} may not collect {d}");
+            return Err(Reply::dynamic(450, 7, 1, why));
+        }
+        self.ctx.queue.atrn(domains, &user)
     }
 }
 
