@@ -7,6 +7,7 @@ mod bounce;
 mod client;
 mod conn;
 mod convert;
+mod flush;
 mod maildir;
 mod mx;
 mod odmr;

@@ -8,8 +8,8 @@
 
 use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::{Client, Timeouts};
+use super::flush::Flush;
 use super::pool::{Session, Stream};
-use super::shared::Flush;
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::spool::SpoolId;

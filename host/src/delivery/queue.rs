@@ -2,8 +2,9 @@
 //! requests from `wasmtp queue` (`control`), and runs one task per message
 //! (`retry::run_message`), which alone writes that message's state.
 
+use super::flush::Flush;
 use super::retry::run_message;
-use super::shared::{Delivery, Flush, Order, QueueEvent, QueueHandle};
+use super::shared::{Delivery, Order, QueueEvent, QueueHandle};
 use crate::config::Config;
 use crate::control::{self, Pending, Request};
 use crate::metrics::Metrics;

@@ -3,8 +3,8 @@
 
 use super::client::{self, ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::Timeouts;
-use super::shared::{Delivery, Destination};
-use super::slots::SlotKey;
+use super::shared::Delivery;
+use super::slots::{Destination, SlotKey};
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport, bounce, maildir, mx, odmr};
 use crate::config::{Config, Route, Target, TlsPolicy};
 use crate::metrics::Outcome;

@@ -1,36 +1,19 @@
 //! What the queue and every message task share: the current config, the spool, the
 //! delivery slots, the flush signal, and the way back into the queue.
 
-use crate::config::{Config, Target, TlsPolicy};
+use super::flush::Flush;
+use crate::config::Config;
 use crate::control::Answer;
 use crate::metrics::Metrics;
 use crate::proto::Reply;
 use crate::spool::{Spool, SpoolId};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(super) enum QueueEvent {
     Submit(SpoolId),
     Flush(Option<String>),
-}
-
-/// A request to retry deferred mail now (all, or for one domain), stamped with when it was
-/// made: an attempt that started after that answers it.
-#[derive(Debug, Clone)]
-pub(super) struct Flush {
-    pub domain: Option<String>,
-    pub at: Instant,
-}
-
-impl Flush {
-    /// Is it for a message with pending recipients in `domains` (lower case)?
-    pub fn concerns(&self, domains: &[String]) -> bool {
-        self.domain
-            .as_ref()
-            .is_none_or(|d| domains.contains(&d.to_lowercase()))
-    }
 }
 
 /// A change to one message, sent to its task (the only writer of its state).
@@ -71,17 +54,6 @@ impl QueueHandle {
     pub fn flush(&self, domain: Option<String>) {
         let _ = self.events.send(QueueEvent::Flush(domain));
     }
-}
-
-/// Where a group of recipients goes, and how TLS reaches it: one connection each; an MX
-/// route's recipients go by domain (one lookup each), and take their slots per MX host.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct Destination {
-    pub to: Target,
-    /// An MX route's recipient domain (lower case); `None` for a fixed next hop.
-    pub domain: Option<String>,
-    pub tls: TlsPolicy,
-    pub ca: Option<std::path::PathBuf>,
 }
 
 /// What delivery takes of the current config's loaded parts: the after-queue scan's plugins

@@ -4,10 +4,21 @@
 //! slot. A destination is a route's fixed next hop, or for MX routes the MX host: many
 //! domains hosted on one MX host share its slots, as Postfix counts per next hop.
 
-use super::shared::Destination;
+use crate::config::{Target, TlsPolicy};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Where a group of recipients goes, and how TLS reaches it: one connection each; an MX
+/// route's recipients go by domain (one lookup each), and take their slots per MX host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Destination {
+    pub to: Target,
+    /// An MX route's recipient domain (lower case); `None` for a fixed next hop.
+    pub domain: Option<String>,
+    pub tls: TlsPolicy,
+    pub ca: Option<std::path::PathBuf>,
+}
 
 /// What one destination slot is counted against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
