@@ -78,6 +78,7 @@ async fn a_requiretls_message_goes_only_over_validated_tls_to_hops_that_offer_it
             "mta-sts.good.test",
             "mta-sts.plain.test",
             "mta-sts.testing.test",
+            "mta-sts.broken.test",
         ]),
         HashMap::from([
             ("good.test".into(), policy("enforce", &["mx.good.test"])),
@@ -93,8 +94,10 @@ async fn a_requiretls_message_goes_only_over_validated_tls_to_hops_that_offer_it
         .mx("good.test.", 10, "mx.good.test.")
         .mx("plain.test.", 10, "mx.plain.test.")
         .mx("testing.test.", 10, "mx.good.test.")
-        .mx("nopolicy.test.", 10, "mx.good.test.");
-    for d in ["good", "plain", "testing"] {
+        .mx("nopolicy.test.", 10, "mx.good.test.")
+        .mx("broken.test.", 10, "mx.good.test.");
+    // broken.test publishes a record, but its policy server has no policy for it.
+    for d in ["good", "plain", "testing", "broken"] {
         zone = zone
             .a(&format!("mta-sts.{d}.test."), here)
             .txt(&format!("_mta-sts.{d}.test."), "v=STSv1; id=1;");
@@ -118,7 +121,7 @@ async fn a_requiretls_message_goes_only_over_validated_tls_to_hops_that_offer_it
     c.cmd("EHLO c", "250").await;
     let mut c = c.starttls().await;
     c.cmd("EHLO c", "250").await;
-    for d in ["good", "testing", "plain", "nopolicy", "relay"] {
+    for d in ["good", "testing", "plain", "nopolicy", "relay", "broken"] {
         send_requiretls(&mut c, &format!("u@{d}.test"), d).await;
     }
     // good.test and testing.test (enforced for this message): over validated TLS, and
@@ -147,4 +150,12 @@ async fn a_requiretls_message_goes_only_over_validated_tls_to_hops_that_offer_it
     }
     assert_eq!(plain.count(), 0);
     assert_eq!(reports.count(), 3);
+    // A policy that cannot be had now is not a policy that is not there: it waits.
+    let deferred = "u@broken.test> deferred (451 4.7.5 REQUIRETLS: the MTA-STS policy of broken.test cannot be had now";
+    common::eventually("broken.test deferred", || {
+        wasmtp::queue::list(&s.spool(), false)
+            .unwrap()
+            .contains(deferred)
+    })
+    .await;
 }

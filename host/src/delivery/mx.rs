@@ -17,9 +17,8 @@ use super::slots::{SlotKey, Slots};
 use super::{Answer, BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::config::Config;
 use crate::dns::{Dns, DnsError, ResolverError};
-use crate::mta_sts::{Fetcher, Mode, Policies, Policy};
+use crate::mta_sts::{Fetcher, Lookup, Mode, Policies, Policy};
 use crate::proto::Reply;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct MxTransport {
@@ -133,23 +132,6 @@ impl MxTransport {
         }
     }
 
-    /// A and AAAA records; `Err(true)` when the name has none at all (not a lookup failure).
-    async fn addresses(&self, dns: &Dns, host: &str) -> Result<Vec<IpAddr>, bool> {
-        let (a, aaaa) = tokio::join!(dns.a(host), dns.aaaa(host));
-        let missing =
-            matches!(a, Err(DnsError::NotFound)) && matches!(aaaa, Err(DnsError::NotFound));
-        let all: Vec<IpAddr> = a
-            .unwrap_or_default()
-            .into_iter()
-            .chain(aaaa.unwrap_or_default())
-            .collect();
-        if all.is_empty() {
-            Err(missing)
-        } else {
-            Ok(all)
-        }
-    }
-
     async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
         let every = |answer: Answer| vec![DeliveryOutcome::of(answer); msg.recipients.len()];
         let dns = match &self.dns {
@@ -163,22 +145,33 @@ impl MxTransport {
             Hosts::Found(h) => h,
             Hosts::Refused(reply) => return every(reply.into()),
         };
-        let policy = match &self.sts {
+        let lookup = match &self.sts {
             Some(sts) if !msg.envelope.tls_optional => {
                 sts.policies.policy(&sts.fetcher, &self.domain).await
             }
-            _ => None,
+            _ => Lookup::Absent,
         };
         // RFC 8689 4.2.1: a REQUIRETLS message needs the MX hosts validated by MTA-STS (we
         // have no DNSSEC), and then is delivered as under an enforced policy.
         let requiretls = msg.envelope.params.requiretls;
-        if requiretls && policy.is_none() {
-            let why = format!(
-                "{} has no MTA-STS policy to validate its MX hosts",
-                self.domain
-            );
-            return every(requiretls_refused(&why).into());
+        match (&lookup, requiretls) {
+            (Lookup::Absent, true) => {
+                let why = format!(
+                    "{} has no MTA-STS policy to validate its MX hosts",
+                    self.domain
+                );
+                return every(requiretls_refused(&why).into());
+            }
+            (Lookup::Unknown, true) => {
+                let why = format!(
+                    "REQUIRETLS: the MTA-STS policy of {} cannot be had now",
+                    self.domain
+                );
+                return every(Reply::dynamic(451, 7, 5, why).into());
+            }
+            _ => {}
         }
+        let policy = lookup.policy();
         let enforced = policy
             .as_ref()
             .is_some_and(|p| p.mode == Mode::Enforce || requiretls);
@@ -189,15 +182,16 @@ impl MxTransport {
         let mut tried = 0;
         drop(global);
         for host in &hosts {
-            let Some(tls) = self.tls_for(policy.as_deref(), enforced, host) else {
+            let Some(tls) = self.tls_for(policy.map(|p| &**p), enforced, host) else {
                 skipped = true;
                 continue;
             };
             let global = self.slots.global().await;
-            let addresses = match self.addresses(dns, host).await {
+            let addresses = match dns.addresses(host).await {
                 Ok(a) => a,
-                Err(missing) => {
-                    nowhere &= missing;
+                Err(e) => {
+                    // Only names with no address records at all make the domain nowhere.
+                    nowhere &= e == DnsError::NotFound;
                     continue;
                 }
             };
@@ -270,7 +264,10 @@ impl MxTransport {
                         if answer.reply.is_transient() || is_requiretls_refusal(&answer) =>
                     {
                         tracing::debug!(domain = %self.domain, %host, %ip, reply = %answer, "trying the next MX address");
-                        last = Some(answer);
+                        // A host that may take it later outweighs one without REQUIRETLS.
+                        if !is_requiretls_refusal(&answer) || last.is_none() {
+                            last = Some(answer);
+                        }
                     }
                     Err(answer) => return every(answer),
                 }

@@ -10,10 +10,12 @@ use super::client::{ClientSettings, Hop, Protocol, SmtpTransport, TlsMode};
 use super::conn::{Client, Timeouts};
 use super::flush::Flush;
 use super::pool::{Session, Stream};
+use super::slots::Slots;
 use super::{BoxFuture, DeliveryOutcome, Outgoing, Transport};
 use crate::proto::Reply;
 use crate::spool::SpoolId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +25,14 @@ use tokio::sync::{Notify, broadcast};
 const ATRN_LIMIT: Duration = Duration::from_secs(600);
 
 /// A connection turned around by ATRN, shared by the messages it carries one at a time.
-type Link = Arc<tokio::sync::Mutex<Option<Session>>>;
+#[derive(Default)]
+struct LinkState {
+    session: tokio::sync::Mutex<Option<Session>>,
+    /// Set when the ATRN session ends: messages still waiting for the link leave it.
+    closing: AtomicBool,
+}
+
+type Link = Arc<LinkState>;
 
 /// What each message task says of itself: its pending recipients' domains (lower case),
 /// and when its last attempt started; held messages are not listed.
@@ -58,7 +67,7 @@ impl Odmr {
     }
 
     /// The link of a customer collecting `domain` now, and the user it authenticated as.
-    pub(super) fn link(&self, domain: &str) -> Option<(Link, String)> {
+    fn link(&self, domain: &str) -> Option<(Link, String)> {
         self.links.lock().expect("links lock").get(domain).cloned()
     }
 
@@ -155,7 +164,7 @@ impl Grant {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut conn = Client::new(Stream::Reversed(Box::new(stream)), timeouts);
-        let greeted = match conn.reply().await {
+        let greeted = match conn.reply_within(timeouts.greeting).await {
             Ok(greeting) if greeting.code == 220 => conn.hello(hostname, Protocol::Smtp).await,
             Ok(greeting) => {
                 tracing::warn!(reply = %greeting, "ODMR customer did not greet with 220");
@@ -177,7 +186,7 @@ impl Grant {
                 return;
             }
         };
-        *self.link.lock().await = Some(Session::new(conn, ext));
+        *self.link.session.lock().await = Some(Session::new(conn, ext));
         let start = Instant::now();
         for domain in &self.domains {
             let _ = self.odmr.flush.send(Flush {
@@ -189,7 +198,7 @@ impl Grant {
         let done = async {
             loop {
                 let changed = self.odmr.changed.notified();
-                let gone = self.link.lock().await.is_none();
+                let gone = self.link.session.lock().await.is_none();
                 if gone || self.odmr.waiting(&self.domains, Some(start)) == 0 {
                     break;
                 }
@@ -199,16 +208,21 @@ impl Grant {
         if tokio::time::timeout(ATRN_LIMIT, done).await.is_err() {
             tracing::warn!(domains = ?self.domains, "ATRN session ran out of time; the rest stays queued");
         }
-        if let Some(mut session) = self.link.lock().await.take() {
+        // Those still waiting for the link give way, so QUIT comes after the one
+        // transaction in progress at most.
+        self.link.closing.store(true, Ordering::SeqCst);
+        if let Some(mut session) = self.link.session.lock().await.take() {
             session.conn.quit().await;
         }
     }
 }
 
-/// Delivery over a customer's link, for the recipients of one `odmr` route's domain.
+/// Delivery over a customer's link, for the recipients of one `odmr` route's domain. It
+/// takes a global delivery slot only once the link is its own.
 pub(super) struct OdmrTransport {
-    pub link: Link,
-    pub client: SmtpTransport,
+    link: Link,
+    client: SmtpTransport,
+    slots: Arc<Slots>,
 }
 
 impl OdmrTransport {
@@ -217,6 +231,7 @@ impl OdmrTransport {
         odmr: &Odmr,
         domain: &str,
         settings: Arc<ClientSettings>,
+        slots: Arc<Slots>,
     ) -> Option<OdmrTransport> {
         let (link, user) = odmr.link(domain)?;
         let hop = Hop {
@@ -229,12 +244,15 @@ impl OdmrTransport {
         Some(OdmrTransport {
             link,
             client: SmtpTransport::new(hop, settings),
+            slots,
         })
     }
 
     async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
-        let mut link = self.link.lock().await;
-        let outcome = match link.as_mut() {
+        let mut link = self.link.session.lock().await;
+        let _slot = self.slots.global().await;
+        let closing = self.link.closing.load(Ordering::SeqCst);
+        let outcome = match link.as_mut().filter(|_| !closing) {
             Some(session) => match self.client.deliver_on(session, msg).await {
                 Ok(outcome) => outcome,
                 // A link that failed is not used again; the ATRN session sees it gone.

@@ -159,6 +159,8 @@ pub(super) async fn run_message(
             if let After::Removed = apply(&d, &envelope, &mut state, order).await {
                 return;
             }
+            // Held or released: an ATRN session waits for it, or not.
+            odmr.note(&collected, state.held, attempted_at);
         }
         attempted_at = Some(Instant::now());
         // Read once per attempt; the reports below return it to the sender.

@@ -60,7 +60,8 @@ fn transport_for(
     };
     // RFC 8689 4.2.1: a fixed next hop takes a REQUIRETLS message only where the route
     // verifies its certificate; a mailbox directory is the message's end.
-    let relays = matches!(route.to, Target::Smtp(..) | Target::Lmtp(..));
+    // An ODMR link is TLS, but the customer's certificate is not validated.
+    let relays = matches!(route.to, Target::Smtp(..) | Target::Lmtp(..) | Target::Odmr);
     if requiretls && relays && !matches!(tls, TlsMode::Required { .. }) {
         let why = format!(
             "route {} does not verify TLS (tls = \"required\")",
@@ -83,7 +84,12 @@ fn transport_for(
         Target::Lmtp(host, port) => hop(host, *port, Protocol::Lmtp),
         Target::Maildir(path) => Box::new(maildir::MaildirTransport::new(path, &config.hostname)),
         // Over the link of the customer collecting the domain now, else it keeps waiting.
-        Target::Odmr => match odmr::OdmrTransport::for_domain(&d.odmr, domain, settings.clone()) {
+        Target::Odmr => match odmr::OdmrTransport::for_domain(
+            &d.odmr,
+            domain,
+            settings.clone(),
+            d.slots.clone(),
+        ) {
             Some(transport) => Box::new(transport),
             None => Box::new(Unavailable(odmr::waiting())),
         },
@@ -163,7 +169,8 @@ pub(super) async fn attempt(
         // A fixed next hop's slot for the whole group; an MX route takes one per MX host
         // it tries, so domains hosted together share their host's slots.
         let _slot = match route.to {
-            Target::Mx => None,
+            // Each MX host, and an ODMR link, takes its own (mx.rs, odmr.rs).
+            Target::Mx | Target::Odmr => None,
             _ => {
                 let limit = config.delivery.destination_concurrency;
                 Some(d.slots.take(SlotKey::Route(destination), limit).await)

@@ -140,6 +140,26 @@ impl Dns {
         Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect())
     }
 
+    /// A and AAAA records together; `NotFound` when the name has neither, another error
+    /// when there are none and a lookup failed.
+    pub async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let (a, aaaa) = tokio::join!(self.a(name), self.aaaa(name));
+        let mut all = Vec::new();
+        let mut failure = None;
+        for found in [a, aaaa] {
+            match found {
+                Ok(ips) => all.extend(ips),
+                Err(DnsError::NotFound) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        match (all.is_empty(), failure) {
+            (false, _) => Ok(all),
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(DnsError::NotFound),
+        }
+    }
+
     /// MX records sorted by preference (RFC 5321 5.1).
     pub async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
         let name = query_name(name)?;

@@ -33,15 +33,7 @@ impl Fetcher {
 
     async fn get(&self, domain: &str) -> Result<String, String> {
         let host = format!("mta-sts.{domain}");
-        let (a, aaaa) = tokio::join!(self.dns.a(&host), self.dns.aaaa(&host));
-        let addresses: Vec<_> = a
-            .unwrap_or_default()
-            .into_iter()
-            .chain(aaaa.unwrap_or_default())
-            .collect();
-        if addresses.is_empty() {
-            return Err(format!("{host} has no address"));
-        }
+        let addresses = (self.dns.addresses(&host).await).map_err(|e| format!("{host}: {e}"))?;
         let mut last = String::new();
         for ip in addresses {
             match self.get_from(&host, ip).await {

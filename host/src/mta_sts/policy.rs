@@ -33,18 +33,22 @@ pub struct Policy {
 
 /// RFC 8461 3.2: at most a year.
 const MAX_AGE_LIMIT: u64 = 31_557_600;
+/// MX patterns one policy may have (a policy is kept in memory for as long as it is valid).
+const MAX_PATTERNS: usize = 100;
 
 /// The `id` of a domain's `_mta-sts` TXT records: of the records that begin with
 /// `v=STSv1`, exactly one must be there and valid, else the domain has no policy (3.1).
 pub fn record_id(records: &[String]) -> Option<String> {
-    let mut ours = records.iter().filter(|r| r.starts_with("v=STSv1"));
+    let version =
+        |r: &&String| r.split(';').next().map(|v| v.trim_matches([' ', '\t'])) == Some("v=STSv1");
+    let mut ours = records.iter().filter(version);
     let (Some(record), None) = (ours.next(), ours.next()) else {
         return None;
     };
-    let mut fields = record.split(';').map(|f| f.trim_matches([' ', '\t']));
-    if fields.next() != Some("v=STSv1") {
-        return None;
-    }
+    let fields = record
+        .split(';')
+        .map(|f| f.trim_matches([' ', '\t']))
+        .skip(1);
     let mut id = None;
     for field in fields.filter(|f| !f.is_empty()) {
         let (name, value) = field.split_once('=')?;
@@ -110,6 +114,9 @@ pub fn parse(text: &str) -> Result<Policy, String> {
     if mode != Mode::None && mx.is_empty() {
         return Err("no mx patterns".into());
     }
+    if mx.len() > MAX_PATTERNS {
+        return Err(format!("more than {MAX_PATTERNS} mx patterns"));
+    }
     if let Some(bad) = mx.iter().find(|p| !valid_pattern(p)) {
         return Err(format!("mx pattern {bad:?} is not a host name or *.domain"));
     }
@@ -162,6 +169,11 @@ mod tests {
         assert_eq!(id(&["v=STSv1;id=abc", "v=spf1 -all"]), Some("abc".into()));
         assert_eq!(id(&["v=STSv1; ext=1; id=abc"]), Some("abc".into()));
         assert_eq!(id(&["v=STSv1; id=a", "v=STSv1; id=b"]), None);
+        // A record of another version is not one of ours, so the valid one stands.
+        assert_eq!(
+            id(&["v=STSv10; id=x", "v=STSv1 ; id=abc"]),
+            Some("abc".into())
+        );
         assert_eq!(id(&["v=STSv1;"]), None);
         assert_eq!(id(&["v=STSv1; id=has-dash"]), None);
         assert_eq!(id(&["v=STSv1; id=abc; junk"]), None);
@@ -193,6 +205,10 @@ mod tests {
             "version: STSv1\nmode: enforce\nmx: a.test\n",
             "version: STSv1\nmode: enforce\nmx: a.*.test\nmax_age: 1\n",
             "<html>not a policy</html>",
+            &format!(
+                "version: STSv1\nmode: enforce\nmax_age: 1\n{}",
+                "mx: a.test\n".repeat(101)
+            ),
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

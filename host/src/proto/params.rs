@@ -181,6 +181,7 @@ impl MailParams {
                     });
                 }
                 ("SMTPUTF8", None) => p.smtputf8 = true,
+                ("REQUIRETLS", None) if p.requiretls => return Err(dup()),
                 ("REQUIRETLS", None) => p.requiretls = true,
                 // RFC 8689 3: a keyword without a value.
                 ("REQUIRETLS", Some(_)) => return Err(bad()),
