@@ -73,3 +73,16 @@ password_hash = "plain"
         assert!(all.contains(key), "{key} missing from {all}");
     }
 }
+
+#[test]
+fn dnssec_false_is_taken_and_true_is_refused_until_dane_exists() {
+    let base = "hostname = \"mx.test\"\n[[listen]]\naddress = \"127.0.0.1:0\"\n";
+    assert!(Config::parse("t", &format!("{base}[dns]\ndnssec = false\n")).is_ok());
+    for extra in ["dnssec = true", "trust_anchor = \"root.key\""] {
+        let e = Config::parse("t", &format!("{base}[dns]\n{extra}\n")).unwrap_err();
+        assert!(
+            e.problems.join("\n").contains("not available"),
+            "{extra}: {e}"
+        );
+    }
+}
