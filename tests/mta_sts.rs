@@ -9,7 +9,7 @@ mod common;
 use common::TestServer;
 use common::ca::TestCa;
 use common::dns::Zone;
-use common::policy::{PolicyServer, policy};
+use common::policy::{PolicyServer, ok, policy};
 use common::sink::{Sink, SinkOptions};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -140,23 +140,48 @@ async fn a_policy_that_cannot_be_fetched_or_read_is_no_policy() {
     let ca = TestCa::new(dir.path());
     // The MX host offers no TLS at all, so any policy in force would defer the mail.
     let sink = Sink::start(SinkOptions::default()).await;
-    let broken = ["garbled.test", "missing.test", "untrusted.test"];
-    let names: Vec<String> = broken.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let broken = [
+        "garbled",
+        "missing",
+        "redirected",
+        "huge",
+        "html",
+        "untrusted",
+    ];
+    let names: Vec<String> = broken.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let policies = HashMap::from([("garbled.test".into(), "<html>hello</html>".into())]);
+    let enforce = policy("enforce", &["mx.sts.test"]);
+    // Each would be an enforced policy if it were taken: over 64 KiB, not text/plain, or
+    // behind a redirect (RFC 8461 3.3: not followed).
+    let padded = format!("{enforce}{}", "x-padding: yes\r\n".repeat(5000));
+    let answers = HashMap::from([
+        (
+            "garbled.test".into(),
+            ok("text/plain", "<html>hello</html>"),
+        ),
+        (
+            "redirected.test".into(),
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: https://mta-sts.garbled.test/.well-known/mta-sts.txt\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{enforce}",
+                enforce.len()
+            ),
+        ),
+        ("huge.test".into(), ok("text/plain", &padded)),
+        ("html.test".into(), ok("text/html", &enforce)),
+        ("untrusted.test".into(), ok("text/plain", &enforce)),
+    ]);
     // untrusted.test's policy server shows a certificate from a CA nobody trusts.
     let elsewhere = tempfile::tempdir().unwrap();
     let stranger = TestCa::new(elsewhere.path());
-    let web = PolicyServer::start(ca.server(&names[..2]), policies.clone()).await;
-    let rogue = PolicyServer::start(stranger.server(&names[2..]), policies).await;
-    assert_ne!(web.port, rogue.port);
+    let web = PolicyServer::answering(ca.server(&names[..5]), answers.clone()).await;
+    let rogue = PolicyServer::answering(stranger.server(&names[5..]), answers).await;
     let here = "127.0.0.1".parse().unwrap();
     let mut zone = Zone::default().a("mx.sts.test.", here);
     for d in broken {
         zone = zone
-            .mx(&format!("{d}."), 10, "mx.sts.test.")
-            .a(&format!("mta-sts.{d}."), here)
-            .txt(&format!("_mta-sts.{d}."), "v=STSv1; id=1;");
+            .mx(&format!("{d}.test."), 10, "mx.sts.test.")
+            .a(&format!("mta-sts.{d}.test."), here)
+            .txt(&format!("_mta-sts.{d}.test."), "v=STSv1; id=1;");
     }
     let dns = zone.start().await;
     let config = |port: u16| {
@@ -170,17 +195,19 @@ async fn a_policy_that_cannot_be_fetched_or_read_is_no_policy() {
         )
     };
     let s = TestServer::start(&config(web.port)).await;
-    s.send_one(&["u@garbled.test"], "garbled").await;
-    s.send_one(&["u@missing.test"], "missing").await;
+    for d in &broken[..5] {
+        s.send_one(&[&format!("u@{d}.test")], d).await;
+    }
     let r = TestServer::start(&config(rogue.port)).await;
     r.send_one(&["u@untrusted.test"], "untrusted").await;
     // RFC 8461 5.1: without a valid policy, delivery goes on as if there were none.
-    sink.wait_for(3).await;
+    sink.wait_for(6).await;
     assert_eq!(
         s.metric("wasmtp_mta_sts_total{mode=\"enforce\",result=\"tls_failed\"}"),
         0.0
     );
-    // The rogue server's TLS handshake failed, so it never read a request.
+    // The rogue server's TLS handshake failed, so it never read a request; the redirect
+    // was not followed (one request each, none to garbled.test's a second time).
     assert_eq!(rogue.fetches.load(Ordering::SeqCst), 0);
-    assert_eq!(web.fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(web.fetches.load(Ordering::SeqCst), 5);
 }

@@ -11,18 +11,50 @@ use common::{Client, TestServer, tls_section};
 /// The gateway: an MX listener and an ODMR listener; remote.example.test and other.test
 /// wait for ATRN; `site` may collect remote.example.test only.
 async fn gateway(dir: &std::path::Path) -> TestServer {
+    gateway_with(dir, "").await
+}
+
+/// The same, with more `[delivery]` keys.
+async fn gateway_with(dir: &std::path::Path, delivery: &str) -> TestServer {
     let hash = wasmtp::session::hash_password("secret").unwrap();
     TestServer::start(&format!(
         "[[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"mx\"\n\
          [[listen]]\naddress = \"127.0.0.1:0\"\nmode = \"odmr\"\n{}\
          [accept]\ndomains = [\"remote.example.test\", \"other.test\"]\n\
-         [delivery]\nretry = [\"1h\"]\n\
+         [delivery]\nretry = [\"1h\"]\n{delivery}\
          [[user]]\nname = \"site\"\npassword_hash = \"{hash}\"\natrn_domains = [\"remote.example.test\"]\n\
          [[route]]\ndomain = \"remote.example.test\"\nto = \"odmr\"\n\
          [[route]]\ndomain = \"other.test\"\nto = \"odmr\"\n",
         tls_section(dir)
     ))
     .await
+}
+
+#[tokio::test]
+async fn a_customer_that_never_greets_is_let_go_and_its_domains_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = gateway_with(dir.path(), "greeting_timeout = \"1s\"\n").await;
+    let mut m = Client::connect(s.addr()).await;
+    m.cmd("EHLO sender.test", "250").await;
+    let r = m
+        .send_mail(
+            "a@sender.test",
+            &["u@remote.example.test"],
+            "Subject: x\r\n\r\nx",
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    common::eventually("a deferral", || s.deferrals() >= 1).await;
+    // ATRN, then silence where the customer's 220 should be: closed after greeting_timeout.
+    let mut c = customer(&s).await;
+    c.cmd("ATRN remote.example.test", "250").await;
+    let started = std::time::Instant::now();
+    assert!(c.closed().await, "the gateway kept a silent customer");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The domain is free again, and its mail still waits.
+    let mut c = customer(&s).await;
+    c.cmd("ATRN remote.example.test", "250").await;
+    assert_eq!(s.spool_ids().len(), 1);
 }
 
 /// A customer on the ODMR listener: STARTTLS, EHLO, AUTH as `site`.

@@ -21,7 +21,20 @@ impl Drop for PolicyServer {
 }
 
 impl PolicyServer {
+    /// Answers each domain's request with its policy (200, `text/plain`).
     pub async fn start(tls: Arc<rustls::ServerConfig>, policies: HashMap<String, String>) -> Self {
+        let answers = policies
+            .into_iter()
+            .map(|(domain, body)| (domain, ok("text/plain", &body)))
+            .collect();
+        PolicyServer::answering(tls, answers).await
+    }
+
+    /// Answers each domain's request with the whole HTTP response given for it.
+    pub async fn answering(
+        tls: Arc<rustls::ServerConfig>,
+        policies: HashMap<String, String>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let fetches = Arc::new(AtomicUsize::new(0));
@@ -54,10 +67,7 @@ impl PolicyServer {
                         .unwrap_or("");
                     let path_ok = head.starts_with("get /.well-known/mta-sts.txt ");
                     let answer = match policies.get(domain).filter(|_| path_ok) {
-                        Some(body) => format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        ),
+                        Some(answer) => answer.clone(),
                         None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
                     };
                     let _ = s.write_all(answer.as_bytes()).await;
@@ -71,6 +81,14 @@ impl PolicyServer {
             task,
         }
     }
+}
+
+/// A 200 response of `media` type carrying `body`.
+pub fn ok(media: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {media}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// A policy file of `mode` naming `mx`, kept a day.
