@@ -125,13 +125,12 @@ impl RouteTls {
         routes: &[crate::config::Route],
         mta_sts: bool,
     ) -> Result<RouteTls, Vec<(usize, TlsError)>> {
-        use crate::config::{Target, TlsPolicy};
         let mut built = RouteTls::default();
         let mut errors = Vec::new();
         let verifying = routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.tls == TlsPolicy::Required || (mta_sts && r.to == Target::Mx));
+            .filter(|(_, r)| r.verifies(mta_sts));
         for (i, route) in verifying {
             if built.0.contains_key(&route.ca) {
                 continue;

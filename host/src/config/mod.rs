@@ -269,6 +269,14 @@ pub struct Route {
     pub ca: Option<PathBuf>,
 }
 
+impl Route {
+    /// Does delivery by this route verify certificates, so that its `ca` is used:
+    /// `tls = "required"`, or an MX route while MTA-STS (`delivery.mta_sts`) is on?
+    pub fn verifies(&self, mta_sts: bool) -> bool {
+        self.tls == TlsPolicy::Required || (mta_sts && self.to == Target::Mx)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
@@ -476,9 +484,7 @@ impl Config {
                     r.domain
                 ));
             }
-            let verifies =
-                r.tls == TlsPolicy::Required || (r.to == Target::Mx && self.delivery.mta_sts);
-            if r.ca.is_some() && !verifies {
+            if r.ca.is_some() && !r.verifies(self.delivery.mta_sts) {
                 p.push(format!(
                     "route[{i}].ca: only used with tls = \"required\", or by MX routes for MTA-STS (opportunistic TLS does not verify)"
                 ));
