@@ -582,7 +582,7 @@ impl Transport for SmtpTransport {
         Box::pin(async move {
             match self.run(msg).await {
                 Ok(outcomes) => outcomes,
-                Err(answer) => vec![DeliveryOutcome::of(answer); msg.recipients.len()],
+                Err(answer) => msg.every(answer),
             }
         })
     }

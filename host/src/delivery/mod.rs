@@ -117,6 +117,14 @@ pub struct Outgoing<'a> {
     pub recipients: &'a [usize],
 }
 
+impl Outgoing<'_> {
+    /// The same answer for every recipient (a connection that failed, a route that
+    /// cannot be used).
+    pub fn every(&self, answer: impl Into<Answer>) -> Vec<DeliveryOutcome> {
+        vec![DeliveryOutcome::of(answer); self.recipients.len()]
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A way to move a message one hop further. Returns one outcome per recipient, in order.

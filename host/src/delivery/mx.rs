@@ -133,17 +133,16 @@ impl MxTransport {
     }
 
     async fn run(&self, msg: &Outgoing<'_>) -> Vec<DeliveryOutcome> {
-        let every = |answer: Answer| vec![DeliveryOutcome::of(answer); msg.recipients.len()];
         let dns = match &self.dns {
             Ok(d) => d,
             Err(e) => {
-                return every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}")).into());
+                return msg.every(Reply::dynamic(451, 4, 3, format!("no resolver: {e}")));
             }
         };
         let global = self.slots.global().await;
         let hosts = match self.hosts(dns).await {
             Hosts::Found(h) => h,
-            Hosts::Refused(reply) => return every(reply.into()),
+            Hosts::Refused(reply) => return msg.every(reply),
         };
         let lookup = match &self.sts {
             Some(sts) if !msg.envelope.tls_optional => {
@@ -160,14 +159,14 @@ impl MxTransport {
                     "{} has no MTA-STS policy to validate its MX hosts",
                     self.domain
                 );
-                return every(requiretls_refused(&why).into());
+                return msg.every(requiretls_refused(&why));
             }
             (Lookup::Unknown, true) => {
                 let why = format!(
                     "REQUIRETLS: the MTA-STS policy of {} cannot be had now",
                     self.domain
                 );
-                return every(Reply::dynamic(451, 7, 5, why).into());
+                return msg.every(Reply::dynamic(451, 7, 5, why));
             }
             _ => {}
         }
@@ -245,7 +244,7 @@ impl MxTransport {
                     // (RFC 5321 5.1). With none of them reachable that is a deferral, not a
                     // loop; a loop only when we come first.
                     Err(answer) if is_loop(&answer.reply) => {
-                        return every(match last {
+                        return msg.every(match last {
                             Some(better) => Reply::dynamic(
                                 451,
                                 4,
@@ -269,11 +268,11 @@ impl MxTransport {
                             last = Some(answer);
                         }
                     }
-                    Err(answer) => return every(answer),
+                    Err(answer) => return msg.every(answer),
                 }
             }
         }
-        every(last.unwrap_or_else(|| {
+        msg.every(last.unwrap_or_else(|| {
             Answer::from(if skipped {
                 let why = format!("{}: no MX host named by its MTA-STS policy", self.domain);
                 Reply::dynamic(451, 7, 5, why)

@@ -264,7 +264,7 @@ impl OdmrTransport {
             },
             None => Err(waiting().into()),
         };
-        outcome.unwrap_or_else(|answer| vec![DeliveryOutcome::of(answer); msg.recipients.len()])
+        outcome.unwrap_or_else(|answer| msg.every(answer))
     }
 }
 

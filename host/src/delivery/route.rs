@@ -21,8 +21,7 @@ struct Unavailable(Reply);
 
 impl Transport for Unavailable {
     fn deliver<'a>(&'a self, msg: &'a Outgoing<'a>) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
-        let outcome = DeliveryOutcome::of(self.0.clone());
-        Box::pin(std::future::ready(vec![outcome; msg.recipients.len()]))
+        Box::pin(std::future::ready(msg.every(self.0.clone())))
     }
 }
 
