@@ -115,20 +115,6 @@ pub struct SmtpTransport {
     settings: Arc<ClientSettings>,
 }
 
-/// Going on without TLS: fine unless it is required (then deferred, RFC 3463 X.7.10).
-fn in_the_clear(required: bool, why: impl FnOnce() -> String) -> Result<(), Reply> {
-    if required {
-        Err(Reply::dynamic(
-            451,
-            7,
-            10,
-            format!("TLS required but {}", why()),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// A REQUIRETLS message that cannot go this way (RFC 8689 5: X.7.30, REQUIRETLS support
 /// required).
 pub fn requiretls_refused(why: &str) -> Reply {
@@ -175,6 +161,21 @@ impl SmtpTransport {
 
     fn transient(&self, what: &str, e: impl fmt::Display) -> Reply {
         Reply::dynamic(451, 4, 4, format!("{what} {}: {e}", self.hop))
+    }
+
+    /// Going on without TLS: fine unless it is required (then deferred, RFC 3463 X.7.10);
+    /// under an MTA-STS policy in `testing` mode, reported as what enforcing would refuse.
+    fn in_the_clear(&self, required: bool, why: impl FnOnce() -> String) -> Result<(), Reply> {
+        if required {
+            return Err(Reply::dynamic(
+                451,
+                7,
+                10,
+                format!("TLS required but {}", why()),
+            ));
+        }
+        self.testing_result(|| Err(why()));
+        Ok(())
     }
 
     /// With an MTA-STS policy in `testing` mode: what enforcing it would have made of this
@@ -311,8 +312,7 @@ impl SmtpTransport {
         };
         let required = matches!(hop.tls, TlsMode::Required { .. });
         let Some(config) = config.filter(|_| ext.has(Extension::StartTls)) else {
-            in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
-            self.testing_result(|| Err(format!("{hop} does not offer STARTTLS")));
+            self.in_the_clear(required, || format!("{hop} does not offer STARTTLS"))?;
             return Ok(Session::new(conn, ext));
         };
         conn.send(b"STARTTLS\r\n")
@@ -323,8 +323,7 @@ impl SmtpTransport {
             .await
             .map_err(|e| self.transient("STARTTLS to", e))?;
         if reply.code != 220 {
-            in_the_clear(required, || format!("STARTTLS refused: {reply}"))?;
-            self.testing_result(|| Err(format!("STARTTLS refused: {reply}")));
+            self.in_the_clear(required, || format!("STARTTLS refused: {reply}"))?;
             return Ok(Session::new(conn, ext));
         }
         let name = rustls::pki_types::ServerName::try_from(hop.tls_name.clone());
