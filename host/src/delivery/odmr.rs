@@ -116,7 +116,10 @@ impl Watch<'_> {
     pub fn note(&self, domains: &[String], held: bool, attempted_at: Option<Instant>) {
         let mut messages = self.odmr.messages.lock().expect("messages lock");
         if held || domains.is_empty() {
-            messages.remove(self.id);
+            // Not listed, and was not: no ATRN session has anything to learn.
+            if messages.remove(self.id).is_none() {
+                return;
+            }
         } else {
             let noted = Noted {
                 domains: domains.to_vec(),
@@ -131,12 +134,7 @@ impl Watch<'_> {
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        self.odmr
-            .messages
-            .lock()
-            .expect("messages lock")
-            .remove(self.id);
-        self.odmr.changed.notify_waiters();
+        self.note(&[], false, None);
     }
 }
 

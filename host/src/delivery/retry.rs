@@ -6,6 +6,7 @@ use super::bounce;
 use super::route::attempt;
 use super::scan::{Scanned, scan};
 use super::shared::{Delivery, Order};
+use crate::config::Target;
 use crate::metrics::{Phase, Queue};
 use crate::proto::Reply;
 use crate::spool::{
@@ -122,12 +123,16 @@ pub(super) async fn run_message(
             .pending()
             .map(|i| envelope.recipients[i].address.domain_lower())
             .collect();
+        // Only a config with an odmr route has any to note (this runs for every message).
         let config = d.config.borrow().clone();
-        let collected: Vec<String> = domains
-            .iter()
-            .filter(|d| config.route_for(d).to == crate::config::Target::Odmr)
-            .cloned()
-            .collect();
+        let collected: Vec<String> = match config.route.iter().any(|r| r.to == Target::Odmr) {
+            true => domains
+                .iter()
+                .filter(|d| config.route_for(d).to == Target::Odmr)
+                .cloned()
+                .collect(),
+            false => Vec::new(),
+        };
         odmr.note(&collected, state.held, attempted_at);
         loop {
             tracked.phase(if state.held {
