@@ -211,3 +211,66 @@ async fn a_policy_that_cannot_be_fetched_or_read_is_no_policy() {
     assert_eq!(rogue.fetches.load(Ordering::SeqCst), 0);
     assert_eq!(web.fetches.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn a_policy_server_that_drips_is_cut_off_at_the_fetch_deadline() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let sink = Sink::start(SinkOptions::default()).await;
+    // Headers at once, then one octet of body every 100 ms, for as long as we listen.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let closed = Arc::new(AtomicBool::new(false));
+    let tls = ca.server(&["mta-sts.drip.test"]);
+    let seen = closed.clone();
+    let _server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut s = tokio_rustls::TlsAcceptor::from(tls)
+            .accept(tcp)
+            .await
+            .unwrap();
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head).await;
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n";
+        let mut write = s.write_all(head.as_bytes()).await;
+        while write.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            write = async {
+                s.write_all(b"x").await?;
+                s.flush().await
+            }
+            .await;
+        }
+        seen.store(true, Ordering::SeqCst);
+    });
+    let here = "127.0.0.1".parse().unwrap();
+    let dns = Zone::default()
+        .a("mx.sts.test.", here)
+        .a("mta-sts.drip.test.", here)
+        .mx("drip.test.", 10, "mx.sts.test.")
+        .txt("_mta-sts.drip.test.", "v=STSv1; id=1;")
+        .start()
+        .await;
+    let s = TestServer::start(&format!(
+        "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\n\
+         [delivery]\nsmtp_port = {}\nmta_sts_port = {port}\nretry = [\"1h\"]\n\
+         [[route]]\ndomain = \"*\"\nto = \"mx\"\ntls = \"opportunistic\"\nca = \"{}\"\n",
+        dns.addr,
+        sink.addr.port(),
+        ca.pem.display()
+    ))
+    .await;
+    s.send_one(&["u@drip.test"], "drip").await;
+    // No policy within the fetch's 10 s: delivered as without one ...
+    tokio::time::timeout(std::time::Duration::from_secs(20), sink.wait_for(1))
+        .await
+        .expect("the fetch was not cut off");
+    // ... and the connection to the policy server is gone with it, not left running.
+    common::eventually("the dripping connection closed", || {
+        closed.load(Ordering::SeqCst)
+    })
+    .await;
+}
